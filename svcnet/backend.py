@@ -1,0 +1,144 @@
+"""The data-plane contract: :class:`Backend`, its capabilities, and plug-in loading.
+
+A backend instance programs one node. Kernel backends are bound to a network
+namespace (``netns``); the memory backend to nothing. Every backend, ours and
+third parties', registers a subclass of :class:`Backend` in the entry-point
+group ``svcnet.backends`` and is imported only when asked for by name.
+
+Life cycle: ``sync(plan)`` installs a whole plan (the first time, and for a
+periodic full resync); ``apply(changes)`` moves from the plan last installed
+to the next one, touching only what changed; both are atomic: on failure they
+raise :class:`~svcnet.errors.BackendError` and leave what was installed before.
+``observe()`` reads back what is installed (from the kernel, never a cache),
+``evaluate(probe)`` answers a probe from that read-back alone, ``cleanup()``
+removes everything the backend owns and nothing else.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import ClassVar
+
+import attrs
+
+from svcnet.errors import BackendError, BackendErrorKind, BackendNotFound
+from svcnet.model import IPFamily, Protocol
+from svcnet.plan import Changes, Plan
+from svcnet.probe import Outcome, Probe
+
+GROUP = "svcnet.backends"
+
+
+@attrs.frozen
+class Capabilities:
+    """What a backend can do; the harness aims only at what is declared."""
+
+    families: frozenset[IPFamily] = frozenset(IPFamily)
+    protocols: frozenset[Protocol] = frozenset(Protocol)
+    session_affinity: bool = True
+    source_ranges: bool = True
+    incremental: bool = True  # apply(changes) touches only what changed
+    kernel: bool = False  # programs a real kernel (needs root and a netns)
+    exact_probabilities: bool = True  # evaluate() reports the rules' real probabilities
+
+
+class Backend(abc.ABC):
+    """Base class of every data plane.
+
+    Subclasses implement :meth:`_install` (or override :meth:`sync` and
+    :meth:`apply`), :meth:`observe`, :meth:`evaluate` and :meth:`cleanup`.
+    """
+
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, node: str, *, netns: str | None = None) -> None:
+        self.node = node
+        self.netns = netns
+        self.installed: Plan | None = None  # the plan last installed successfully
+
+    # -- programming -------------------------------------------------------
+    def sync(self, plan: Plan) -> None:
+        """Install ``plan`` whole, replacing whatever this backend installed."""
+        self._check_node(plan.node)
+        self._install(plan.diff(None), plan, full=True)
+        self.installed = plan
+
+    def apply(self, changes: Changes) -> None:
+        """Move from the installed plan to the next one by ``changes``."""
+        if self.installed is None:
+            raise BackendError(BackendErrorKind.STATE, f"{self.name}: apply() before sync()")
+        self._check_node(changes.settings.node)
+        target = changes.apply_to(self.installed)
+        self._install(changes, target, full=False)
+        self.installed = target
+
+    def update(self, plan: Plan) -> None:
+        """``sync`` the first time, ``apply(plan.diff(installed))`` after."""
+        if self.installed is None:
+            self.sync(plan)
+        else:
+            changes = plan.diff(self.installed)
+            if not changes.empty:
+                self.apply(changes)
+
+    @abc.abstractmethod
+    def _install(self, changes: Changes, target: Plan, *, full: bool) -> None:
+        """Make ``target`` installed, atomically. ``full``: ``changes`` lists every
+        service (a full sync: anything else this backend owns must go)."""
+
+    # -- reading back ------------------------------------------------------
+    @abc.abstractmethod
+    def observe(self) -> object:
+        """What is installed, read back from the data plane."""
+
+    @abc.abstractmethod
+    def evaluate(self, probe: Probe) -> Outcome:
+        """What the installed rules do to ``probe``, from :meth:`observe` alone."""
+
+    def trace(self, probe: Probe) -> tuple[str, ...]:
+        """The rules or entries that decided ``probe``, for humans."""
+        return ()
+
+    # -- teardown ----------------------------------------------------------
+    @abc.abstractmethod
+    def cleanup(self) -> None:
+        """Remove everything this backend created, and nothing else."""
+
+    def close(self) -> None:
+        """Release handles (sockets, libraries); installed rules stay."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_node(self, node: str) -> None:
+        if node != self.node:
+            raise BackendError(
+                BackendErrorKind.STATE,
+                f"{self.name} backend programs node {self.node!r}, got a plan for {node!r}",
+            )
+
+
+BackendFactory = Callable[[str], Backend]
+
+
+def available_backends() -> list[str]:
+    """Names of the installed backends (entry points; nothing is imported)."""
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
+
+
+def load_backend(name: str) -> type[Backend]:
+    """The backend class registered under ``name``, imported now."""
+    for ep in entry_points(group=GROUP):
+        if ep.name == name:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, Backend)):
+                raise BackendNotFound(f"entry point {name!r} in {GROUP} is not a Backend subclass")
+            return cls
+    installed = ", ".join(available_backends()) or "none"
+    raise BackendNotFound(f"no backend named {name!r} is installed (installed: {installed})")
