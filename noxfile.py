@@ -1,0 +1,67 @@
+"""Sessions: tests (unit + kernel), lint, typecheck, bench, demo.
+
+Run ``nox -s tests`` as root on Debian 12 with iptables, nftables, iproute2 and
+conntrack installed (``.ci/run`` installs them); kernel tests skip, saying why,
+without root.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+BACKENDS = ["backends/memory", "backends/nftables", "backends/iptables"]
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session) -> None:
+    session.install("-e", ".[all]")
+    for path in BACKENDS:
+        session.install("-e", path)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Every test: unprivileged ones anywhere, kernel ones as root in fresh netns."""
+    _install(session)
+    session.install("pytest-timeout")
+    paths = ["tests", *[f"{b}/tests" for b in BACKENDS]]
+    session.run(
+        "pytest",
+        "-p", "no:cacheprovider",
+        "--timeout=900",
+        "--hypothesis-profile=ci",
+        *(session.posargs or paths),
+    )
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "svcnet", "tests", "backends", "noxfile.py", "bench")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    _install(session)
+    session.install("mypy", "types-PyYAML")
+    session.run("mypy", "--strict", "svcnet")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (never timed assertions in tests). Figures go to docs/performance.md."""
+    _install(session)
+    session.run("python", "bench/bench_state.py")
+    session.run("python", "bench/bench_plan.py")
+    session.run("python", "backends/nftables/bench_nft.py", *session.posargs)
+    session.run("python", "backends/iptables/bench_ipt.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    _install(session)
+    session.run("svcnet", "demo")
