@@ -1,44 +1,499 @@
-"""INTERFACE STUB — to be implemented (see the docstrings). Do not change the public API
-without telling the integrator.
+"""The cluster state and every transition of it.
 
-Public API that svcnet.plan, svcnet.semantics, svcnet.scenario and the CLI rely on:
+Theory of operation
+-------------------
+A :class:`ClusterState` is an immutable value. ``state.step(event)`` returns a
+new state or raises (ValidationError, ConflictError, NotFoundError); the caller
+keeps the old one either way. All data is held in pyrsistent maps and sets, so
+a step copies only the O(log n) paths it changes and shares the rest.
 
-    @attrs.frozen
-    class ClusterState:
-        config: ClusterConfig
-        nodes: PMap[str, Node]
-        pods: PMap[tuple[str, str], Pod]                 # (namespace, name)
-        services: PMap[tuple[str, str], Service]         # allocations filled in
-        slices: PMap[tuple[str, str], EndpointSlice]
-        endpoints: PMap[tuple[str, str], PMap[str, tuple[Endpoint, ...]]]
-            # per service (namespace, name), per service-port name ("" for an unnamed
-            # single port): the endpoints of that port, all families, sorted;
-            # ready/serving/terminating folded as SEMANTICS.md says (publishNotReadyAddresses
-            # already makes ready True); zone filled from the node label (pods) or the slice.
-            # ExternalName services have no entry; a proxied-or-not service with a selector
-            # or slices has an entry for every port (possibly empty tuples).
-        revision: int                                    # +1 per accepted event
+A step runs in a private, short-lived :class:`_Txn` that rebinds persistent
+values (never mutating one that the old state holds), in three phases:
 
-        @classmethod
-        def empty(cls, config: ClusterConfig = ClusterConfig()) -> ClusterState
-        def step(self, event: Event) -> ClusterState     # raises SvcnetError (ValidationError,
-                                                         # ConflictError, NotFoundError); self unchanged
-        def service_endpoints(self, namespace: str, name: str) -> Mapping[str, tuple[Endpoint, ...]]
-        def changed_since(self, revision: int) -> Changed | None
-            # what changed after `revision` (None: too old to tell; recompile everything)
+1. apply each object (nodes of an Apply first, so pods in the same batch can
+   get IPs from them), allocating through :mod:`svcnet.allocation`
+   (ClusterIPs, NodePorts, LoadBalancer addresses, pod IPs; replacing an object
+   keeps what was allocated to it) and updating the indexes;
+2. collect the services whose endpoints may have changed: a pod event reaches
+   only services selecting the pod (services are indexed per namespace by one
+   ``(key, value)`` pair of their selector), a node event the services of the
+   pods on that node, a slice event its service, a service event itself;
+3. recompute the endpoints of just those services (:mod:`svcnet.endpoints`;
+   candidate pods come from the ``(namespace, key, value)`` pod index), and
+   record what changed in a bounded ring (``changed_since``).
 
-    @attrs.frozen
-    class Changed:
-        services: frozenset[tuple[str, str]]   # services whose spec, allocation or endpoints changed
-                                               # (deleted ones included)
-        nodes: frozenset[str]                  # nodes added, removed or changed
-        config: bool                           # the cluster configuration changed
+Only when every phase succeeded is a new state built, revision + 1.
 
-    Events (frozen):
-        Apply(objects: tuple[KubeObject, ...])   # all or nothing; replacing keeps allocations
-        Delete(keys: tuple[ObjectKey, ...])      # all or nothing; unknown key -> NotFoundError
-        Configure(config: ClusterConfig)         # refused if an existing allocation falls outside
-    Event = Apply | Delete | Configure
-
-    def step(state: ClusterState, event: Event) -> ClusterState   # same as state.step(event)
+Public API (relied on by svcnet.plan, svcnet.semantics, svcnet.scenario and
+the CLI): :class:`ClusterState` (fields ``config``, ``nodes``, ``pods``,
+``services``, ``slices``, ``endpoints``, ``revision``; ``empty()``, ``step()``,
+``service_endpoints()``, ``changed_since()``), :class:`Changed`, the events
+:class:`Apply`, :class:`Delete`, :class:`Configure`, ``Event`` and :func:`step`.
 """
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+from pyrsistent import PMap, PSet, PVector, pmap, pset, pvector
+
+from svcnet import endpoints as _ep
+from svcnet.allocation import Allocations
+from svcnet.errors import NotFoundError, ValidationError
+from svcnet.model import (
+    ClusterConfig,
+    Endpoint,
+    EndpointSlice,
+    Kind,
+    KubeObject,
+    Node,
+    ObjectKey,
+    Pod,
+    Service,
+    ServiceType,
+)
+
+LOG_SIZE = 4096  # revisions changed_since can answer for
+
+NsName = tuple[str, str]
+EndpointMap = PMap[str, tuple[Endpoint, ...]]
+
+
+@attrs.frozen
+class Changed:
+    services: frozenset[NsName] = frozenset()  # spec, allocation or endpoints changed
+    nodes: frozenset[str] = frozenset()  # added, removed or changed
+    config: bool = False
+
+
+@attrs.frozen
+class Apply:
+    objects: tuple[KubeObject, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
+class Delete:
+    keys: tuple[ObjectKey, ...] = attrs.field(converter=tuple)
+
+
+@attrs.frozen
+class Configure:
+    config: ClusterConfig
+
+
+Event = Apply | Delete | Configure
+
+
+@attrs.frozen
+class _LogEntry:
+    revision: int
+    changed: Changed
+
+
+@attrs.frozen
+class _Index:
+    svc_by_pair: PMap[tuple[str, str, str], PSet[str]] = attrs.field(factory=pmap)
+    pods_by_label: PMap[tuple[str, str, str], PSet[str]] = attrs.field(factory=pmap)
+    pods_by_node: PMap[str, PSet[NsName]] = attrs.field(factory=pmap)
+    slices_by_svc: PMap[NsName, PSet[str]] = attrs.field(factory=pmap)
+
+
+def _alloc_for(config: ClusterConfig) -> Allocations:
+    try:
+        return Allocations.for_config(
+            config.service_cidrs, config.node_port_range, config.load_balancer_pool
+        )
+    except ValueError as e:
+        raise ValidationError("ClusterConfig", "", str(e)) from None
+
+
+def _default_alloc(state: ClusterState) -> Allocations:
+    return _alloc_for(state.config)
+
+
+def _empty_log() -> PVector[Any]:
+    return pvector([None] * LOG_SIZE)
+
+
+@attrs.frozen
+class ClusterState:
+    config: ClusterConfig = attrs.field(factory=ClusterConfig)
+    nodes: PMap[str, Node] = attrs.field(factory=pmap)
+    pods: PMap[NsName, Pod] = attrs.field(factory=pmap)
+    services: PMap[NsName, Service] = attrs.field(factory=pmap)
+    slices: PMap[NsName, EndpointSlice] = attrs.field(factory=pmap)
+    endpoints: PMap[NsName, EndpointMap] = attrs.field(factory=pmap)
+    revision: int = 0
+    # Private: allocators, indexes, the change log; built by empty()/step() only.
+    _alloc: Allocations = attrs.field(
+        default=attrs.Factory(_default_alloc, takes_self=True), repr=False
+    )
+    _index: _Index = attrs.field(factory=_Index, repr=False)
+    _log: PVector[Any] = attrs.field(factory=_empty_log, repr=False, eq=False)
+    _recomputed: frozenset[NsName] = attrs.field(default=frozenset(), repr=False, eq=False)
+
+    @classmethod
+    def empty(cls, config: ClusterConfig = ClusterConfig()) -> ClusterState:  # noqa: B008
+        _check_config(config)
+        return cls(config=config)
+
+    def step(self, event: Event) -> ClusterState:
+        txn = _Txn(self)
+        if isinstance(event, Apply):
+            # Nodes first (pods of the batch get IPs from them), then pods that
+            # carry their IPs (so they win over pods of the batch allocated from the
+            # same podCIDR), then the rest in the order given.
+            objects = sorted(event.objects, key=_apply_order)
+            for obj in objects:
+                txn.apply(obj)
+        elif isinstance(event, Delete):
+            for key in event.keys:
+                txn.delete(key)
+        elif isinstance(event, Configure):
+            txn.configure(event.config)
+        else:
+            raise TypeError(f"not an event: {event!r}")
+        return txn.finish()
+
+    def service_endpoints(self, namespace: str, name: str) -> Mapping[str, tuple[Endpoint, ...]]:
+        return self.endpoints.get((namespace, name), pmap())
+
+    def changed_since(self, revision: int) -> Changed | None:
+        if revision > self.revision or revision < 0 or revision < self.revision - LOG_SIZE:
+            return None
+        services: set[NsName] = set()
+        nodes: set[str] = set()
+        config = False
+        for rev in range(revision + 1, self.revision + 1):
+            entry = self._log[rev % LOG_SIZE]
+            if entry is None or entry.revision != rev:
+                return None
+            services |= entry.changed.services
+            nodes |= entry.changed.nodes
+            config = config or entry.changed.config
+        return Changed(frozenset(services), frozenset(nodes), config)
+
+    @property
+    def last_recomputed(self) -> frozenset[NsName]:
+        """Services whose endpoints the last step recomputed (diagnostics)."""
+        return self._recomputed
+
+
+def step(state: ClusterState, event: Event) -> ClusterState:
+    return state.step(event)
+
+
+def _apply_order(obj: KubeObject) -> int:
+    if isinstance(obj, Node):
+        return 0
+    return 1 if isinstance(obj, Pod) and obj.pod_ips else 2
+
+
+def _check_config(config: ClusterConfig) -> None:
+    _alloc_for(config)
+    lo, hi = config.node_port_range
+    if not 0 < lo <= hi <= 65535:
+        raise ValidationError("ClusterConfig", "nodePortRange", f"invalid range {lo}-{hi}")
+
+
+def _svc_key(key: NsName) -> ObjectKey:
+    return ObjectKey(Kind.SERVICE, key[0], key[1])
+
+
+def _add(m: PMap[Any, PSet[Any]], k: Any, v: Any) -> PMap[Any, PSet[Any]]:
+    return m.set(k, m.get(k, pset()).add(v))
+
+
+def _remove(m: PMap[Any, PSet[Any]], k: Any, v: Any) -> PMap[Any, PSet[Any]]:
+    s = m.get(k)
+    if s is None or v not in s:
+        return m
+    s = s.remove(v)
+    return m.set(k, s) if s else m.remove(k)
+
+
+class _Txn:
+    """The working copy of one step. Holds only persistent values; discarded on error."""
+
+    def __init__(self, st: ClusterState) -> None:
+        self.old = st
+        self.config = st.config
+        self.nodes = st.nodes
+        self.pods = st.pods
+        self.services = st.services
+        self.slices = st.slices
+        self.endpoints = st.endpoints
+        self.alloc: Allocations = st._alloc
+        ix = st._index
+        self.svc_by_pair = ix.svc_by_pair
+        self.pods_by_label = ix.pods_by_label
+        self.pods_by_node = ix.pods_by_node
+        self.slices_by_svc = ix.slices_by_svc
+        self.dirty: set[NsName] = set()
+        self.changed_services: set[NsName] = set()
+        self.changed_nodes: set[str] = set()
+        self.config_changed = False
+
+    # ------------------------------------------------------------------ dispatch
+    def apply(self, obj: KubeObject) -> None:
+        if isinstance(obj, Node):
+            self.apply_node(obj)
+        elif isinstance(obj, Pod):
+            self.apply_pod(obj)
+        elif isinstance(obj, Service):
+            self.apply_service(obj)
+        elif isinstance(obj, EndpointSlice):
+            self.apply_slice(obj)
+        else:
+            raise TypeError(f"cannot apply {obj!r}")
+
+    def delete(self, key: ObjectKey) -> None:
+        k = (key.namespace, key.name)
+        if key.kind is Kind.NODE:
+            if key.name not in self.nodes:
+                raise NotFoundError(str(key))
+            self.delete_node(key.name)
+        elif key.kind is Kind.POD:
+            if k not in self.pods:
+                raise NotFoundError(str(key))
+            self.delete_pod(k)
+        elif key.kind is Kind.SERVICE:
+            if k not in self.services:
+                raise NotFoundError(str(key))
+            self.delete_service(k)
+        else:
+            if k not in self.slices:
+                raise NotFoundError(str(key))
+            self.delete_slice(k)
+
+    # ------------------------------------------------------------------ pods
+    def _selector_pair(self, svc: Service) -> tuple[str, str] | None:
+        if not _ep.has_selector(svc):
+            return None
+        assert svc.selector is not None
+        return svc.selector.items_[0]
+
+    def _touch_pod(self, pod: Pod) -> None:
+        """Mark the services selecting ``pod`` dirty."""
+        ns = pod.namespace
+        for k, v in pod.labels.items():
+            for name in self.svc_by_pair.get((ns, k, v), ()):
+                svc = self.services[(ns, name)]
+                if _ep.selects(svc, pod):
+                    self.dirty.add((ns, name))
+
+    def _index_pod(self, pod: Pod, add: bool) -> None:
+        op = _add if add else _remove
+        key = (pod.namespace, pod.name)
+        for k, v in pod.labels.items():
+            self.pods_by_label = op(self.pods_by_label, (pod.namespace, k, v), pod.name)
+        if pod.node_name:
+            self.pods_by_node = op(self.pods_by_node, pod.node_name, key)
+
+    def _set_pod(self, old: Pod | None, pod: Pod) -> None:
+        if old is not None:
+            self._index_pod(old, False)
+            self._touch_pod(old)
+        self._index_pod(pod, True)
+        self._touch_pod(pod)
+        self.pods = self.pods.set((pod.namespace, pod.name), pod)
+
+    def _serve_pods(self, node: str) -> None:
+        if not node or not self.alloc.pods_waiting(node):
+            return
+        self.alloc, served = self.alloc.serve_pod_waiting(
+            node, lambda k: self.pods[(k.namespace, k.name)]
+        )
+        for pod in served:
+            self._set_pod(self.pods[(pod.namespace, pod.name)], pod)
+
+    def apply_pod(self, new: Pod) -> None:
+        old = self.pods.get((new.namespace, new.name))
+        self.alloc, pod = self.alloc.assign_pod(old, new)
+        self._set_pod(old, pod)
+        if (
+            old is not None
+            and old.pod_ips_allocated
+            and not (pod.pod_ips_allocated and pod.node_name == old.node_name)
+        ):
+            self._serve_pods(old.node_name)
+
+    def delete_pod(self, key: NsName) -> None:
+        old = self.pods[key]
+        self.alloc = self.alloc.release_pod(old)
+        self._index_pod(old, False)
+        self._touch_pod(old)
+        self.pods = self.pods.remove(key)
+        if old.pod_ips_allocated:
+            self._serve_pods(old.node_name)
+
+    # ------------------------------------------------------------------ nodes
+    def _pods_on(self, node: str) -> list[Pod]:
+        return [self.pods[k] for k in self.pods_by_node.get(node, ())]
+
+    def apply_node(self, node: Node) -> None:
+        old = self.nodes.get(node.name)
+        on_node = self._pods_on(node.name)
+        self.alloc, changed = self.alloc.set_node(old, node, on_node)
+        self.nodes = self.nodes.set(node.name, node)
+        for pod in changed:
+            self._set_pod(self.pods[(pod.namespace, pod.name)], pod)
+        if old != node:
+            self.changed_nodes.add(node.name)
+            for pod in on_node:
+                self._touch_pod(pod)
+
+    def delete_node(self, name: str) -> None:
+        on_node = self._pods_on(name)
+        self.alloc, changed = self.alloc.remove_node(name, on_node)
+        self.nodes = self.nodes.remove(name)
+        self.changed_nodes.add(name)
+        for pod in changed:
+            self._set_pod(self.pods[(pod.namespace, pod.name)], pod)
+        for pod in on_node:
+            self._touch_pod(pod)
+
+    # ------------------------------------------------------------------ services
+    def _index_service(self, svc: Service, add: bool) -> None:
+        pair = self._selector_pair(svc)
+        if pair is not None:
+            op = _add if add else _remove
+            self.svc_by_pair = op(self.svc_by_pair, (svc.namespace, *pair), svc.name)
+
+    def _serve_lb(self) -> None:
+        if not self.alloc.lb_waiting:
+            return
+        self.alloc, served = self.alloc.serve_lb_waiting(
+            lambda k: self.services[(k.namespace, k.name)]
+        )
+        for svc in served:
+            key = (svc.namespace, svc.name)
+            self.services = self.services.set(key, svc)
+            self.changed_services.add(key)
+
+    def apply_service(self, new: Service) -> None:
+        key = (new.namespace, new.name)
+        old = self.services.get(key)
+        self.alloc, svc = self.alloc.allocate_service(old, new)
+        if old is not None:
+            self._index_service(old, False)
+        self._index_service(svc, True)
+        self.services = self.services.set(key, svc)
+        self.dirty.add(key)
+        if svc != old:
+            self.changed_services.add(key)
+        if (
+            old is not None
+            and not old.status_ingress
+            and set(old.load_balancer_ips) - set(svc.load_balancer_ips)
+        ):
+            self._serve_lb()
+
+    def delete_service(self, key: NsName) -> None:
+        old = self.services[key]
+        self.alloc = self.alloc.release_service(old)
+        self._index_service(old, False)
+        self.services = self.services.remove(key)
+        self.changed_services.add(key)
+        self.dirty.add(key)
+        if old.load_balancer_ips and not old.status_ingress:
+            self._serve_lb()
+
+    # ------------------------------------------------------------------ slices
+    def apply_slice(self, new: EndpointSlice) -> None:
+        key = (new.namespace, new.name)
+        old = self.slices.get(key)
+        if old is not None:
+            self.slices_by_svc = _remove(
+                self.slices_by_svc, (old.namespace, old.service_name), old.name
+            )
+            self.dirty.add((old.namespace, old.service_name))
+        self.slices_by_svc = _add(self.slices_by_svc, (new.namespace, new.service_name), new.name)
+        self.slices = self.slices.set(key, new)
+        self.dirty.add((new.namespace, new.service_name))
+
+    def delete_slice(self, key: NsName) -> None:
+        old = self.slices[key]
+        self.slices_by_svc = _remove(
+            self.slices_by_svc, (old.namespace, old.service_name), old.name
+        )
+        self.slices = self.slices.remove(key)
+        self.dirty.add((old.namespace, old.service_name))
+
+    # ------------------------------------------------------------------ config
+    def configure(self, config: ClusterConfig) -> None:
+        _check_config(config)
+        try:
+            self.alloc = self.alloc.reconfigure(
+                config.service_cidrs,
+                config.node_port_range,
+                config.load_balancer_pool,
+                self.services.values(),
+            )
+        except ValueError as e:
+            if isinstance(e, ValidationError):
+                raise
+            raise ValidationError("ClusterConfig", "", str(e)) from None
+        if config != self.config:
+            self.config_changed = True
+        self.config = config
+        self.dirty.update(self.services.keys())
+        self._serve_lb()
+
+    # ------------------------------------------------------------------ finish
+    def _candidate_pods(self, svc: Service) -> Iterable[Pod]:
+        assert svc.selector is not None
+        ns = svc.namespace
+        best: PSet[str] | None = None
+        for k, v in svc.selector.items():
+            names = self.pods_by_label.get((ns, k, v), pset())
+            if best is None or len(names) < len(best):
+                best = names
+        return [self.pods[(ns, n)] for n in best or ()]
+
+    def _compute(self, svc: Service) -> EndpointMap | None:
+        if svc.type is ServiceType.EXTERNAL_NAME:
+            return None
+        if _ep.has_selector(svc):
+            pods = self._candidate_pods(svc)
+            slices: list[EndpointSlice] = []
+        else:
+            pods = ()
+            names = self.slices_by_svc.get((svc.namespace, svc.name), ())
+            slices = [self.slices[(svc.namespace, n)] for n in names]
+        return _ep.compute(svc, pods, self.nodes, slices, self.config)
+
+    def finish(self) -> ClusterState:
+        old = self.old
+        for key in self.dirty:
+            svc = self.services.get(key)
+            entry = None if svc is None else self._compute(svc)
+            before = self.endpoints.get(key)
+            if entry is None:
+                if before is not None:
+                    self.endpoints = self.endpoints.remove(key)
+                    self.changed_services.add(key)
+            elif entry != before:
+                self.endpoints = self.endpoints.set(key, entry)
+                self.changed_services.add(key)
+        revision = old.revision + 1
+        changed = Changed(
+            frozenset(self.changed_services), frozenset(self.changed_nodes), self.config_changed
+        )
+        return ClusterState(
+            config=self.config,
+            nodes=self.nodes,
+            pods=self.pods,
+            services=self.services,
+            slices=self.slices,
+            endpoints=self.endpoints,
+            revision=revision,
+            alloc=self.alloc,
+            index=_Index(
+                self.svc_by_pair, self.pods_by_label, self.pods_by_node, self.slices_by_svc
+            ),
+            log=old._log.set(revision % LOG_SIZE, _LogEntry(revision, changed)),
+            recomputed=frozenset(self.dirty),
+        )

@@ -1,0 +1,207 @@
+"""Endpoints per service port, as SEMANTICS.md defines them (pure).
+
+Services with a selector take their endpoints from the pods it matches in the
+service's namespace; services without one from the EndpointSlices labelled
+``kubernetes.io/service-name=<service>`` in that namespace. The result, per
+service-port name (``""`` for an unnamed port), is a sorted tuple of
+:class:`~svcnet.model.Endpoint` with no two for the same ``ip:port``.
+
+:func:`compute` is used incrementally by :mod:`svcnet.state` (with candidate
+pods from its indexes) and from scratch by :func:`compute_all` (the reference
+the tests compare the incremental result with).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from pyrsistent import PMap, pmap
+
+from svcnet.model import (
+    ClusterConfig,
+    Endpoint,
+    EndpointSlice,
+    IPFamily,
+    Node,
+    Pod,
+    Service,
+    ServicePort,
+    ServiceType,
+)
+
+
+def has_selector(svc: Service) -> bool:
+    """An empty selector counts as none (Kubernetes stores ``{}`` as no selector)."""
+    return svc.selector is not None and len(svc.selector) > 0
+
+
+def selects(svc: Service, pod: Pod) -> bool:
+    """The service's selector matches the pod (same namespace)."""
+    if svc.namespace != pod.namespace or svc.selector is None or not svc.selector:
+        return False
+    labels = pod.labels
+    return all(labels.get(k) == v for k, v in svc.selector.items())
+
+
+def service_families(svc: Service, config: ClusterConfig) -> tuple[IPFamily, ...]:
+    """The families a service has endpoints in: its ClusterIPs' families; for a
+    headless service the cluster's families filtered by ``ipFamilies`` if given."""
+    if svc.cluster_ips:
+        return tuple(IPFamily.of(ip) for ip in svc.cluster_ips)
+    families = config.families
+    if svc.ip_families:
+        families = tuple(f for f in families if f in svc.ip_families)
+    return families
+
+
+def _target_port(sp: ServicePort, pod: Pod) -> int | None:
+    tp = sp.target_port
+    if tp is None:
+        return sp.port
+    if isinstance(tp, int):
+        return tp
+    for cp in pod.ports:
+        if cp.name == tp and cp.protocol is sp.protocol:
+            return cp.port
+    return None
+
+
+def _better(a: Endpoint, b: Endpoint) -> bool:
+    """Which of two endpoints with the same ip:port to keep (deterministic)."""
+    ka = (not a.ready, not a.serving, a.terminating, a)
+    kb = (not b.ready, not b.serving, b.terminating, b)
+    return ka < kb
+
+
+def _finish(found: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
+    best: dict[tuple[str, int], Endpoint] = {}
+    for ep in found:
+        k = (ep.ip, ep.port)
+        cur = best.get(k)
+        if cur is None or _better(ep, cur):
+            best[k] = ep
+    return tuple(sorted(best.values()))
+
+
+def pod_endpoints(
+    svc: Service,
+    pods: Iterable[Pod],
+    nodes: Mapping[str, Node],
+    config: ClusterConfig,
+) -> dict[str, tuple[Endpoint, ...]]:
+    """Endpoints per port name of a service with a selector, from ``pods``
+    (any pods: those the selector does not match are ignored)."""
+    families = service_families(svc, config)
+    found: dict[str, list[Endpoint]] = {sp.name: [] for sp in svc.ports}
+    publish = svc.publish_not_ready_addresses
+    for pod in pods:
+        if not selects(svc, pod):
+            continue
+        node = nodes.get(pod.node_name) if pod.node_name else None
+        addresses: list[str] = []
+        for fam in families:
+            ip = pod.ip(fam)
+            if ip is None and pod.host_network and node is not None:
+                ip = node.address(fam)
+            if ip is not None:
+                addresses.append(ip)
+        if not addresses:
+            continue
+        serving = pod.ready
+        terminating = pod.terminating
+        ready = (serving and not terminating) or publish
+        zone = (node.zone or "") if node is not None else ""
+        hostname = pod.hostname if pod.hostname and pod.subdomain == svc.name else ""
+        for sp in svc.ports:
+            port = _target_port(sp, pod)
+            if port is None:
+                continue
+            for ip in addresses:
+                found[sp.name].append(
+                    Endpoint(
+                        ip=ip,
+                        port=port,
+                        node_name=pod.node_name,
+                        ready=ready,
+                        serving=serving,
+                        terminating=terminating,
+                        hostname=hostname,
+                        pod=pod.name,
+                        zone=zone,
+                    )
+                )
+    return {name: _finish(eps) for name, eps in found.items()}
+
+
+def slice_endpoints(
+    svc: Service, slices: Iterable[EndpointSlice], config: ClusterConfig
+) -> dict[str, tuple[Endpoint, ...]]:
+    """Endpoints per port name of a selector-less service from its slices
+    (``slices`` may hold others: only this service's are used)."""
+    families = service_families(svc, config)
+    found: dict[str, list[Endpoint]] = {sp.name: [] for sp in svc.ports}
+    for sl in slices:
+        if (
+            sl.namespace != svc.namespace
+            or sl.service_name != svc.name
+            or sl.address_type not in families
+        ):
+            continue
+        for sp in svc.ports:
+            port = next(
+                (p.port for p in sl.ports if p.name == sp.name and p.protocol is sp.protocol), None
+            )
+            if port is None:
+                continue
+            for se in sl.endpoints:
+                if not se.addresses:
+                    continue
+                ip = str(ipaddress.ip_address(se.addresses[0]))
+                if IPFamily.of(ip) is not sl.address_type:
+                    continue
+                found[sp.name].append(
+                    Endpoint(
+                        ip=ip,
+                        port=port,
+                        node_name=se.node_name,
+                        ready=se.ready,
+                        serving=se.serving,
+                        terminating=se.terminating,
+                        hostname=se.hostname,
+                        zone=se.zone,
+                    )
+                )
+    return {name: _finish(eps) for name, eps in found.items()}
+
+
+def compute(
+    svc: Service,
+    pods: Iterable[Pod],
+    nodes: Mapping[str, Node],
+    slices: Iterable[EndpointSlice],
+    config: ClusterConfig,
+) -> PMap[str, tuple[Endpoint, ...]] | None:
+    """The endpoints entry of one service (None for ExternalName)."""
+    if svc.type is ServiceType.EXTERNAL_NAME:
+        return None
+    if has_selector(svc):
+        return pmap(pod_endpoints(svc, pods, nodes, config))
+    return pmap(slice_endpoints(svc, slices, config))
+
+
+def compute_all(
+    config: ClusterConfig,
+    nodes: Mapping[str, Node],
+    pods: Iterable[Pod],
+    services: Iterable[Service],
+    slices: Iterable[EndpointSlice],
+) -> dict[tuple[str, str], PMap[str, tuple[Endpoint, ...]]]:
+    """Every service's endpoints from scratch (the reference for the state)."""
+    pod_list, slice_list = list(pods), list(slices)
+    out: dict[tuple[str, str], PMap[str, tuple[Endpoint, ...]]] = {}
+    for svc in services:
+        entry = compute(svc, pod_list, nodes, slice_list, config)
+        if entry is not None:
+            out[(svc.namespace, svc.name)] = entry
+    return out
