@@ -1,0 +1,84 @@
+"""``svcnet dns QUERY [TYPE] [--from NS/POD] -f FILE...``: answer a DNS query from
+the cluster state (I/O: reads manifests; the answer comes from :mod:`svcnet.dns`).
+
+For now the state is built from the manifests given with ``-f`` (files or ``-``
+for stdin, applied in order, all at once). Once the CLI's store exists the command
+will read the stored state when no ``-f`` is given.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from svcnet import dns as _dns
+from svcnet import manifests
+from svcnet.errors import NotFoundError
+from svcnet.model import KubeObject
+from svcnet.state import Apply, ClusterState
+
+QTYPES = ("A", "AAAA", "SRV", "CNAME", "PTR", "TXT")
+
+
+def _state_from_files(files: Sequence[str]) -> ClusterState:
+    objects: list[KubeObject] = []
+    for path in files:
+        if path == "-":
+            text, name = sys.stdin.read(), "<stdin>"
+        else:
+            with open(path, encoding="utf-8") as f:
+                text, name = f.read(), path
+        objects.extend(manifests.load(text, filename=name))
+    state = ClusterState.empty()
+    items: Any = tuple(objects)  # attrs types Apply's converter=tuple parameter as Iterable[_T_co]
+    return state.step(Apply(items)) if objects else state
+
+
+@click.command("dns")
+@click.argument("query")
+@click.argument("qtype", metavar="[TYPE]", default="A", type=click.Choice(QTYPES, False))
+@click.option(
+    "--from",
+    "from_pod",
+    metavar="NS/POD",
+    help="Resolve as this pod's resolver does (its namespace's search path, ndots 5).",
+)
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="Manifests to build the cluster state from (repeatable; '-' = stdin).",
+)
+def dns_cmd(query: str, qtype: str, from_pod: str | None, files: Sequence[str]) -> None:
+    """Answer a DNS QUERY (TYPE: A, AAAA, SRV, CNAME, PTR, TXT; default A).
+
+    Prints one record per line; NXDOMAIN or REFUSED is printed on stderr with
+    exit status 1; an existing name without such records prints nothing.
+    """
+    if not files:
+        raise click.UsageError("give the cluster's manifests with -f FILE (the store comes later)")
+    state = _state_from_files(files)
+    pod = None
+    if from_pod is not None:
+        ns, sep, name = from_pod.partition("/")
+        if not sep or not ns or not name:
+            raise click.BadParameter("expected NS/POD", param_hint="--from")
+        pod = state.pods.get((ns, name))
+        if pod is None:
+            raise NotFoundError(f"Pod {ns}/{name}")
+    answer = _dns.resolve(state, query, qtype.upper(), from_pod=pod)
+    if answer.rcode != _dns.NOERROR:
+        click.echo(f"{answer.rcode} {answer.name}", err=True)
+        click.get_current_context().exit(1)
+    if answer.cname and qtype.upper() != "CNAME":
+        click.echo(f"{answer.name}. CNAME {answer.cname}")
+    for record in answer.records:
+        click.echo(record)
+
+
+dns = dns_cmd  # the name svcnet.cli registers
