@@ -122,6 +122,19 @@ def scenario_run(files: Sequence[str], backend_name: str, as_json: bool) -> None
         click.get_current_context().exit(1)
 
 
+from svcnet.cli_dns import dns as _dns_cmd  # noqa: E402  (the `svcnet dns` command)
+
+cli.add_command(_dns_cmd)
+
+from svcnet.cli_lab import demo, lab_group, port_forward  # noqa: E402  (lab commands)
+from svcnet.cli_lab import scenario_run as _scenario_run_traffic  # noqa: E402
+
+cli.add_command(lab_group)
+cli.add_command(demo)
+cli.add_command(port_forward)
+scenario_group.add_command(_scenario_run_traffic)  # `scenario run` with --traffic
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``svcnet`` script and ``python -m svcnet``."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="svcnet")

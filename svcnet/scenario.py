@@ -28,7 +28,7 @@ import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -71,6 +71,7 @@ __all__ = [
     "Status",
     "Step",
     "StepKind",
+    "TrafficHook",
     "compare",
     "format_report",
     "kernel_namespaces",
@@ -174,6 +175,18 @@ class _ProbeError(Exception):
 DnsResolver = Callable[..., Any]
 
 
+class TrafficHook(Protocol):
+    """Real packets next to the interpreter (``svcnet scenario run --traffic``;
+    implemented by :class:`svcnet.lab.traffic.TrafficChecker`). ``check``
+    returns an object with ``status`` (:class:`Status`), ``observed`` and ``reason``;
+    each check is one more counted result, of kind ``traffic``."""
+
+    def begin(self, scenario: Scenario) -> None: ...
+    def sync(self, state: ClusterState) -> None: ...
+    def check(self, spec: ProbeSpec, probe: Probe, state: ClusterState) -> Any: ...
+    def end(self) -> None: ...
+
+
 def _dns_resolver() -> DnsResolver | None:
     try:
         module = importlib.import_module("svcnet.dns")
@@ -188,8 +201,11 @@ def _snapshot(s: ClusterState) -> tuple[object, ...]:
 
 
 class _Runner:
-    def __init__(self, scenario: Scenario, make_backend: BackendFactory) -> None:
+    def __init__(
+        self, scenario: Scenario, make_backend: BackendFactory, traffic: TrafficHook | None = None
+    ) -> None:
         self.scenario = scenario
+        self.traffic = traffic
         self.make_backend = make_backend
         self.state = ClusterState.empty(scenario.config)
         self.backends: dict[str, Backend] = {}
@@ -276,6 +292,13 @@ class _Runner:
         except Exception as e:
             why = str(e) if isinstance(e, SvcnetError) else f"{type(e).__name__}: {e}"
             self.break_at(step, kind, f"backend failed after the {kind}: {why}")
+            return
+        if self.traffic is not None:
+            try:
+                self.traffic.sync(new)
+            except Exception as e:
+                why = str(e) if isinstance(e, SvcnetError) else f"{type(e).__name__}: {e}"
+                self.break_at(step, kind, f"the lab failed after the {kind}: {why}")
 
     def break_at(self, step: Step, kind: str, reason: str) -> None:
         self.result(step, 0, kind, f"{kind} (step {step.index})", Status.FAILED, reason=reason)
@@ -408,6 +431,18 @@ class _Runner:
                 problems.append(f"{DISAGREES}: reference says {reference}")
         status = Status.FAILED if problems else Status.PASSED
         self.result(step, i, "probe", name, status, **fields, reason="; ".join(problems))
+        if self.traffic is not None:
+            self.traffic_probe(step, i, spec, probe, name)
+
+    def traffic_probe(self, step: Step, i: int, spec: ProbeSpec, probe: Probe, name: str) -> None:
+        assert self.traffic is not None
+        fields = {"probe": f"{spec} [real packets]", "expected": str(spec.expected)}
+        try:
+            got = self.traffic.check(spec, probe, self.state)
+            status, observed, reason = got.status, got.observed, got.reason
+        except Exception as e:
+            status, observed, reason = Status.FAILED, "", f"lab crashed: {type(e).__name__}: {e}"
+        self.result(step, i, "traffic", name, status, **fields, observed=observed, reason=reason)
 
     # -- dns -----------------------------------------------------------------------
     def dns(self, step: Step, i: int, q: DnsQuery) -> None:
@@ -509,14 +544,23 @@ def same_outcome(a: Outcome, b: Outcome, *, exact_probabilities: bool = True) ->
     return key(a) == key(b)
 
 
-def run_scenario(scenario: Scenario, make_backend: BackendFactory) -> ScenarioResult:
-    """Run ``scenario`` with one backend per node from ``make_backend``."""
-    runner = _Runner(scenario, make_backend)
+def run_scenario(
+    scenario: Scenario, make_backend: BackendFactory, traffic: TrafficHook | None = None
+) -> ScenarioResult:
+    """Run ``scenario`` with one backend per node from ``make_backend`` (and, with
+    ``traffic``, every probe also as real packets)."""
+    runner = _Runner(scenario, make_backend, traffic)
     try:
+        if traffic is not None:
+            traffic.begin(scenario)
         for step in scenario.steps:
             runner.run(step)
     finally:
-        runner.close()
+        try:
+            runner.close()
+        finally:
+            if traffic is not None:
+                traffic.end()
     return ScenarioResult(scenario.path, scenario.name, tuple(runner.results))
 
 
@@ -547,7 +591,9 @@ def _load_failure(path: str, error: ScenarioError) -> ScenarioResult:
 
 
 def run_files(
-    paths: Sequence[str | os.PathLike[str]], make_backend: BackendFactory
+    paths: Sequence[str | os.PathLike[str]],
+    make_backend: BackendFactory,
+    traffic: TrafficHook | None = None,
 ) -> list[ScenarioResult]:
     """Load and run every file; one that does not load fails its expectations."""
     out = []
@@ -558,7 +604,7 @@ def run_files(
         except ScenarioError as e:
             out.append(_load_failure(path, e))
             continue
-        out.append(run_scenario(scenario, make_backend))
+        out.append(run_scenario(scenario, make_backend, traffic))
     return out
 
 

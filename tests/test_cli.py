@@ -48,8 +48,7 @@ def test_examples_pass_on_memory() -> None:
     proc = svcnet("scenario", "run", *EXAMPLES, "--backend", "memory")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     last = proc.stdout.splitlines()[-1]
-    assert last.endswith(" passed, 0 failed, 7 skipped")  # dns-basics' queries
-    assert "DNS is not implemented yet (issue: Service DNS)" in proc.stdout
+    assert last == "25 passed, 0 failed"  # 18 probes/errors + dns-basics' 7 queries
     assert proc.stderr == ""
 
 

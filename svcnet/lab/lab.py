@@ -1,0 +1,401 @@
+"""The lab: a cluster state made real in network namespaces (I/O).
+
+:class:`Lab` reconciles the namespaces, links, routes and pod servers with a
+:class:`~svcnet.state.ClusterState` (``up(state)`` builds what is missing and
+removes what is no longer there, so it is idempotent and also the update path)
+and, when given a kernel backend class, programs every node namespace with
+``backend.update(compile(state, node))``. ``down()`` removes everything, also
+what a crashed run left: it finds the lab's namespaces by their
+``svcnet-<lab>-`` prefix and kills the server processes recorded in
+``/run/svcnet/<lab>/lab.json`` or running in those namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from svcnet import plan as plan_mod
+from svcnet.backend import Backend
+from svcnet.lab import netns
+from svcnet.lab.netns import LabError
+from svcnet.lab.topology import (
+    ANYIP_TABLE,
+    EXT_UNDERLAY_IP,
+    ROUTE_PROTO,
+    LabNode,
+    LabPod,
+    Topology,
+    build,
+    check_lab_name,
+    ext_netns,
+    prefix,
+    underlay_netns,
+)
+from svcnet.plan import Plan
+from svcnet.state import ClusterState
+
+RUN_DIR = "/run/svcnet"
+POD_ROUTE_PROTO = 201
+SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "podserver.py")
+NODE_SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.ipv4.conf.all.rp_filter": "0",
+    "net.ipv4.conf.default.rp_filter": "0",
+}
+EXT_SYSCTLS = {
+    "net.ipv4.conf.all.rp_filter": "0",
+    "net.ipv4.conf.default.rp_filter": "0",
+    "net.ipv4.conf.all.accept_local": "1",
+    "net.ipv4.conf.default.accept_local": "1",
+}
+
+Progress = Callable[[str], None]
+
+
+def state_dir(lab: str) -> str:
+    return os.path.join(RUN_DIR, lab)
+
+
+def state_file(lab: str) -> str:
+    return os.path.join(state_dir(lab), "lab.json")
+
+
+def read_record(lab: str) -> dict[str, Any]:
+    try:
+        with open(state_file(lab), encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class Lab:
+    """One lab named ``name`` (namespaces ``svcnet-<name>-*``)."""
+
+    def __init__(
+        self,
+        name: str,
+        backend: type[Backend] | None = None,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        self.name = check_lab_name(name)
+        self.backend_cls = backend
+        self.progress = progress or _quiet
+        self.topo: Topology | None = None
+        self.state: ClusterState | None = None
+        self.servers: dict[str, int] = {}  # pod key -> server pid
+        self.backends: dict[str, Backend] = {}
+        self.plans: dict[str, Plan] = {}
+        self.extra: dict[str, Any] = {}  # saved in the record (e.g. the CLI's manifests)
+
+    # -- building -------------------------------------------------------------------
+    def up(self, state: ClusterState) -> Topology:
+        """Make the lab match ``state`` (build, update or no-op)."""
+        if not netns.is_root():
+            raise LabError("the lab needs root (network namespaces)")
+        topo = build(self.name, state)
+        old = self.topo
+        try:
+            if old is None:
+                self._adopt()
+                self._base()
+            old_nodes = {n.name: n for n in old.nodes} if old else {}
+            new_nodes = {n.name: n for n in topo.nodes}
+            old_pods = {p.key: p for p in old.pods} if old else {}
+            new_pods = {p.key: p for p in topo.pods}
+            gone_nodes = {n for n, v in old_nodes.items() if new_nodes.get(n) != v}
+            for key, pod in old_pods.items():
+                new = new_pods.get(key)
+                if pod.node in gone_nodes or new is None or new.identity != pod.identity:
+                    self._remove_pod(pod)
+            for name in sorted(gone_nodes):
+                self._remove_node(old_nodes[name])
+            for name, node in sorted(new_nodes.items()):
+                if old_nodes.get(name) != node or not netns.exists(node.netns):
+                    self.progress(f"node {name}: namespace {node.netns}, address {node.ip}")
+                    self._add_node(node)
+            for node in topo.nodes:
+                netns.batch(
+                    node.netns,
+                    [f"route flush proto {ROUTE_PROTO}"]
+                    + [f"route replace {r} proto {ROUTE_PROTO}" for r in node.routes(topo)],
+                )
+            netns.batch(
+                ext_netns(self.name),
+                [f"route flush proto {ROUTE_PROTO}"]
+                + [f"route replace {r} proto {ROUTE_PROTO}" for r in topo.ext_routes()],
+            )
+            fresh = []
+            for key, pod in sorted(new_pods.items()):
+                before = old_pods.get(key)
+                rebuilt = (
+                    before is None
+                    or before.node in gone_nodes
+                    or before.identity != pod.identity
+                    or (key not in self.servers and bool(pod.tcp or pod.udp))
+                )
+                if rebuilt:
+                    self._add_pod(pod, topo)
+                    fresh.append(pod)
+            self._start_servers(fresh)
+            self.topo = topo
+            self.state = state
+            self._program(state, topo)
+        finally:
+            self.save()
+        return topo
+
+    def _adopt(self) -> None:
+        """Forget nothing: a lab of this name left by a crashed run is removed first."""
+        if netns.listed(prefix(self.name)) or read_record(self.name):
+            self.progress(f"lab {self.name}: removing leftovers of an earlier run")
+            down(self.name)
+
+    def _base(self) -> None:
+        under, ext = underlay_netns(self.name), ext_netns(self.name)
+        self.progress(f"underlay {under} (bridge br0), client {ext} ({EXT_UNDERLAY_IP})")
+        os.makedirs(state_dir(self.name), exist_ok=True)
+        netns.create(under)
+        netns.create(ext)
+        netns.batch(
+            under,
+            [
+                "link add br0 type bridge",
+                "link set br0 up",
+                f"link add ext type veth peer name eth0 netns {ext}",
+                "link set ext master br0",
+                "link set ext up",
+            ],
+        )
+        netns.sysctls(ext, EXT_SYSCTLS)
+        netns.batch(
+            ext,
+            [
+                f"addr add {EXT_UNDERLAY_IP}/32 dev eth0",
+                "link set eth0 up",
+                f"route add local 0.0.0.0/0 dev lo table {ANYIP_TABLE}",
+                f"rule add pref 100 iif eth0 lookup {ANYIP_TABLE}",
+            ],
+        )
+
+    def _add_node(self, node: LabNode) -> None:
+        netns.delete(node.netns)
+        netns.create(node.netns)
+        under = underlay_netns(self.name)
+        netns.batch(under, [f"link del {node.port}"], force=True)
+        netns.batch(
+            under,
+            [
+                f"link add {node.port} type veth peer name eth0 netns {node.netns}",
+                f"link set {node.port} master br0",
+                f"link set {node.port} up",
+            ],
+        )
+        netns.sysctls(node.netns, NODE_SYSCTLS)
+        netns.batch(
+            node.netns,
+            [
+                f"addr add {node.ip}/32 dev eth0",
+                "link set eth0 up",
+                f"route add {EXT_UNDERLAY_IP}/32 dev eth0 scope link",
+                f"route add default via {EXT_UNDERLAY_IP} dev eth0 onlink",
+            ],
+        )
+
+    def _remove_node(self, node: LabNode) -> None:
+        self.progress(f"node {node.name}: removed")
+        backend = self.backends.pop(node.name, None)
+        self.plans.pop(node.name, None)
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                backend.close()
+        netns.stop(netns.pids(node.netns))
+        netns.delete(node.netns)
+        netns.batch(underlay_netns(self.name), [f"link del {node.port}"], force=True)
+
+    def _add_pod(self, pod: LabPod, topo: Topology) -> None:
+        node = topo.node(pod.node)
+        assert node is not None
+        if pod.host_network:
+            self.progress(f"pod {pod.key}: host network on {pod.node}")
+            return
+        self.progress(f"pod {pod.key}: {pod.ip} on {pod.node}")
+        netns.delete(pod.netns)
+        netns.create(pod.netns)
+        netns.batch(node.netns, [f"link del {pod.veth}"], force=True)
+        netns.batch(
+            node.netns,
+            [
+                f"link add {pod.veth} type veth peer name eth0 netns {pod.netns}",
+                f"addr add {node.ip}/32 dev {pod.veth}",
+                f"link set {pod.veth} up",
+                f"route replace {pod.ip}/32 dev {pod.veth} scope link proto {POD_ROUTE_PROTO}",
+            ],
+        )
+        netns.batch(
+            pod.netns,
+            [
+                f"addr add {pod.ip}/32 dev eth0",
+                "link set eth0 up",
+                f"route add {node.ip}/32 dev eth0 scope link",
+                f"route add default via {node.ip} dev eth0 onlink",
+            ],
+        )
+
+    def _remove_pod(self, pod: LabPod) -> None:
+        pid = self.servers.pop(pod.key, None)
+        if pid is not None:
+            netns.stop([pid])
+        if not pod.host_network:
+            netns.delete(pod.netns)  # takes the veth pair with it
+            node = self.topo.node(pod.node) if self.topo else None
+            if node is not None and netns.exists(node.netns):
+                netns.batch(
+                    node.netns,
+                    [f"route del {pod.ip}/32 proto {POD_ROUTE_PROTO}"],
+                    force=True,
+                )
+
+    def _start_servers(self, pods: list[LabPod]) -> None:
+        procs: list[tuple[LabPod, subprocess.Popen[str]]] = []
+        log = os.path.join(state_dir(self.name), "servers.log")
+        with open(log, "a", encoding="utf-8") as err:
+            for pod in pods:
+                if not (pod.tcp or pod.udp):
+                    continue
+                args = ["ip", "netns", "exec", pod.netns, sys.executable, "-I", SERVER]
+                args += ["--name", pod.name]
+                if pod.host_network:
+                    args += ["--bind", pod.ip]
+                args += [f"--tcp={p}" for p in pod.tcp] + [f"--udp={p}" for p in pod.udp]
+                proc = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    text=True,
+                    start_new_session=True,
+                )
+                self.servers[pod.key] = proc.pid
+                procs.append((pod, proc))
+        problems = []
+        for pod, proc in procs:
+            assert proc.stdout is not None
+            ready = _readline(proc.stdout, 10.0)
+            proc.stdout.close()
+            if ready.strip() != "ready":
+                problems.append(f"pod {pod.key}: server did not start (see {log})")
+            else:
+                self.progress(
+                    f"pod {pod.key}: serving tcp {list(pod.tcp)} udp {list(pod.udp)}"
+                    f" (pid {proc.pid})"
+                )
+        if problems:
+            raise LabError("; ".join(problems))
+
+    def _program(self, state: ClusterState, topo: Topology) -> None:
+        if self.backend_cls is None:
+            return
+        for node in topo.nodes:
+            backend = self.backends.get(node.name)
+            if backend is None:
+                backend = self.backends[node.name] = self.backend_cls(node.name, netns=node.netns)
+                self.progress(f"node {node.name}: {self.backend_cls.name} rules")
+            plan = plan_mod.compile(state, node.name)
+            backend.update(plan)
+            self.plans[node.name] = plan
+
+    # -- record ---------------------------------------------------------------------
+    def save(self) -> None:
+        with contextlib.suppress(OSError):
+            os.makedirs(state_dir(self.name), exist_ok=True)
+            record = dict(self.extra)
+            record.update(
+                {
+                    "name": self.name,
+                    "backend": self.backend_cls.name if self.backend_cls else None,
+                    "servers": self.servers,
+                    "namespaces": list(self.topo.namespaces) if self.topo else [],
+                    "updated": time.time(),
+                }
+            )
+            tmp = state_file(self.name) + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(record, f, indent=1)
+            os.replace(tmp, state_file(self.name))
+
+    # -- teardown -------------------------------------------------------------------
+    def down(self) -> None:
+        for backend in self.backends.values():
+            with contextlib.suppress(Exception):
+                backend.close()
+        self.backends.clear()
+        self.plans.clear()
+        down(self.name, extra_pids=self.servers.values())
+        self.servers.clear()
+        self.topo = None
+        self.state = None
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+def _readline(stream: IO[str], timeout: float) -> str:
+    import select
+
+    ready, _, _ = select.select([stream], [], [], timeout)
+    return stream.readline() if ready else ""
+
+
+def _our_server(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"podserver.py" in f.read()
+    except OSError:
+        return False
+
+
+def down(name: str, extra_pids: Any = ()) -> list[str]:
+    """Remove lab ``name`` entirely: its server processes, every ``svcnet-<name>-*``
+    namespace and its record. Returns the namespaces removed. Idempotent."""
+    check_lab_name(name)
+    record = read_record(name)
+    spaces = netns.listed(prefix(name))
+    pids = {int(p) for p in extra_pids}
+    pids |= {int(p) for p in record.get("servers", {}).values() if _our_server(int(p))}
+    for ns in spaces:
+        pids.update(netns.pids(ns))
+    netns.stop(sorted(pids))
+    # pods first, then nodes, then ext and the underlay
+    order = sorted(spaces, key=lambda s: (not s.startswith(prefix(name) + "p-"), s))
+    for ns in order:
+        netns.delete(ns)
+    left = netns.listed(prefix(name))
+    if left:
+        raise LabError(f"could not remove namespaces {', '.join(left)}")
+    shutil.rmtree(state_dir(name), ignore_errors=True)
+    return spaces
+
+
+def labs() -> list[str]:
+    """Names of the labs with a record or namespaces on this machine."""
+    names: set[str] = set()
+    with contextlib.suppress(OSError):
+        names.update(n for n in os.listdir(RUN_DIR) if os.path.isdir(os.path.join(RUN_DIR, n)))
+    return sorted(names)

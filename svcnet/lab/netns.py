@@ -1,0 +1,223 @@
+"""Network namespace plumbing for the lab (I/O).
+
+Everything here acts only on namespaces whose names start with ``svcnet-``;
+callers build those names (:mod:`svcnet.lab.topology`). Links, addresses and
+routes are set with iproute2 in batch mode (one ``ip -n NS -batch -`` process
+per namespace and round), sysctls are written from a thread that has entered the
+namespace (``/proc/sys/net`` belongs to the opener's namespace), and sockets are
+created inside a namespace with :func:`entered` (a socket keeps the namespace it
+was created in).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Iterator
+
+from svcnet.errors import BackendError, BackendErrorKind
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = "/run/netns"
+PREFIX = "svcnet-"
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_lock = threading.RLock()  # one setns dance at a time per process
+
+
+class LabError(BackendError):
+    """The lab could not build or tear down part of its topology."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(BackendErrorKind.STATE, message)
+
+
+def _check_name(name: str) -> None:
+    if not name.startswith(PREFIX) or "/" in name:
+        raise LabError(f"refusing to touch network namespace {name!r}: not an svcnet- namespace")
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextlib.contextmanager
+def entered(name: str) -> Iterator[None]:
+    """Run the block in network namespace ``name`` (this thread only), then come back."""
+    _check_name(name)
+    with _lock:
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
+        except OSError:
+            os.close(own)
+            raise LabError(f"network namespace {name} does not exist") from None
+        try:
+            _setns(target)
+            try:
+                yield
+            finally:
+                _setns(own)
+        finally:
+            os.close(target)
+            os.close(own)
+
+
+def run(args: list[str], *, input: str | None = None, check: bool = True) -> str:
+    try:
+        p = subprocess.run(args, input=input, capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise LabError(f"cannot run {args[0]}: {e}") from e
+    if check and p.returncode != 0:
+        raise LabError(f"{' '.join(args[:6])}: {(p.stderr or p.stdout).strip()}")
+    return p.stdout
+
+
+def exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def listed(prefix: str) -> list[str]:
+    """The namespaces whose names start with ``prefix`` (an ``svcnet-`` prefix)."""
+    _check_name(prefix)
+    try:
+        names = os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def create(name: str) -> bool:
+    """Create ``name`` with ``lo`` up; False when it already existed."""
+    _check_name(name)
+    if exists(name):
+        return False
+    run(["ip", "netns", "add", name])
+    run(["ip", "-n", name, "link", "set", "lo", "up"])
+    return True
+
+
+def delete(name: str) -> None:
+    _check_name(name)
+    if exists(name):
+        run(["ip", "netns", "delete", name], check=False)
+
+
+def batch(name: str, commands: Iterable[str], *, force: bool = False) -> None:
+    """Run iproute2 ``commands`` (without the leading ``ip``) in namespace ``name``."""
+    _check_name(name)
+    lines = [c for c in commands if c]
+    if not lines:
+        return
+    args = ["ip", "-n", name] + (["-force"] if force else []) + ["-batch", "-"]
+    run(args, input="\n".join(lines) + "\n", check=not force)
+
+
+def ip_json(name: str, *args: str) -> list[dict[str, object]]:
+    _check_name(name)
+    out = run(["ip", "-j", "-n", name, *args], check=False)
+    try:
+        value = json.loads(out or "[]")
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def sysctls(name: str, values: dict[str, str]) -> None:
+    """Write ``/proc/sys/<key>`` (dots as slashes) inside namespace ``name``."""
+    with entered(name):
+        for key, value in values.items():
+            path = "/proc/sys/" + key.replace(".", "/")
+            with open(path, "w", encoding="ascii") as f:
+                f.write(value)
+
+
+def pids(name: str) -> list[int]:
+    """Processes running in namespace ``name`` (``ip netns pids``)."""
+    _check_name(name)
+    if not exists(name):
+        return []
+    out = run(["ip", "netns", "pids", name], check=False)
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop(pid_list: Iterable[int], timeout: float = 2.0) -> None:
+    """SIGTERM the given processes, SIGKILL what is left after ``timeout``."""
+    todo = [p for p in set(pid_list) if p > 1 and p != os.getpid()]
+    for p in todo:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while todo and time.monotonic() < deadline:
+        for p in todo:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(p, os.WNOHANG)
+        todo = [p for p in todo if alive(p)]
+        if todo:
+            time.sleep(0.02)
+    for p in todo:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(p, 0)
+
+
+def netns_of(pid: int) -> str | None:
+    """The name of the named namespace ``pid`` runs in, if it is one of /run/netns."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):
+        for n in os.listdir(NETNS_DIR):
+            s2 = os.stat(os.path.join(NETNS_DIR, n))
+            if (s2.st_dev, s2.st_ino) == (st.st_dev, st.st_ino):
+                return n
+    return None
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+__all__ = [
+    "LabError",
+    "alive",
+    "batch",
+    "create",
+    "delete",
+    "entered",
+    "exists",
+    "ip_json",
+    "is_root",
+    "listed",
+    "netns_of",
+    "pids",
+    "run",
+    "stop",
+    "sysctls",
+]
