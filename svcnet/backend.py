@@ -71,6 +71,7 @@ class Backend(abc.ABC):
         if self.installed is None:
             raise BackendError(BackendErrorKind.STATE, f"{self.name}: apply() before sync()")
         self._check_node(changes.settings.node)
+        self._check_changes(changes, self.installed)
         target = changes.apply_to(self.installed)
         self._install(changes, target, full=False)
         self.installed = target
@@ -115,6 +116,20 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _check_changes(self, changes: Changes, installed: Plan) -> None:
+        """Refuse, before any change, a diff that does not start from what is installed
+        (a kernel would refuse to delete what is not there or add what is)."""
+        have = installed.services
+        for svc in changes.added:
+            if svc.ref in have:
+                raise BackendError(BackendErrorKind.EXISTS, f"service {svc.ref} is already installed")
+        for svc in changes.replaced:
+            if svc.ref not in have:
+                raise BackendError(BackendErrorKind.NOT_FOUND, f"service {svc.ref} is not installed")
+        for ref in changes.removed:
+            if ref not in have:
+                raise BackendError(BackendErrorKind.NOT_FOUND, f"service {ref} is not installed")
 
     def _check_node(self, node: str) -> None:
         if node != self.node:

@@ -34,12 +34,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 from pyrsistent import PMap, pmap
 
 from svcnet.model import IPFamily, Protocol, format_endpoint
 from svcnet.probe import SourceKind
+
+if TYPE_CHECKING:
+    from svcnet.state import ClusterState
 
 
 class FrontendKind(enum.Enum):
@@ -74,7 +78,7 @@ class Route:
 
     def __str__(self) -> str:
         if self.action is not Action.FORWARD:
-            return self.action.value
+            return str(self.action.value)
         assert self.endpoints is not None
         return f"{self.endpoints.value}{' masq' if self.masquerade else ''}"
 
@@ -254,7 +258,7 @@ class Plan:
         )
 
     def __str__(self) -> str:
-        from svcnet.render_text import render_plan
+        from svcnet.plan_text import render_plan
 
         return render_plan(self)
 
@@ -290,3 +294,31 @@ class Changes:
         lines += [f"~ service {s.ref}" for s in self.replaced]
         lines += [f"- service {r}" for r in self.removed]
         return "\n".join(lines) if lines else "(no changes)"
+
+
+# -- compiling (the compiler lives in svcnet.compiler; these are its public names) --
+
+
+def compile(state: ClusterState, node: str) -> Plan:
+    """The plan of ``node`` for ``state`` (pure; ``Plan.revision = state.revision``)."""
+    from svcnet.compiler import compile_plan
+
+    return compile_plan(state, node)
+
+
+def update(plan: Plan, old_state: ClusterState, new_state: ClusterState) -> Plan:
+    """``plan`` (compiled from ``old_state``) brought to ``new_state``: only the services
+    ``new_state.changed_since(plan.revision)`` names are recompiled; everything when
+    that is unknown, the configuration changed, or a node change matters here (this
+    node's addresses, any zone label). Equal to ``compile(new_state, plan.node)``."""
+    from svcnet.compiler import update_plan
+
+    return update_plan(plan, old_state, new_state)
+
+
+def advance(plan: Plan, old_state: ClusterState, new_state: ClusterState) -> tuple[Plan, Changes]:
+    """:func:`update` and the :class:`Changes` from ``plan`` to its result (cheap:
+    only the recompiled services are compared)."""
+    from svcnet.compiler import advance as _advance
+
+    return _advance(plan, old_state, new_state)

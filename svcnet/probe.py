@@ -119,7 +119,7 @@ class Outcome:
 
     def __str__(self) -> str:
         if self.verdict is not Verdict.FORWARD:
-            return self.verdict.value
+            return str(self.verdict.value)
         parts = []
         for t in sorted(self.targets):
             masq = " masq" if t.masquerade else ""

@@ -68,14 +68,26 @@ class Changed:
     config: bool = False
 
 
+def _objects(value: Iterable[KubeObject]) -> tuple[KubeObject, ...]:
+    return tuple(value)
+
+
+def _keys(value: Iterable[ObjectKey]) -> tuple[ObjectKey, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class Apply:
-    objects: tuple[KubeObject, ...] = attrs.field(converter=tuple)
+    """Create or replace ``objects``, all or nothing."""
+
+    objects: tuple[KubeObject, ...] = attrs.field(converter=_objects)
 
 
 @attrs.frozen
 class Delete:
-    keys: tuple[ObjectKey, ...] = attrs.field(converter=tuple)
+    """Delete the objects named by ``keys``, all or nothing."""
+
+    keys: tuple[ObjectKey, ...] = attrs.field(converter=_keys)
 
 
 @attrs.frozen
