@@ -673,6 +673,7 @@ def kernel_namespaces(backend: type[Backend]) -> Iterator[BackendFactory]:
     namespace per node; every namespace made is deleted on exit, also on failure."""
     created: list[str] = []
     counter = itertools.count(1)
+    reap_orphan_namespaces()
 
     def make(node: str) -> Backend:
         name = f"svcnet-sc-{os.getpid()}-{next(counter)}"
@@ -695,3 +696,26 @@ def kernel_namespaces(backend: type[Backend]) -> Iterator[BackendFactory]:
     finally:
         for name in created:
             subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+
+
+def reap_orphan_namespaces() -> list[str]:
+    """Delete ``svcnet-sc-<pid>-<n>`` namespaces whose creating process is gone (a run
+    killed with SIGKILL cannot clean up after itself). Returns the names deleted."""
+    try:
+        listing = subprocess.run(
+            ["ip", "netns", "list"], check=True, capture_output=True, text=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    reaped = []
+    for line in listing.splitlines():
+        name = line.split(" ", 1)[0]
+        parts = name.split("-")
+        if len(parts) != 4 or parts[:2] != ["svcnet", "sc"] or not parts[2].isdigit():
+            continue
+        pid = int(parts[2])
+        if pid == os.getpid() or os.path.exists(f"/proc/{pid}"):
+            continue
+        subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+        reaped.append(name)
+    return reaped

@@ -657,3 +657,22 @@ def test_dns_queries_use_svcnet_dns_when_present(
         == "rcode: expected NOERROR, observed NXDOMAIN; answer: missing 10.96.0.10"
     )
     assert calls[0] == ("web", "A", "client")
+
+
+@pytest.mark.kernel
+def test_orphan_namespaces_of_dead_runs_are_reaped() -> None:
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to create network namespaces")
+    # A pid above pid_max can never be alive: this stands for a run killed by SIGKILL.
+    dead = int(pathlib.Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    orphan = f"svcnet-sc-{dead}-1"
+    subprocess.run(["ip", "netns", "add", orphan], check=True)
+    try:
+        assert orphan in sc.reap_orphan_namespaces()
+        assert orphan not in _namespaces()
+    finally:
+        subprocess.run(["ip", "netns", "delete", orphan], check=False, capture_output=True)
