@@ -14,12 +14,13 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 
 BACKENDS = ["backends/memory", "backends/nftables", "backends/iptables"]
+BACKEND_INSTALLS = ["backends/memory", "backends/nftables", "backends/iptables[iptc]"]
 PYTHON = "3.11"
 
 
 def _install(session: nox.Session) -> None:
     session.install("-e", ".[all]")
-    for path in BACKENDS:
+    for path in BACKEND_INSTALLS:
         session.install("-e", path)
 
 

@@ -108,7 +108,7 @@ class Backend(abc.ABC):
     def cleanup(self) -> None:
         """Remove everything this backend created, and nothing else."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook; most backends hold nothing
         """Release handles (sockets, libraries); installed rules stay."""
 
     def __enter__(self) -> Backend:
@@ -121,15 +121,13 @@ class Backend(abc.ABC):
         """Refuse, before any change, a diff that does not start from what is installed
         (a kernel would refuse to delete what is not there or add what is)."""
         have = installed.services
+        missing = BackendErrorKind.NOT_FOUND
         for svc in changes.added:
             if svc.ref in have:
-                raise BackendError(BackendErrorKind.EXISTS, f"service {svc.ref} is already installed")
-        for svc in changes.replaced:
-            if svc.ref not in have:
-                raise BackendError(BackendErrorKind.NOT_FOUND, f"service {svc.ref} is not installed")
-        for ref in changes.removed:
+                raise BackendError(BackendErrorKind.EXISTS, f"service {svc.ref} is installed")
+        for ref in [s.ref for s in changes.replaced] + list(changes.removed):
             if ref not in have:
-                raise BackendError(BackendErrorKind.NOT_FOUND, f"service {ref} is not installed")
+                raise BackendError(missing, f"service {ref} is not installed")
 
     def _check_node(self, node: str) -> None:
         if node != self.node:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Union
 
 import attrs
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Protocol(enum.Enum):
@@ -300,7 +299,7 @@ class EndpointSlice:
         return ObjectKey(Kind.ENDPOINT_SLICE, self.namespace, self.name)
 
 
-KubeObject = Union[Node, Pod, Service, EndpointSlice]
+KubeObject = Node | Pod | Service | EndpointSlice
 
 
 @attrs.frozen(order=True)

@@ -157,4 +157,4 @@ class Affinity:
         learned = self.lookup(client, key, now, outcome.affinity_timeout)
         endpoint = learned if learned is not None and learned in outcome.endpoints else choose
         rest = tuple(e for e in self.entries if e[0] != (client, key))
-        return endpoint, Affinity(rest + (((client, key), endpoint, now),))
+        return endpoint, Affinity((*rest, ((client, key), endpoint, now)))
