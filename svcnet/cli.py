@@ -134,6 +134,10 @@ cli.add_command(demo)
 cli.add_command(port_forward)
 scenario_group.add_command(_scenario_run_traffic)  # `scenario run` with --traffic
 
+from svcnet.cli_objects import register as _register_objects  # noqa: E402  (store commands)
+
+_register_objects(cli)  # --store PATH, apply, delete, get, describe, config, plan, diff, ...
+
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``svcnet`` script and ``python -m svcnet``."""

@@ -1,9 +1,9 @@
 """``svcnet dns QUERY [TYPE] [--from NS/POD] -f FILE...``: answer a DNS query from
 the cluster state (I/O: reads manifests; the answer comes from :mod:`svcnet.dns`).
 
-For now the state is built from the manifests given with ``-f`` (files or ``-``
-for stdin, applied in order, all at once). Once the CLI's store exists the command
-will read the stored state when no ``-f`` is given.
+The state is the CLI's store (``svcnet --store PATH``, see :mod:`svcnet.store`),
+or, overriding it, the manifests given with ``-f`` (files or ``-`` for stdin,
+applied in order, all at once).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _state_from_files(files: Sequence[str]) -> ClusterState:
     "files",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, allow_dash=True),
-    help="Manifests to build the cluster state from (repeatable; '-' = stdin).",
+    help="Build the state from these manifests instead of the store (repeatable; '-' = stdin).",
 )
 def dns_cmd(query: str, qtype: str, from_pod: str | None, files: Sequence[str]) -> None:
     """Answer a DNS QUERY (TYPE: A, AAAA, SRV, CNAME, PTR, TXT; default A).
@@ -60,9 +60,12 @@ def dns_cmd(query: str, qtype: str, from_pod: str | None, files: Sequence[str]) 
     Prints one record per line; NXDOMAIN or REFUSED is printed on stderr with
     exit status 1; an existing name without such records prints nothing.
     """
-    if not files:
-        raise click.UsageError("give the cluster's manifests with -f FILE (the store comes later)")
-    state = _state_from_files(files)
+    if files:
+        state = _state_from_files(files)
+    else:
+        from svcnet.cli_objects import current_store
+
+        state = current_store().load()
     pod = None
     if from_pod is not None:
         ns, sep, name = from_pod.partition("/")

@@ -66,3 +66,7 @@ class BackendError(SvcnetError):
 
 class BackendNotFound(SvcnetError, LookupError):
     """No backend of that name is installed."""
+
+
+class StoreError(SvcnetError):
+    """The CLI's store cannot be read or written (corrupt, too new, locked)."""
