@@ -1,0 +1,600 @@
+"""Plan / Changes -> ``iptables-restore --noflush`` text, per IP family and table (pure).
+
+Layout (kube-proxy's proven one, with svcnet's own prefix):
+
+nat table
+  PREROUTING, OUTPUT  -> SVCNET-SERVICES        (one jump each, inserted first)
+  POSTROUTING         -> SVCNET-POSTROUTING
+  SVCNET-SERVICES     one rule per ClusterIP / external IP / LoadBalancer frontend
+                      (``-d ip -p proto --dport``) -> SVCNET-SVC-h (internal) or
+                      SVCNET-EXT-h (external) or SVCNET-FW-h (LB with source ranges);
+                      last rule -> SVCNET-NODEPORTS
+  SVCNET-NODEPORTS    one rule per NodePort frontend (``-d node-ip``) -> SVCNET-EXT-h
+  SVCNET-FW-h         ``-s range -j SVCNET-EXT-h`` per range; the rest falls through
+                      un-NATed and is dropped by the filter table's SVCNET-FW-h
+  SVCNET-SVC-h/EXT-h  the port's three routes by source kind: ``-s <cluster CIDR>``
+                      (pod), ``-m addrtype --src-type LOCAL`` (node), anything else
+                      (external); forward = optional SVCNET-MARK-MASQ, then
+                      SVCNET-CLU-h (cluster set) or SVCNET-LOC-h (local set);
+                      reject/drop = RETURN (left for the filter table)
+  SVCNET-CLU-h/LOC-h  session affinity (``-m recent --rcheck``) then the uniform
+                      random cascade (``--probability 1/(n-i)``, last unconditional)
+  SVCNET-SEP-e        ``-s <ep> -j SVCNET-MARK-MASQ`` (hairpin), then DNAT
+                      (``-m recent --set`` with affinity)
+  SVCNET-MARK-MASQ    sets MASQ_MARK; SVCNET-POSTROUTING masquerades marked packets
+
+filter table
+  INPUT, FORWARD, OUTPUT -> SVCNET-FILTER (``--ctstate NEW``)
+  SVCNET-FILTER       LB frontends with source ranges -> SVCNET-FW-h (RETURN for
+                      each range, else DROP); frontends of ports with a reject/drop
+                      route -> SVCNET-FSVC-h / SVCNET-FEXT-h (the same three source
+                      kinds: REJECT, DROP or RETURN); then per proxied ClusterIP
+                      REJECT (undefined port), per unproxied ClusterIP RETURN,
+                      per service CIDR DROP (unallocated).
+
+The filter table only sees packets the nat table did not DNAT, so a frontend whose
+route forwards never reaches its filter rules.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+
+import attrs
+
+from svcnet.model import IPFamily, Protocol
+from svcnet.plan import (
+    Action,
+    Changes,
+    EndpointSet,
+    Frontend,
+    FrontendKind,
+    NodeSettings,
+    Plan,
+    PlanEndpoint,
+    PortPlan,
+    Route,
+    ServicePlan,
+    ServiceRef,
+)
+
+PREFIX = "SVCNET-"
+SERVICES = "SVCNET-SERVICES"
+NODEPORTS = "SVCNET-NODEPORTS"
+POSTROUTING = "SVCNET-POSTROUTING"
+MARK_MASQ = "SVCNET-MARK-MASQ"
+FILTER = "SVCNET-FILTER"
+MASQ_MARK = 0x4000
+NAT = "nat"
+FILTER_TABLE = "filter"
+TABLES = (NAT, FILTER_TABLE)
+FAMILIES = (IPFamily.IPv4, IPFamily.IPv6)
+
+#: (table, built-in chain, rule spec after ``-A CHAIN``): svcnet's jumps.
+JUMPS: tuple[tuple[str, str, str], ...] = (
+    (NAT, "PREROUTING", f'-m comment --comment "svcnet service portals" -j {SERVICES}'),
+    (NAT, "OUTPUT", f'-m comment --comment "svcnet service portals" -j {SERVICES}'),
+    (NAT, "POSTROUTING", f'-m comment --comment "svcnet postrouting" -j {POSTROUTING}'),
+    (
+        FILTER_TABLE,
+        "INPUT",
+        f'-m conntrack --ctstate NEW -m comment --comment "svcnet service filter" -j {FILTER}',
+    ),
+    (
+        FILTER_TABLE,
+        "FORWARD",
+        f'-m conntrack --ctstate NEW -m comment --comment "svcnet service filter" -j {FILTER}',
+    ),
+    (
+        FILTER_TABLE,
+        "OUTPUT",
+        f'-m conntrack --ctstate NEW -m comment --comment "svcnet service filter" -j {FILTER}',
+    ),
+)
+
+SHARED_CHAINS: dict[str, tuple[str, ...]] = {
+    NAT: (SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ),
+    FILTER_TABLE: (FILTER,),
+}
+
+Chains = dict[str, list[str]]  # chain -> rule specs (after "-A CHAIN ")
+
+
+def _hash(text: str) -> str:
+    # 10 bytes are exactly 16 base32 characters (encoding all 32 costs 3x more)
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()[:10]).decode()
+
+
+@lru_cache(maxsize=1 << 17)
+def port_hash(ref: ServiceRef, name: str, family: IPFamily, protocol: Protocol) -> str:
+    return _hash(f"{ref.namespace}/{ref.name}:{name}:{family.value}:{protocol.value}")
+
+
+@lru_cache(maxsize=1 << 18)
+def endpoint_chain(port_hash_: str, ep: PlanEndpoint) -> str:
+    return "SVCNET-SEP-" + _hash(f"{port_hash_}/{ep}")
+
+
+def _host(ip: str) -> str:
+    return f"{ip}/128" if ":" in ip else f"{ip}/32"
+
+
+def _proto(protocol: Protocol) -> str:
+    return protocol.value.lower()
+
+
+def reject_with(family: IPFamily) -> str:
+    return "icmp6-port-unreachable" if family is IPFamily.IPv6 else "icmp-port-unreachable"
+
+
+def _of_family(items: Iterable[str], family: IPFamily) -> tuple[str, ...]:
+    if isinstance(items, tuple):
+        return _of_family_cached(items, family)
+    return _of_family_cached(tuple(items), family)
+
+
+@lru_cache(maxsize=4096)
+def _of_family_cached(items: tuple[str, ...], family: IPFamily) -> tuple[str, ...]:
+    out = []
+    for item in items:
+        net = ipaddress.ip_network(item, strict=False)
+        if (net.version == 6) == (family is IPFamily.IPv6):
+            out.append(str(net))
+    return tuple(out)
+
+
+def effective(route: Route, port: PortPlan) -> Route:
+    """A forward to an empty endpoint set behaves as a reject (nothing to reach)."""
+    if route.action is Action.FORWARD:
+        assert route.endpoints is not None
+        if not port.endpoints(route.endpoints):
+            return Route(Action.REJECT)
+    return route
+
+
+@attrs.frozen
+class PortChains:
+    """The chains of one port, by table, and its dispatch rules in the shared chains."""
+
+    nat: Chains
+    filter: Chains
+    services: list[str]  # rules for SVCNET-SERVICES
+    nodeports: list[str]  # rules for SVCNET-NODEPORTS
+    filter_dispatch: list[str]  # rules for SVCNET-FILTER
+
+
+def _routes(port: PortPlan, external: bool) -> tuple[Route, Route, Route]:
+    if external:
+        rs = (port.external_from_pod, port.external_from_node, port.external_from_external)
+    else:
+        rs = (port.internal_from_pod, port.internal_from_node, port.internal_from_external)
+    return (effective(rs[0], port), effective(rs[1], port), effective(rs[2], port))
+
+
+def _source_classes(settings: NodeSettings, family: IPFamily) -> list[str]:
+    """Match text per source kind: every cluster CIDR (pod), node, then external ('')."""
+    return [f"-s {c}" for c in _of_family(settings.cluster_cidrs, family)] + [
+        "-m addrtype --src-type LOCAL"
+    ]
+
+
+def _dispatch_nat(routes: tuple[Route, Route, Route], pod_matches: list[str], h: str) -> list[str]:
+    pod, node, ext = routes
+    out: list[str] = []
+    classes = [(m, pod) for m in pod_matches[:-1]] + [(pod_matches[-1], node)]
+    for match, route in classes:
+        if route == ext:
+            continue  # the unconditional tail does the same
+        if route.action is Action.FORWARD:
+            if route.masquerade:
+                out.append(f"{match} -j {MARK_MASQ}")
+            out.append(f"{match} -j {_set_chain(route, h)}")
+        else:
+            out.append(f"{match} -j RETURN")
+    if ext.action is Action.FORWARD:
+        if ext.masquerade:
+            out.append(f"-j {MARK_MASQ}")
+        out.append(f"-j {_set_chain(ext, h)}")
+    return out
+
+
+def _dispatch_filter(
+    routes: tuple[Route, Route, Route], pod_matches: list[str], family: IPFamily
+) -> list[str]:
+    def verdict(route: Route) -> str:
+        if route.action is Action.REJECT:
+            return f"REJECT --reject-with {reject_with(family)}"
+        if route.action is Action.DROP:
+            return "DROP"
+        return "RETURN"
+
+    pod, node, ext = routes
+    out: list[str] = []
+    classes = [(m, pod) for m in pod_matches[:-1]] + [(pod_matches[-1], node)]
+    for match, route in classes:
+        if verdict(route) != verdict(ext):
+            out.append(f"{match} -j {verdict(route)}")
+    if ext.action is not Action.FORWARD:
+        out.append(f"-j {verdict(ext)}")
+    return out
+
+
+def _set_chain(route: Route, h: str) -> str:
+    return ("SVCNET-CLU-" if route.endpoints is EndpointSet.CLUSTER else "SVCNET-LOC-") + h
+
+
+def _probability(i: int, n: int) -> str:
+    return f"{1.0 / (n - i):.10f}"
+
+
+def _cascade(eps: tuple[PlanEndpoint, ...], h: str, affinity: int | None) -> list[str]:
+    out: list[str] = []
+    names = [endpoint_chain(h, ep) for ep in eps]
+    if affinity is not None:
+        out += [
+            f"-m recent --name {name} --rcheck --seconds {affinity} --reap -j {name}"
+            for name in names
+        ]
+    n = len(names)
+    for i, name in enumerate(names):
+        if i < n - 1:
+            out.append(f"-m statistic --mode random --probability {_probability(i, n)} -j {name}")
+        else:
+            out.append(f"-j {name}")
+    return out
+
+
+def _frontend_match(fe: Frontend, proto: str, comment: str) -> str:
+    return (
+        f'-d {_host(fe.ip)} -p {proto} -m comment --comment "{comment}" '
+        f"-m {proto} --dport {fe.port}"
+    )
+
+
+def render_port(svc: ServicePlan, port: PortPlan, settings: NodeSettings) -> PortChains:
+    family = port.family
+    proto = _proto(port.protocol)
+    h = port_hash(svc.ref, port.name, family, port.protocol)
+    label = f"{svc.ref}:{port.name}" if port.name else str(svc.ref)
+    nat: Chains = {}
+    flt: Chains = {}
+    services: list[str] = []
+    nodeports: list[str] = []
+    fdispatch: list[str] = []
+    pod_matches = _source_classes(settings, family)
+    internal = _routes(port, external=False)
+    external = _routes(port, external=True)
+    has_internal = any(not fe.kind.external for fe in port.frontends)
+    has_external = any(fe.kind.external for fe in port.frontends)
+    ranges = _of_family(port.source_ranges, family) if port.source_ranges else None
+    used: set[EndpointSet] = set()
+    if has_internal:
+        nat["SVCNET-SVC-" + h] = _dispatch_nat(internal, pod_matches, h)
+        used |= {r.endpoints for r in internal if r.endpoints and r.action is Action.FORWARD}
+    if has_external:
+        nat["SVCNET-EXT-" + h] = _dispatch_nat(external, pod_matches, h)
+        used |= {r.endpoints for r in external if r.endpoints and r.action is Action.FORWARD}
+    for which in sorted(used, key=lambda e: e.value):
+        eps = port.endpoints(which)
+        chain = ("SVCNET-CLU-" if which is EndpointSet.CLUSTER else "SVCNET-LOC-") + h
+        nat[chain] = _cascade(eps, h, port.affinity_timeout)
+        for ep in eps:
+            name = endpoint_chain(h, ep)
+            if name in nat:
+                continue
+            sticky = (
+                f" -m recent --set --name {name} --rsource"
+                if port.affinity_timeout is not None
+                else ""
+            )
+            nat[name] = [
+                f"-s {_host(ep.ip)} -j {MARK_MASQ}",
+                f"-p {proto}{sticky} -j DNAT --to-destination {ep}",
+            ]
+    fsvc = _dispatch_filter(internal, pod_matches, family)
+    fext = _dispatch_filter(external, pod_matches, family)
+    if has_internal and any(r.action is not Action.FORWARD for r in internal):
+        flt["SVCNET-FSVC-" + h] = fsvc
+    if has_external and any(r.action is not Action.FORWARD for r in external):
+        flt["SVCNET-FEXT-" + h] = fext
+    if ranges is not None and any(fe.kind is FrontendKind.LOAD_BALANCER for fe in port.frontends):
+        nat["SVCNET-FW-" + h] = [f"-s {r} -j SVCNET-EXT-{h}" for r in ranges]
+        flt["SVCNET-FW-" + h] = [f"-s {r} -j RETURN" for r in ranges] + ["-j DROP"]
+    for fe in port.frontends:
+        match = _frontend_match(fe, proto, f"{label} {fe.kind.value}")
+        if fe.kind is FrontendKind.CLUSTER_IP:
+            services.append(f"{match} -j SVCNET-SVC-{h}")
+        elif fe.kind is FrontendKind.NODE_PORT:
+            nodeports.append(f"{match} -j SVCNET-EXT-{h}")
+        elif fe.kind is FrontendKind.LOAD_BALANCER and ranges is not None:
+            services.append(f"{match} -j SVCNET-FW-{h}")
+            fdispatch.append(f"{match} -j SVCNET-FW-{h}")
+        else:
+            services.append(f"{match} -j SVCNET-EXT-{h}")
+    for fe in port.frontends:
+        chain = ("SVCNET-FEXT-" if fe.kind.external else "SVCNET-FSVC-") + h
+        if chain in flt:
+            match = _frontend_match(fe, proto, f"{label} {fe.kind.value}")
+            fdispatch.append(f"{match} -j {chain}")
+    return PortChains(nat, flt, services, nodeports, fdispatch)
+
+
+@attrs.frozen
+class ServiceChains:
+    """Everything one service contributes to one family's tables."""
+
+    chains: dict[str, Chains]  # table -> own chains
+    services: list[str]
+    nodeports: list[str]
+    filter_dispatch: list[str]
+    cluster_ips: list[str]  # filter rules after the dispatch: reject / pass
+
+
+def render_service(svc: ServicePlan, settings: NodeSettings, family: IPFamily) -> ServiceChains:
+    chains: dict[str, Chains] = {NAT: {}, FILTER_TABLE: {}}
+    services: list[str] = []
+    nodeports: list[str] = []
+    fdispatch: list[str] = []
+    for port in svc.ports_of(family) if svc.proxied else ():
+        pc = render_port(svc, port, settings)
+        chains[NAT].update(pc.nat)
+        chains[FILTER_TABLE].update(pc.filter)
+        services += pc.services
+        nodeports += pc.nodeports
+        fdispatch += pc.filter_dispatch
+    cips: list[str] = []
+    for ip in svc.cluster_ips:
+        if (":" in ip) != (family is IPFamily.IPv6):
+            continue
+        if svc.proxied:
+            cips.append(
+                f'-d {_host(ip)} -m comment --comment "{svc.ref} has no such port" '
+                f"-j REJECT --reject-with {reject_with(family)}"
+            )
+        else:
+            cips.append(f'-d {_host(ip)} -m comment --comment "{svc.ref} another proxy" -j RETURN')
+    return ServiceChains(chains, services, nodeports, fdispatch, cips)
+
+
+def _ref_key(ref: ServiceRef) -> tuple[str, str]:
+    # attrs' generated ordering builds tuples per comparison: 10x slower at 10k services
+    return (ref.namespace, ref.name)
+
+
+class Renderer:
+    """Renders plans, caching each service's rules by value (one event -> O(1) renders)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[
+            tuple[ServiceRef, IPFamily], tuple[ServicePlan, NodeSettings, ServiceChains]
+        ] = {}
+        # the shared chains of the last plans rendered (a partial sync compares the
+        # installed plan's with the target's and rewrites only those that differ)
+        self._shared: dict[IPFamily, list[tuple[Plan, dict[str, Chains]]]] = {}
+
+    def service(self, svc: ServicePlan, settings: NodeSettings, family: IPFamily) -> ServiceChains:
+        key = (svc.ref, family)
+        hit = self._cache.get(key)
+        if hit is not None and (hit[0] is svc or hit[0] == svc) and hit[1] == settings:
+            return hit[2]
+        out = render_service(svc, settings, family)
+        self._cache[key] = (svc, settings, out)
+        return out
+
+    def forget(self, refs: Iterable[ServiceRef]) -> None:
+        for ref in refs:
+            for family in FAMILIES:
+                self._cache.pop((ref, family), None)
+
+    def shared(self, plan: Plan, family: IPFamily) -> dict[str, Chains]:
+        """The shared chains of one family, built from the whole plan (a fresh dict
+        per table; the rule lists are shared and must not be changed)."""
+        memo = self._shared.setdefault(family, [])
+        for seen, chains in memo:
+            if seen is plan:
+                return {t: dict(c) for t, c in chains.items()}
+        chains = self._build_shared(plan, family)
+        memo.append((plan, chains))
+        del memo[:-2]
+        return {t: dict(c) for t, c in chains.items()}
+
+    def carry_shared(self, previous: Plan, target: Plan, family: IPFamily) -> bool:
+        """Reuse ``previous``'s shared chains for ``target`` when the services that
+        differ contribute the same dispatch rules (an endpoint change): no pass over
+        every service. False when they are not known (nothing done)."""
+        memo = self._shared.setdefault(family, [])
+        for seen, chains in memo:
+            if seen is previous:
+                memo.append((target, chains))
+                del memo[:-2]
+                return True
+        return False
+
+    def dispatch_of(
+        self, svc: ServicePlan, settings: NodeSettings, family: IPFamily
+    ) -> tuple[object, ...]:
+        """What ``svc`` puts in the shared chains."""
+        sc = self.service(svc, settings, family)
+        return (sc.services, sc.nodeports, sc.filter_dispatch, sc.cluster_ips, svc.proxied)
+
+    def _build_shared(self, plan: Plan, family: IPFamily) -> dict[str, Chains]:
+        settings = plan.settings
+        services: list[str] = []
+        nodeports: list[str] = []
+        fdispatch: list[str] = []
+        unproxied: list[str] = []
+        proxied: list[str] = []
+        for _ref, svc in sorted(plan.services.items(), key=lambda kv: _ref_key(kv[0])):
+            sc = self.service(svc, settings, family)
+            services += sc.services
+            nodeports += sc.nodeports
+            fdispatch += sc.filter_dispatch
+            (proxied if svc.proxied else unproxied).extend(sc.cluster_ips)
+        services.append(f"-j {NODEPORTS}")
+        drops = [
+            f'-d {c} -m comment --comment "unallocated service address" -j DROP'
+            for c in _of_family(settings.service_cidrs, family)
+        ]
+        return {
+            NAT: {
+                SERVICES: services,
+                NODEPORTS: nodeports,
+                MARK_MASQ: [f"-j MARK --or-mark {MASQ_MARK:#x}"],
+                POSTROUTING: [
+                    f"-m mark ! --mark {MASQ_MARK:#x}/{MASQ_MARK:#x} -j RETURN",
+                    f"-j MARK --xor-mark {MASQ_MARK:#x}",
+                    '-m comment --comment "svcnet service traffic requiring SNAT" '
+                    "-j MASQUERADE --random-fully",
+                ],
+            },
+            FILTER_TABLE: {FILTER: fdispatch + proxied + unproxied + drops},
+        }
+
+    def all_chains(self, plan: Plan, family: IPFamily) -> dict[str, Chains]:
+        out = self.shared(plan, family)
+        for svc in plan.services.values():
+            sc = self.service(svc, plan.settings, family)
+            for table in TABLES:
+                out[table].update(sc.chains[table])
+        return out
+
+
+@attrs.frozen
+class Existing:
+    """What a table holds of svcnet's, as read back: its chains and jump rules."""
+
+    chains: frozenset[str] = frozenset()
+    jumps: tuple[tuple[str, str], ...] = ()  # (built-in chain, rule spec)
+
+
+def restore_text(
+    table: str,
+    declare: dict[str, list[str]],
+    delete: Iterable[str] = (),
+    jumps_delete: Iterable[tuple[str, str]] = (),
+    jumps_insert: Iterable[tuple[str, str]] = (),
+) -> str:
+    """One ``iptables-restore --noflush`` transaction for ``table``.
+
+    Every declared chain is created or flushed, then filled; ``delete`` chains
+    are flushed and removed; jump rules are deleted and inserted first in their
+    built-in chains. Nothing else in the table is touched.
+    """
+    gone = sorted(set(delete) - set(declare))
+    lines: list[str] = [f"*{table}"]
+    lines += [f":{c} - [0:0]" for c in sorted(declare)]
+    lines += [f":{c} - [0:0]" for c in gone]
+    lines += [f"-D {chain} {spec}" for chain, spec in jumps_delete]
+    for chain in sorted(declare):
+        lines += [f"-A {chain} {rule}" for rule in declare[chain]]
+    lines += [f"-X {c}" for c in gone]
+    lines += [f"-I {chain} 1 {spec}" for chain, spec in reversed(list(jumps_insert))]
+    lines.append("COMMIT")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def expected_jumps(table: str) -> list[tuple[str, str]]:
+    return [(chain, spec) for t, chain, spec in JUMPS if t == table]
+
+
+def full_sync(
+    renderer: Renderer, plan: Plan, existing: dict[tuple[IPFamily, str], Existing]
+) -> dict[tuple[IPFamily, str], str]:
+    """Restore texts rewriting every svcnet chain of every family and table."""
+    out: dict[tuple[IPFamily, str], str] = {}
+    for family in FAMILIES:
+        chains = renderer.all_chains(plan, family)
+        for table in TABLES:
+            ex = existing.get((family, table), Existing())
+            dels, ins = _jump_changes(table, ex)
+            out[(family, table)] = restore_text(table, chains[table], ex.chains, dels, ins)
+    return out
+
+
+def _target(spec: str) -> str:
+    return spec.rsplit("-j ", 1)[-1].split()[0] if "-j " in spec else ""
+
+
+def _jump_changes(table: str, ex: Existing) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(deletes, inserts) leaving exactly one of each svcnet jump in ``table``.
+
+    Jumps already there, one each, stay where they are (a foreign rule inserted
+    before them keeps its place).
+    """
+    want = expected_jumps(table)
+    have = sorted((c, _target(s)) for c, s in ex.jumps)
+    if have == sorted((c, _target(s)) for c, s in want):
+        return [], []
+    return list(ex.jumps), want
+
+
+def partial_sync(
+    renderer: Renderer, previous: Plan, changes: Changes, target: Plan
+) -> dict[tuple[IPFamily, str], str]:
+    """Restore texts rewriting the changed services' chains and those shared chains
+    whose rules differ from the installed plan's; a table with nothing to change
+    gets no text (an endpoint change touches one family's nat table only)."""
+    out: dict[tuple[IPFamily, str], str] = {}
+    old_refs = [s.ref for s in changes.replaced] + list(changes.removed)
+    new_svcs = list(changes.added) + list(changes.replaced)
+    for family in FAMILIES:
+        old_chains: dict[str, set[str]] = {t: set() for t in TABLES}
+        for ref in old_refs:
+            svc = previous.services.get(ref)
+            if svc is None:
+                continue
+            sc = renderer.service(svc, previous.settings, family)
+            for t in TABLES:
+                old_chains[t] |= set(sc.chains[t])
+        if changes.settings_changed:
+            # every service's rules depend on the settings: rewrite them all
+            for svc in previous.services.values():
+                sc = renderer.service(svc, previous.settings, family)
+                for t in TABLES:
+                    old_chains[t] |= set(sc.chains[t])
+            new_list = list(target.services.values())
+        else:
+            new_list = new_svcs
+        if (
+            not changes.settings_changed
+            and not changes.added
+            and not changes.removed
+            and all(
+                renderer.dispatch_of(previous.services[s.ref], previous.settings, family)
+                == renderer.dispatch_of(s, target.settings, family)
+                for s in changes.replaced
+                if s.ref in previous.services
+            )
+        ):
+            renderer.carry_shared(previous, target, family)
+        declare = renderer.shared(target, family)
+        if not changes.settings_changed:
+            before = renderer.shared(previous, family)
+            for t in TABLES:
+                for chain, rules in list(declare[t].items()):
+                    if before[t].get(chain) == rules:
+                        del declare[t][chain]
+        for svc in new_list:
+            sc = renderer.service(svc, target.settings, family)
+            for t in TABLES:
+                declare[t].update(sc.chains[t])
+        for t in TABLES:
+            if declare[t] or old_chains[t]:
+                out[(family, t)] = restore_text(t, declare[t], old_chains[t])
+    renderer.forget(changes.removed)
+    return out
+
+
+def cleanup_text(table: str, ex: Existing) -> str:
+    return restore_text(table, {}, ex.chains, ex.jumps, ())
+
+
+def iter_rules(text: str) -> Iterator[str]:
+    for line in text.splitlines():
+        if line.startswith("-"):
+            yield line

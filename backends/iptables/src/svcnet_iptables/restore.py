@@ -1,0 +1,172 @@
+"""I/O driver 1: ``iptables-restore --noflush`` / ``iptables-save`` in the node's netns.
+
+One ``*-restore`` run per table and family: each is one atomic transaction (legacy
+replaces the table blob in one setsockopt; nft commits one batch). Rules are read
+back with ``*-save``. Which variant (nft or legacy) is used is chosen as
+kube-proxy's iptables wrapper does: the one that already holds more rules in the
+namespace, else in the host's namespace (only read), else what ``iptables --version``
+says; ``variant=`` forces it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+
+from svcnet.errors import BackendError, BackendErrorKind
+from svcnet.model import IPFamily
+
+from .readback import Ruleset, Table, parse_save
+
+VARIANTS = ("nft", "legacy")
+
+
+def netns_prefix(netns: str | None) -> list[str]:
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
+def has_net_admin() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 12))
+    except OSError:
+        return False
+    return False
+
+
+def check_netns(netns: str | None) -> None:
+    if netns is not None and not os.path.exists(f"/run/netns/{netns}"):
+        raise BackendError(
+            BackendErrorKind.NOT_FOUND, f"network namespace {netns!r} does not exist"
+        )
+
+
+def _binary(variant: str | None, family: IPFamily, tool: str) -> str:
+    base = "ip6tables" if family is IPFamily.IPv6 else "iptables"
+    suffix = f"-{tool}" if tool else ""
+    if variant is None:
+        return f"{base}{suffix}"
+    return f"{base}-{variant}{suffix}"
+
+
+def _run(argv: list[str], stdin: str | None = None, what: str = "") -> str:
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    except FileNotFoundError as e:
+        raise BackendError(BackendErrorKind.UNSUPPORTED, f"{argv[0]} is not installed") from e
+    except OSError as e:
+        raise BackendError(BackendErrorKind.REFUSED, f"{what or argv[0]}: {e}") from e
+    if proc.returncode != 0:
+        err = subprocess.CalledProcessError(proc.returncode, argv, proc.stdout, proc.stderr)
+        kind = BackendErrorKind.REFUSED
+        text = proc.stderr.strip()
+        if "Permission denied" in text or "you must be root" in text:
+            kind = BackendErrorKind.PERMISSION
+        raise BackendError(
+            kind, f"{what or ' '.join(argv)} failed ({proc.returncode}): {text}"
+        ) from err
+    return proc.stdout
+
+
+def rule_counts(netns: str | None) -> dict[str, int]:
+    """``-A`` lines per variant in ``netns`` (None: this process's namespace); read only."""
+    counts: dict[str, int] = {}
+    for variant in VARIANTS:
+        total = 0
+        for family in IPFamily:
+            exe = _binary(variant, family, "save")
+            if shutil.which(exe) is None:
+                continue
+            try:
+                out = _run([*netns_prefix(netns), exe], what=exe)
+            except BackendError:
+                continue
+            total += sum(1 for line in out.splitlines() if line.startswith("-A "))
+        counts[variant] = total
+    return counts
+
+
+def detect_variant(netns: str | None) -> str:
+    """nft or legacy, as kube-proxy's iptables wrapper picks it.
+
+    The variant holding more rules wins: in the node's namespace, else (a fresh
+    namespace holds none) in the host's, which is only read; a tie goes to what
+    ``iptables --version`` says.
+    """
+    for where in (netns, None) if netns is not None else (None,):
+        counts = rule_counts(where)
+        if counts.get("legacy", 0) > counts.get("nft", 0):
+            return "legacy"
+        if counts.get("nft", 0) > counts.get("legacy", 0):
+            return "nft"
+    version = _run(["iptables", "--version"], what="iptables --version")
+    return "legacy" if "legacy" in version else "nft"
+
+
+class RestoreDriver:
+    """Programs and reads one namespace with the ``*-restore`` / ``*-save`` tools."""
+
+    name = "restore"
+
+    def __init__(self, netns: str | None, variant: str | None = None) -> None:
+        if variant is not None and variant not in VARIANTS:
+            raise BackendError(
+                BackendErrorKind.UNSUPPORTED, f"iptables variant {variant!r}: use nft or legacy"
+            )
+        self.netns = netns
+        self._variant = variant
+
+    @property
+    def variant(self) -> str:
+        if self._variant is None:
+            self._variant = detect_variant(self.netns)
+        return self._variant
+
+    def check(self) -> None:
+        if not has_net_admin():
+            raise BackendError(
+                BackendErrorKind.PERMISSION, "iptables needs CAP_NET_ADMIN (run as root)"
+            )
+        check_netns(self.netns)
+        needed = ["ip"] if self.netns else []
+        if self._variant is None and shutil.which("iptables") is None:
+            raise BackendError(BackendErrorKind.UNSUPPORTED, "iptables is not installed")
+        for family in IPFamily:
+            for tool in ("restore", "save"):
+                needed.append(_binary(self.variant, family, tool))
+        missing = [exe for exe in needed if shutil.which(exe) is None]
+        if missing:
+            raise BackendError(
+                BackendErrorKind.UNSUPPORTED, f"missing iptables binaries: {', '.join(missing)}"
+            )
+
+    def save_text(self, family: IPFamily, table: str | None = None) -> str:
+        exe = _binary(self.variant, family, "save")
+        argv = [*netns_prefix(self.netns), exe] + (["-t", table] if table else [])
+        return _run(argv, what=exe)
+
+    def read(self) -> Ruleset:
+        """svcnet's part of nat and filter: one ``*-save`` run per family."""
+        tables: dict[tuple[IPFamily, str], Table] = {}
+        for family in IPFamily:
+            parsed = parse_save(self.save_text(family), family)
+            for table in ("nat", "filter"):
+                if table in parsed:
+                    tables[(family, table)] = parsed[table]
+        return Ruleset(tables)
+
+    def restore(self, family: IPFamily, text: str) -> None:
+        exe = _binary(self.variant, family, "restore")
+        extra = ["-w", "5"] if self.variant == "legacy" else []
+        _run([*netns_prefix(self.netns), exe, "--noflush", *extra], stdin=text, what=exe)
+
+    def apply(self, texts: Mapping[tuple[IPFamily, str], str]) -> None:
+        for (family, _table), text in texts.items():
+            self.restore(family, text)
+
+    def close(self) -> None:
+        pass
