@@ -56,10 +56,17 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks (never timed assertions in tests). Figures go to docs/performance.md."""
     _install(session)
-    session.run("python", "bench/bench_state.py")
-    session.run("python", "bench/bench_plan.py")
-    session.run("python", "backends/nftables/bench_nft.py", *session.posargs)
-    session.run("python", "backends/iptables/bench_ipt.py", *session.posargs)
+    only = set(session.posargs)  # e.g. `nox -s bench -- dns nftables`
+    runs = {
+        "state": ["bench/bench_state.py"],
+        "plan": ["bench/bench_plan.py"],
+        "dns": ["bench/bench_dns.py"],
+        "nftables": ["backends/nftables/bench_nft.py"],
+        "iptables": ["backends/iptables/bench_ipt.py"],
+    }
+    for name, script in runs.items():
+        if not only or name in only:
+            session.run("python", *script)
 
 
 @nox.session(python=PYTHON)
