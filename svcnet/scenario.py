@@ -475,6 +475,15 @@ class _Runner:
             problems.append(_set_diff("answer", q.answer, records))
         status = Status.FAILED if problems else Status.PASSED
         self.result(step, i, "dns", str(q), status, **fields, reason="; ".join(problems))
+        check_dns = getattr(self.traffic, "check_dns", None)  # the lab's real DNS server
+        if callable(check_dns):
+            try:
+                got = check_dns(q, self.state)
+                status, observed, reason = got.status, got.observed, got.reason
+            except Exception as e:
+                status, observed, reason = Status.FAILED, "", f"lab crashed: {e}"
+            fields["observed"] = observed
+            self.result(step, i, "traffic", str(q), status, **fields, reason=reason)
 
 
 def _dns_answer(qtype: str, answer: object) -> tuple[str, frozenset[str]]:

@@ -30,16 +30,29 @@ are not cached.
 :func:`start_in_netns` starts a server whose sockets live in a named network
 namespace: they are created by a short-lived thread that entered it with setns
 (a socket keeps the namespace it was created in).
+
+As a process (the lab runs one per node, inside the node's namespace)::
+
+    python -m svcnet.lab.dnsserver --state /run/svcnet/LAB/state.pickle \
+        --listen 192.168.56.11:53 [--netns svcnet-LAB-n-node-a]
+
+serves the state pickled in ``--state`` (written by :class:`svcnet.lab.lab.Lab`),
+reloading it when the file changes (checked on every query) or on SIGHUP; it
+prints ``ready`` once bound and stops on SIGTERM. Other names are REFUSED.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import ctypes.util
 import os
+import pickle
+import signal
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Callable
 
@@ -62,7 +75,7 @@ from dnslib import (
 from svcnet import dns
 from svcnet.state import ClusterState
 
-__all__ = ["TTL", "DnsServer", "start_in_netns"]
+__all__ = ["TTL", "DnsServer", "StateFile", "main", "start_in_netns"]
 
 TTL = 5
 OUR_UDP_PAYLOAD = 1232
@@ -106,8 +119,12 @@ class DnsServer:
         ttl: int = TTL,
         netns: str | None = None,
         cache: bool = True,
+        incremental: bool = True,
     ) -> None:
         self.source = source
+        # False: rebuild the zone when the state changes (states that need not
+        # descend from one another, e.g. reloaded from a file)
+        self.incremental = incremental
         self.cache = cache  # False: encode every answer afresh (for measurements)
         self.host = host
         self.port = port
@@ -211,7 +228,12 @@ class DnsServer:
             if state is self._state and self._zone is not None:
                 return self._zone
             old, zone = self._state, self._zone
-            if old is not None and zone is not None and state.revision > old.revision:
+            if (
+                self.incremental
+                and old is not None
+                and zone is not None
+                and state.revision > old.revision
+            ):
                 zone = zone.update(old, state)
             else:
                 zone = dns.records(state)
@@ -462,3 +484,78 @@ def start_in_netns(
 ) -> DnsServer:
     """A started server bound to ``host:port`` inside network namespace ``netns``."""
     return DnsServer(source, host, port, upstream=upstream, ttl=ttl, netns=netns).start()
+
+
+# -- as a process ----------------------------------------------------------------------
+
+
+class StateFile:
+    """A state source reading a pickled :class:`ClusterState` from ``path``: it is
+    read again when the file's identity (inode, size, mtime) changed since the last
+    call or after :meth:`invalidate`; an unreadable file keeps the last state."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._state: ClusterState | None = None
+        self._lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        self._stamp = None
+
+    def __call__(self) -> ClusterState:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+        state = self._state
+        if state is not None and (stamp is None or stamp == self._stamp):
+            return state
+        with self._lock:
+            if self._state is not None and (stamp is None or stamp == self._stamp):
+                return self._state
+            try:
+                with open(self.path, "rb") as f:
+                    loaded = pickle.load(f)
+            except (OSError, EOFError, pickle.UnpicklingError):
+                loaded = None
+            if isinstance(loaded, ClusterState):
+                self._state, self._stamp = loaded, stamp
+            elif self._state is None:
+                raise OSError(f"no cluster state in {self.path}")
+            return self._state
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"{text!r}: use HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Serve a lab's Service DNS (see the module doc).")
+    ap.add_argument("--state", required=True, help="pickled ClusterState, reloaded on change")
+    ap.add_argument("--listen", type=_listen, default=("127.0.0.1", 53), metavar="HOST:PORT")
+    ap.add_argument("--netns", default=None, help="bind inside this named network namespace")
+    ap.add_argument("--ttl", type=int, default=TTL)
+    args = ap.parse_args(argv)
+    source = StateFile(args.state)
+    source()  # fail early when there is no state
+    host, port = args.listen
+    server = DnsServer(source, host, port, ttl=args.ttl, netns=args.netns, incremental=False)
+    server.start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGHUP, lambda *_: source.invalidate())
+    print("ready", flush=True)
+    sys.stdout.close()
+    try:
+        while True:
+            signal.pause()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,20 +8,32 @@ and, when given a kernel backend class, programs every node namespace with
 what a crashed run left: it finds the lab's namespaces by their
 ``svcnet-<lab>-`` prefix and kills the server processes recorded in
 ``/run/svcnet/<lab>/lab.json`` or running in those namespaces.
+
+Service DNS: every node runs ``python -m svcnet.lab.dnsserver`` in its namespace,
+listening on the node's address (the pods' gateway) port 53, UDP and TCP, and
+answering from the state the lab pickles in ``/run/svcnet/<lab>/state.pickle``
+(re-read when it changes); names outside the cluster's zones are REFUSED. Every
+pod namespace gets ``/etc/netns/<pod netns>/resolv.conf`` (``ip netns exec``
+shows it as /etc/resolv.conf): ``nameserver <node address>``, the search path
+``<ns>.svc.<domain> svc.<domain> <domain>`` and ``options ndots:5``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
+import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from svcnet import dns as dns_mod
 from svcnet import plan as plan_mod
 from svcnet.backend import Backend
 from svcnet.lab import netns
@@ -45,6 +57,10 @@ from svcnet.state import ClusterState
 RUN_DIR = "/run/svcnet"
 POD_ROUTE_PROTO = 201
 SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "podserver.py")
+DNS_MODULE = "svcnet.lab.dnsserver"
+DNS_PORT = 53
+# the folder holding the svcnet package, the DNS server's working directory
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv4.conf.all.rp_filter": "0",
@@ -66,6 +82,17 @@ def state_dir(lab: str) -> str:
 
 def state_file(lab: str) -> str:
     return os.path.join(state_dir(lab), "lab.json")
+
+
+def state_pickle(lab: str) -> str:
+    """The file the lab's DNS servers serve from (the lab's current ClusterState)."""
+    return os.path.join(state_dir(lab), "state.pickle")
+
+
+def resolv_conf(pod: LabPod, node: LabNode, domain: str) -> str:
+    """A pod's /etc/resolv.conf (dnsPolicy ClusterFirst, its node's DNS server)."""
+    search = " ".join(dns_mod.search_path(pod.namespace, domain))
+    return f"nameserver {node.ip}\nsearch {search}\noptions ndots:5\n"
 
 
 def read_record(lab: str) -> dict[str, Any]:
@@ -97,6 +124,7 @@ class Lab:
         self.topo: Topology | None = None
         self.state: ClusterState | None = None
         self.servers: dict[str, int] = {}  # pod key -> server pid
+        self.dns: dict[str, int] = {}  # node name -> DNS server pid
         self.backends: dict[str, Backend] = {}
         self.plans: dict[str, Plan] = {}
         self.extra: dict[str, Any] = {}  # saved in the record (e.g. the CLI's manifests)
@@ -151,6 +179,9 @@ class Lab:
                     self._add_pod(pod, topo)
                     fresh.append(pod)
             self._start_servers(fresh)
+            self._write_state(state)
+            self._resolv(topo, state.config.cluster_domain)
+            self._start_dns(topo)
             self.topo = topo
             self.state = state
             self._program(state, topo)
@@ -219,6 +250,7 @@ class Lab:
         self.progress(f"node {node.name}: removed")
         backend = self.backends.pop(node.name, None)
         self.plans.pop(node.name, None)
+        self.dns.pop(node.name, None)  # stopped with the namespace's processes
         if backend is not None:
             with contextlib.suppress(Exception):
                 backend.close()
@@ -260,6 +292,7 @@ class Lab:
         if pid is not None:
             netns.stop([pid])
         if not pod.host_network:
+            netns.remove_etc(pod.netns)
             netns.delete(pod.netns)  # takes the veth pair with it
             node = self.topo.node(pod.node) if self.topo else None
             if node is not None and netns.exists(node.netns):
@@ -306,6 +339,68 @@ class Lab:
         if problems:
             raise LabError("; ".join(problems))
 
+    # -- Service DNS ----------------------------------------------------------------
+    def _write_state(self, state: ClusterState) -> None:
+        path = state_pickle(self.name)
+        os.makedirs(state_dir(self.name), exist_ok=True)
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except (OSError, pickle.PicklingError) as e:
+            raise LabError(f"cannot write the lab's state for DNS ({path}): {e}") from e
+
+    def _resolv(self, topo: Topology, domain: str) -> None:
+        for pod in topo.pods:
+            node = topo.node(pod.node)
+            if pod.host_network or node is None:
+                continue
+            netns.write_etc(pod.netns, "resolv.conf", resolv_conf(pod, node, domain))
+
+    def _start_dns(self, topo: Topology) -> None:
+        """A DNS server per node (kept when running: it re-reads the state file)."""
+        wanted = {n.name for n in topo.nodes}
+        for name in [n for n in self.dns if n not in wanted]:
+            netns.stop([self.dns.pop(name)])
+        if importlib.util.find_spec("dnslib") is None:
+            if topo.nodes:
+                self.progress("no Service DNS: dnslib is missing (pip install 'svcnet[dns]')")
+            return
+        procs: list[tuple[LabNode, subprocess.Popen[str]]] = []
+        log = os.path.join(state_dir(self.name), "dns.log")
+        with open(log, "a", encoding="utf-8") as err:
+            for node in topo.nodes:
+                pid = self.dns.get(node.name)
+                if pid is not None and netns.alive(pid) and _our_dns(pid, self.name):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGHUP)  # re-read now (it would on the next query)
+                    continue
+                args = ["ip", "netns", "exec", node.netns, sys.executable, "-m", DNS_MODULE]
+                args += ["--state", state_pickle(self.name), "--listen", f"{node.ip}:{DNS_PORT}"]
+                proc = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    text=True,
+                    start_new_session=True,
+                    cwd=PACKAGE_ROOT,
+                )
+                self.dns[node.name] = proc.pid
+                procs.append((node, proc))
+        problems = []
+        for node, proc in procs:
+            assert proc.stdout is not None
+            ready = _readline(proc.stdout, 15.0)
+            proc.stdout.close()
+            if ready.strip() != "ready":
+                problems.append(f"node {node.name}: DNS server did not start (see {log})")
+            else:
+                self.progress(f"node {node.name}: DNS on {node.ip}:{DNS_PORT} (pid {proc.pid})")
+        if problems:
+            raise LabError("; ".join(problems))
+
     def _program(self, state: ClusterState, topo: Topology) -> None:
         if self.backend_cls is None:
             return
@@ -328,6 +423,7 @@ class Lab:
                     "name": self.name,
                     "backend": self.backend_cls.name if self.backend_cls else None,
                     "servers": self.servers,
+                    "dns": self.dns,
                     "namespaces": list(self.topo.namespaces) if self.topo else [],
                     "updated": time.time(),
                 }
@@ -344,8 +440,10 @@ class Lab:
                 backend.close()
         self.backends.clear()
         self.plans.clear()
-        down(self.name, extra_pids=self.servers.values())
+        dns_pids = [p for p in self.dns.values() if _our_dns(p, self.name)]
+        down(self.name, extra_pids=[*self.servers.values(), *dns_pids])
         self.servers.clear()
+        self.dns.clear()
         self.topo = None
         self.state = None
 
@@ -371,14 +469,26 @@ def _our_server(pid: int) -> bool:
         return False
 
 
+def _our_dns(pid: int, lab: str) -> bool:
+    """``pid`` is a DNS server of lab ``lab`` (its command line names the lab's state file)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return False
+    return DNS_MODULE.encode() in args and state_pickle(lab).encode() in args
+
+
 def down(name: str, extra_pids: Any = ()) -> list[str]:
-    """Remove lab ``name`` entirely: its server processes, every ``svcnet-<name>-*``
-    namespace and its record. Returns the namespaces removed. Idempotent."""
+    """Remove lab ``name`` entirely: its server processes (pod servers and DNS
+    servers), every ``svcnet-<name>-*`` namespace, the ``/etc/netns/svcnet-<name>-*``
+    folders and its record. Returns the namespaces removed. Idempotent."""
     check_lab_name(name)
     record = read_record(name)
     spaces = netns.listed(prefix(name))
     pids = {int(p) for p in extra_pids}
     pids |= {int(p) for p in record.get("servers", {}).values() if _our_server(int(p))}
+    pids |= {int(p) for p in record.get("dns", {}).values() if _our_dns(int(p), name)}
     for ns in spaces:
         pids.update(netns.pids(ns))
     netns.stop(sorted(pids))
@@ -386,6 +496,8 @@ def down(name: str, extra_pids: Any = ()) -> list[str]:
     order = sorted(spaces, key=lambda s: (not s.startswith(prefix(name) + "p-"), s))
     for ns in order:
         netns.delete(ns)
+    for folder in netns.etc_listed(prefix(name)):
+        netns.remove_etc(folder)
     left = netns.listed(prefix(name))
     if left:
         raise LabError(f"could not remove namespaces {', '.join(left)}")

@@ -26,6 +26,8 @@ from svcnet.errors import BackendError, BackendErrorKind
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
+ETC_NETNS = "/etc/netns"  # ``ip netns exec NS`` bind-mounts /etc/netns/NS/<file> over /etc/<file>
+ETC_FILES = ("resolv.conf",)  # the only files we write there
 PREFIX = "svcnet-"
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -200,6 +202,48 @@ def netns_of(pid: int) -> str | None:
     return None
 
 
+def write_etc(name: str, filename: str, text: str) -> bool:
+    """Write ``/etc/netns/<name>/<filename>`` (seen as /etc/<filename> by
+    ``ip netns exec name``); False when it already held ``text``."""
+    _check_name(name)
+    if filename not in ETC_FILES:
+        raise LabError(f"refusing to write /etc/netns/{name}/{filename}")
+    folder = os.path.join(ETC_NETNS, name)
+    path = os.path.join(folder, filename)
+    with contextlib.suppress(OSError), open(path, encoding="utf-8") as f:
+        if f.read() == text:
+            return False
+    os.makedirs(folder, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return True
+
+
+def remove_etc(name: str) -> None:
+    """Remove the files :func:`write_etc` writes for ``name`` and then its folder
+    (left in place when something else is in it)."""
+    _check_name(name)
+    folder = os.path.join(ETC_NETNS, name)
+    for filename in ETC_FILES:
+        for leaf in (filename, filename + ".tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, leaf))
+    with contextlib.suppress(FileNotFoundError, OSError):
+        os.rmdir(folder)
+
+
+def etc_listed(prefix: str) -> list[str]:
+    """The folders of /etc/netns whose names start with ``prefix`` (an ``svcnet-`` prefix)."""
+    _check_name(prefix)
+    try:
+        names = os.listdir(ETC_NETNS)
+    except OSError:
+        return []
+    return sorted(n for n in names if n.startswith(prefix))
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 
@@ -211,13 +255,16 @@ __all__ = [
     "create",
     "delete",
     "entered",
+    "etc_listed",
     "exists",
     "ip_json",
     "is_root",
     "listed",
     "netns_of",
     "pids",
+    "remove_etc",
     "run",
     "stop",
     "sysctls",
+    "write_etc",
 ]

@@ -20,6 +20,12 @@ the reason: IPv6 (the lab is IPv4 only), SCTP, a ``via`` probe whose packet the
 sender's own node would handle first (a ClusterIP, or any address that is not
 the ``via`` node's), an external source using a cluster address, an endpoint
 that is not a pod of the lab.
+
+``dns`` steps (:meth:`TrafficChecker.check_dns`): the query is sent over UDP to
+the real DNS server of the lab (the pod's node's, or the first node's for a query
+without ``from``), from inside the pod's namespace, trying the names of the pod's
+search path as glibc does (:func:`svcnet.dns.search_names`), and the answer is
+compared with the expectation.
 """
 
 from __future__ import annotations
@@ -28,18 +34,21 @@ import contextlib
 import ipaddress
 import itertools
 import os
+import socket
 from collections.abc import Iterator
 
 import attrs
 
+from svcnet import dns
 from svcnet.backend import Backend
-from svcnet.lab import prober
-from svcnet.lab.lab import Lab
+from svcnet.lab import netns, prober
+from svcnet.lab.lab import DNS_PORT, Lab
 from svcnet.lab.prober import Fate, Observation
 from svcnet.lab.topology import Topology, ext_netns
 from svcnet.model import IPFamily, Protocol, parse_endpoint
 from svcnet.probe import Probe, Verdict
 from svcnet.scenario import ProbeSpec, Scenario, Status
+from svcnet.scenario_format import DnsQuery, dns_text, norm_record
 from svcnet.state import ClusterState
 
 _counter = itertools.count(1)
@@ -265,10 +274,87 @@ class TrafficChecker:
         status = Status.FAILED if problems else Status.PASSED
         return TrafficCheck(status, summary(seen), "; ".join(problems))
 
+    def check_dns(self, q: DnsQuery, state: ClusterState) -> TrafficCheck:
+        """``q`` answered by the lab's real DNS server over UDP."""
+        topo = self.lab.topo if self.lab is not None else None
+        if topo is None or not topo.nodes:
+            return TrafficCheck(Status.SKIPPED, reason="the lab was not built")
+        names: tuple[str, ...] = (q.query,)
+        if q.from_pod is None:
+            where, server = topo.nodes[0].netns, topo.nodes[0].ip
+        else:
+            pod = topo.pod(q.from_pod)
+            node = topo.node(pod.node) if pod is not None else None
+            if pod is None or node is None or pod.host_network:
+                return TrafficCheck(Status.SKIPPED, reason=f"pod {q.from_pod} has no lab namespace")
+            search = dns.search_path(pod.namespace, state.config.cluster_domain)
+            where, server, names = pod.netns, node.ip, dns.search_names(q.query, search)
+        try:
+            rcode, records = resolve_over_udp(where, server, names, q.qtype, q.query)
+        except Exception as e:
+            return TrafficCheck(Status.FAILED, reason=f"lab error: {type(e).__name__}: {e}")
+        answer = frozenset(norm_record(q.qtype, r) for r in records)
+        problems = []
+        if rcode != q.rcode:
+            problems.append(f"rcode: expected {q.rcode}, observed {rcode}")
+        if answer != q.answer:
+            problems.append(f"answer: expected {sorted(q.answer)}, observed {sorted(answer)}")
+        status = Status.FAILED if problems else Status.PASSED
+        return TrafficCheck(status, dns_text(rcode, answer), "; ".join(problems))
+
     def end(self) -> None:
         if self.lab is not None:
             lab, self.lab = self.lab, None
             lab.down()
+
+
+def query_udp(where: str, server: str, name: str, qtype: str) -> tuple[str, list[str], bool]:
+    """One query from namespace ``where`` to ``server:53`` over UDP: (rcode, the
+    records of type ``qtype``, whether a CNAME answered)."""
+    from dnslib import QTYPE, RCODE, DNSRecord
+
+    request = DNSRecord.question(name, qtype)
+    with netns.entered(where):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.settimeout(2.0)
+        for attempt in range(2):
+            sock.sendto(request.pack(), (server, DNS_PORT))
+            try:
+                data = sock.recv(65535)
+            except TimeoutError:
+                if attempt:
+                    raise
+                continue
+            reply = DNSRecord.parse(data)
+            if reply.header.id == request.header.id:
+                break
+    rtype = getattr(QTYPE, qtype.upper())
+    records = [str(rr.rdata) for rr in reply.rr if rr.rtype == rtype]
+    cname = any(rr.rtype == QTYPE.CNAME for rr in reply.rr)
+    return str(RCODE.get(reply.header.rcode)), records, cname
+
+
+def resolve_over_udp(
+    where: str, server: str, names: tuple[str, ...], qtype: str, query: str
+) -> tuple[str, list[str]]:
+    """``names`` tried in order as :func:`svcnet.dns.resolve` does (records or a
+    CNAME end the search; else the as-is answer when it came first, else an empty
+    NOERROR when some name existed, else the last answer)."""
+    as_is_first = len(names) > 1 and names[0] == query
+    first: tuple[str, list[str]] | None = None
+    nodata: tuple[str, list[str]] | None = None
+    last: tuple[str, list[str]] = ("NXDOMAIN", [])
+    for i, name in enumerate(names):
+        rcode, records, cname = query_udp(where, server, name, qtype)
+        if rcode == "NOERROR" and (records or cname):
+            return rcode, records
+        if i == 0 and as_is_first:
+            first = (rcode, records)
+        elif rcode == "NOERROR":
+            nodata = nodata or (rcode, records)
+        last = (rcode, records)
+    return first or nodata or last
 
 
 @contextlib.contextmanager
