@@ -22,6 +22,14 @@ import yaml
 
 from svcnet import manifests, semantics
 from svcnet import plan as plan_mod
+from svcnet.cli_views import (
+    _endpoints_manifest,
+    _get,
+    _rows,
+    _select,
+    _table,
+    describe_service,
+)
 from svcnet.errors import ManifestError, NotFoundError
 from svcnet.model import (
     ClusterConfig,
@@ -29,7 +37,6 @@ from svcnet.model import (
     KubeObject,
     ObjectKey,
     Protocol,
-    Service,
     ServiceType,
 )
 from svcnet.probe import Probe, SourceKind
@@ -143,17 +150,6 @@ def _ref(obj: KubeObject | ObjectKey) -> str:
     return f"{SHORT[key.kind]}/{key.name}"
 
 
-def _get(state: ClusterState, key: ObjectKey) -> KubeObject | None:
-    k = (key.namespace, key.name)
-    if key.kind is Kind.NODE:
-        return state.nodes.get(key.name)
-    if key.kind is Kind.POD:
-        return state.pods.get(k)
-    if key.kind is Kind.SERVICE:
-        return state.services.get(k)
-    return state.slices.get(k)
-
-
 @click.command("apply")
 @filename_option
 def apply_cmd(files: Sequence[str]) -> None:
@@ -213,135 +209,6 @@ def delete_cmd(
 # -- get -----------------------------------------------------------------------------
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
-
-
-def _ports(svc: Service) -> str:
-    out = []
-    for p in svc.ports:
-        node = f":{p.node_port}" if p.node_port else ""
-        out.append(f"{p.port}{node}/{p.protocol.value}")
-    return ",".join(out) or NONE
-
-
-def _cluster_ip(svc: Service) -> str:
-    if svc.type is ServiceType.EXTERNAL_NAME:
-        return NONE
-    if svc.headless:
-        return "None"
-    return ",".join(svc.cluster_ips) or NONE
-
-
-def _external_ip(svc: Service) -> str:
-    if svc.type is ServiceType.EXTERNAL_NAME:
-        return svc.external_name
-    ips = list(svc.load_balancer_ips) + list(svc.external_ips)
-    if ips:
-        return ",".join(ips)
-    return "<pending>" if svc.type is ServiceType.LOAD_BALANCER else NONE
-
-
-def _labels(labels: Any) -> str:
-    return ",".join(f"{k}={v}" for k, v in labels.items()) if labels else NONE
-
-
-def _endpoint_list(state: ClusterState, svc: Service, wide: bool) -> str:
-    seen: list[str] = []
-    for eps in state.service_endpoints(svc.namespace, svc.name).values():
-        for e in eps:
-            if e.ready and e.address not in seen:
-                seen.append(e.address)
-    if not seen:
-        return NONE
-    if wide or len(seen) <= 3:
-        return ",".join(seen)
-    return ",".join(seen[:3]) + f" + {len(seen) - 3} more..."
-
-
-def _rows(state: ClusterState, what: str, items: list[Any], wide: bool) -> list[list[str]]:
-    if what == "endpoints":
-        header = ["NAME", "ENDPOINTS"]
-        return [header] + [[s.name, _endpoint_list(state, s, wide)] for s in items]
-    if what == Kind.SERVICE.value:
-        header = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]
-        rows = [
-            [s.name, s.type.value, _cluster_ip(s), _external_ip(s), _ports(s)]
-            + ([_labels(s.selector)] if wide else [])
-            for s in items
-        ]
-        return [header + (["SELECTOR"] if wide else []), *rows]
-    if what == Kind.POD.value:
-        header = ["NAME", "READY", "STATUS", "IP", "NODE"]
-        rows = []
-        for p in items:
-            status = "Terminating" if p.terminating else "Running" if p.pod_ips else "Pending"
-            ip = ",".join(p.pod_ips) if wide else (p.pod_ips[0] if p.pod_ips else NONE)
-            rows.append(
-                [p.name, "1/1" if p.ready else "0/1", status, ip or NONE, p.node_name or NONE]
-            )
-        return [header, *rows]
-    if what == Kind.NODE.value:
-        header = ["NAME", "INTERNAL-IP", "POD-CIDR", "ZONE"]
-        rows = [
-            [n.name, ",".join(n.addresses) or NONE, ",".join(n.pod_cidrs) or NONE, n.zone or NONE]
-            for n in items
-        ]
-        return [header, *rows]
-    header = ["NAME", "SERVICE", "ADDRESSTYPE", "PORTS", "ENDPOINTS"]
-    rows = []
-    for es in items:
-        ports = ",".join(str(p.port) for p in es.ports) or NONE
-        addrs = [a for e in es.endpoints for a in e.addresses]
-        shown = ",".join(addrs if wide or len(addrs) <= 3 else addrs[:3]) or NONE
-        if not wide and len(addrs) > 3:
-            shown += f" + {len(addrs) - 3} more..."
-        rows.append([es.name, es.service_name, es.address_type.value, ports, shown])
-    return [header, *rows]
-
-
-def _select(
-    state: ClusterState, kind: Kind, name: str | None, namespace: str, all_ns: bool
-) -> list[Any]:
-    source: Any = {
-        Kind.SERVICE: state.services,
-        Kind.POD: state.pods,
-        Kind.NODE: state.nodes,
-        Kind.ENDPOINT_SLICE: state.slices,
-    }[kind]
-    if name is not None:
-        key = ObjectKey(kind, "" if kind is Kind.NODE else namespace, name)
-        obj = _get(state, key)
-        if obj is None:
-            raise NotFoundError(str(key))
-        return [obj]
-    items = [source[k] for k in sorted(source)]
-    if kind is not Kind.NODE and not all_ns:
-        items = [o for o in items if o.namespace == namespace]
-    return items
-
-
-def _endpoints_manifest(state: ClusterState, svc: Service) -> dict[str, Any]:
-    ports = {}
-    for port_name, eps in sorted(state.service_endpoints(svc.namespace, svc.name).items()):
-        ports[port_name] = [
-            {
-                "ip": e.ip, "port": e.port, "ready": e.ready, "serving": e.serving,
-                "terminating": e.terminating, "nodeName": e.node_name or None,
-                "pod": e.pod or None,
-            }
-            for e in eps
-        ]  # fmt: skip
-    return {
-        "kind": "Endpoints",
-        "metadata": {"name": svc.name, "namespace": svc.namespace},
-        "ports": ports,
-    }
-
-
 @click.command("get")
 @click.argument("resource")
 @click.argument("name", required=False)
@@ -390,73 +257,6 @@ def get_cmd(
 
 
 # -- describe ------------------------------------------------------------------------
-
-
-def describe_service(state: ClusterState, svc: Service) -> list[str]:
-    """kubectl-describe-like lines for ``svc``."""
-    lines: list[tuple[str, str]] = [
-        ("Name", svc.name),
-        ("Namespace", svc.namespace),
-        ("Labels", _labels(svc.labels)),
-        ("Selector", _labels(svc.selector)),
-        ("Type", svc.type.value),
-    ]
-    if svc.type is ServiceType.EXTERNAL_NAME:
-        lines.append(("External Name", svc.external_name))
-    else:
-        if svc.ip_family_policy is not None:
-            lines.append(("IP Family Policy", svc.ip_family_policy.value))
-        lines.append(("IP Families", ",".join(f.value for f in svc.ip_families) or NONE))
-        lines.append(("IPs", _cluster_ip(svc)))
-    if svc.external_ips:
-        lines.append(("External IPs", ",".join(svc.external_ips)))
-    if svc.type is ServiceType.LOAD_BALANCER:
-        if svc.load_balancer_ip:
-            lines.append(("LoadBalancer IP", svc.load_balancer_ip))
-        source = "status" if svc.status_ingress else "pool"
-        ingress = ",".join(svc.load_balancer_ips)
-        lines.append(("LoadBalancer Ingress", f"{ingress} ({source})" if ingress else "<pending>"))
-        if svc.load_balancer_source_ranges:
-            lines.append(("LB Source Ranges", ",".join(svc.load_balancer_source_ranges)))
-    eps = state.service_endpoints(svc.namespace, svc.name)
-    for p in svc.ports:
-        label = p.name or "<unset>"
-        lines.append(("Port", f"{label}  {p.port}/{p.protocol.value}"))
-        target = p.target_port if p.target_port is not None else p.port
-        lines.append(("TargetPort", f"{target}/{p.protocol.value}"))
-        if p.node_port:
-            lines.append(("NodePort", f"{label}  {p.node_port}/{p.protocol.value}"))
-        if svc.type is not ServiceType.EXTERNAL_NAME:
-            shown = []
-            for e in eps.get(p.name, ()):
-                cond = [
-                    c
-                    for c, on in (
-                        ("ready", e.ready),
-                        ("serving", e.serving),
-                        ("terminating", e.terminating),
-                    )
-                    if on
-                ]
-                where = f" on {e.node_name}" if e.node_name else ""
-                pod = f" pod {e.pod}" if e.pod else ""
-                shown.append(f"{e.address} ({','.join(cond) or 'not ready'}){pod}{where}")
-            lines.append(("Endpoints", "\n".join(shown) or NONE))
-    lines.append(("Session Affinity", svc.session_affinity.value))
-    if svc.session_affinity.value != "None":
-        lines.append(("Affinity Timeout", f"{svc.affinity_timeout}s"))
-    if svc.external or svc.external_ips:
-        lines.append(("External Traffic Policy", svc.external_traffic_policy.value))
-    lines.append(("Internal Traffic Policy", svc.internal_traffic_policy.value))
-    if svc.health_check_node_port:
-        lines.append(("HealthCheck NodePort", str(svc.health_check_node_port)))
-    if svc.traffic_distribution:
-        lines.append(("Traffic Distribution", svc.traffic_distribution))
-    if not svc.proxied:
-        lines.append(("Proxied", "no (service-proxy-name label: another proxy serves it)"))
-    width = max(len(k) for k, _ in lines) + 2
-    pad = "\n" + " " * width
-    return [f"{k + ':':<{width}}{v.replace(chr(10), pad)}" for k, v in lines]
 
 
 @click.command("describe")
