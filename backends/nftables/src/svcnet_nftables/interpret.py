@@ -54,10 +54,30 @@ Path = tuple[Fraction, str | None, Packet]  # (probability, verdict or None = fe
 
 _eq = matches
 
+# payload protocols that carry an implicit "meta l4proto <proto>" dependency
+_L4 = ("tcp", "udp", "sctp")
+
+
+def _l4_deps(obj: Any) -> set[str]:
+    """Protocols named by tcp/udp/sctp payload expressions anywhere in ``obj``."""
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        payload = obj.get("payload")
+        if isinstance(payload, dict) and payload.get("protocol") in _L4:
+            out.add(payload["protocol"])
+        for v in obj.values():
+            out |= _l4_deps(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            out |= _l4_deps(v)
+    return out
+
 
 class Interpreter:
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
+        # id(rule) -> protocols its tcp/udp/sctp payload expressions depend on
+        self._deps: dict[int, frozenset[str]] = {}
 
     # -- sets ------------------------------------------------------------
     def _set(self, table: TableDump, ref: str) -> SetDump:
@@ -106,14 +126,10 @@ class Interpreter:
                 return [(one, pkt.saddr)]
             if field == (pkt.fam, "daddr"):
                 return [(one, pkt.daddr)]
-            # th/tcp/udp/sctp dport are the same load (transport header, offset 2):
-            # listings print th dport as "tcp dport" when a typeof map names it so
-            if body.get("field") == "dport" and body.get("protocol") in (
-                "th",
-                "tcp",
-                "udp",
-                "sctp",
-            ):
+            # th and <proto> dport are the same load (transport header, offset 2); a
+            # <proto> payload also implies "meta l4proto <proto>": _rule skips a rule
+            # whose protocol payloads name another protocol before getting here
+            if body.get("field") == "dport" and body.get("protocol") in ("th", *_L4):
                 return [(one, pkt.dport)]
         elif kind == "meta":
             if body.get("key") == "l4proto":
@@ -180,8 +196,16 @@ class Interpreter:
         self, table: TableDump, chain: str, rule: Any, pkt: Packet
     ) -> list[tuple[Fraction, Any, Packet]]:
         """Run one rule: [(p, outcome, packet)]; outcome None = go on with the next rule."""
-        states: list[tuple[Fraction, Packet]] = [(Fraction(1), pkt)]
         where = f"{pkt.fam} {chain} #{rule.handle}"
+        deps = self._deps.get(id(rule))
+        if deps is None:
+            deps = self._deps[id(rule)] = frozenset(_l4_deps(rule.exprs))
+        if deps and deps != {pkt.proto}:
+            # nft puts "meta l4proto <proto>" in front of a rule that loads a
+            # tcp/udp/sctp header field (match, map key, nat or set statement alike);
+            # listings may fold that match away: the rule does not match this packet
+            return [(Fraction(1), None, pkt)]
+        states: list[tuple[Fraction, Packet]] = [(Fraction(1), pkt)]
         done: list[tuple[Fraction, Any, Packet]] = []
         for expr in rule.exprs:
             if not states:

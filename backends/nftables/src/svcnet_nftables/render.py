@@ -14,9 +14,14 @@ with the number of services: every service lives in a few named sets and maps.
   goes to the route's chain. Codes: ``d`` drop, ``r`` reject, ``c<N>[m]`` /
   ``l<N>[m]`` cluster / local endpoint set of N endpoints (masquerade).
 - ``fwd-<set>-<N>[-masq]``: one chain per endpoint set kind (cluster/local),
-  endpoint count N and masquerade flag, shared by every service:
-  ``[mark |= 0x4000] dnat to daddr . l4proto . dport . numgen random mod N map @eps-<set>``.
-- ``eps-cluster``, ``eps-local``: ``daddr . l4proto . dport . bucket -> addr . port``.
+  endpoint count N and masquerade flag, shared by every service; one rule per
+  protocol: ``meta l4proto <proto> [mark |= 0x4000] dnat to daddr . l4proto .
+  dport . numgen random mod N map @eps-<set>-<proto>``.
+- ``eps-<set>-<proto>`` (set cluster/local, proto tcp/udp/sctp): ``daddr .
+  l4proto . dport . bucket -> addr . <proto> dport``. The data type names the
+  protocol (``th dport`` data cannot be used in 1.0.6), which makes nft add an
+  implicit ``meta l4proto <proto>`` to the rule: hence one map per protocol,
+  each behind an explicit protocol match.
 - ``fw-frontends`` / ``fw-allow``: LoadBalancer source ranges, checked first.
 - ``cluster-ips`` (reject), ``foreign-ips`` (pass), ``service-cidrs`` (drop).
 - ``hairpin``: a dynamic set of ``saddr . saddr`` pairs, filled by the packets
@@ -61,6 +66,7 @@ TABLE = "svcnet"
 FAMILIES: dict[IPFamily, str] = {IPFamily.IPv4: "ip", IPFamily.IPv6: "ip6"}
 MASQ_MARK = 0x4000
 FE_MAP = "fe"
+PROTOCOLS = ("tcp", "udp", "sctp")
 
 # (nft family, set name) -> {element key text: value text (None for plain sets)}
 Elements = defaultdict[tuple[str, str], dict[str, str | None]]
@@ -88,6 +94,11 @@ _MARK_MASQ = f"meta mark set meta mark | {MASQ_MARK}"
 
 
 # -- names -------------------------------------------------------------------
+def eps_map(which: str, proto: str) -> str:
+    """The endpoint map of endpoint set ``which`` (cluster/local) for ``proto``."""
+    return f"eps-{which}-{proto}"
+
+
 def fwd_chain(which: EndpointSet, n: int, masq: bool) -> str:
     return f"fwd-{which.value}-{n}{'-masq' if masq else ''}"
 
@@ -123,11 +134,14 @@ def skeleton(fam: str) -> list[str]:
         f"add set {w} fw-allow {{ type {fkey} . {at}; flags interval; }}",
         f"add set {w} hairpin {{ type {at} . {at}; flags dynamic,timeout; timeout 1s; }}",
         f"add map {w} {FE_MAP} {{ type {fkey} : verdict; }}",
-        # data "th dport" breaks libnftables 1.0.6 when the map is listed back
+        # data "th dport" breaks libnftables 1.0.6 when the map is listed back, and
+        # data "<proto> dport" makes nft add an implicit "meta l4proto <proto>" to the
+        # rule using the map: hence one map per protocol, used behind an explicit match
         *(
-            f"add map {w} eps-{x.value} {{ typeof {fk} . numgen random mod 1"
-            f" : {fam} daddr . tcp dport; }}"
+            f"add map {w} {eps_map(x.value, proto)} {{ typeof {fk} . numgen random mod 1"
+            f" : {fam} daddr . {proto} dport; }}"
             for x in EndpointSet
+            for proto in PROTOCOLS
         ),
         f"add chain {w} do-reject",
         f"add chain {w} services",
@@ -158,10 +172,11 @@ def shared_chain_cmds(fam: str, name: str) -> list[str]:
     if name.startswith("fwd-"):
         _, which, n, *masq = name.split("-")
         mark = f"{_MARK_MASQ} " if masq else ""
-        out.append(
-            f"add rule {w} {name} {mark}dnat {fam} to {_fk(fam)} . numgen random mod {n}"
-            f" map @eps-{which}"
-        )
+        out += [
+            f"add rule {w} {name} meta l4proto {proto} {mark}dnat {fam} to {_fk(fam)}"
+            f" . numgen random mod {n} map @{eps_map(which, proto)}"
+            for proto in PROTOCOLS
+        ]
         return out
     pid, _, codes = name.rpartition("rt_")
     pod, node, ext = (_code_verdict(pid[:-1] if pid else "", c) for c in codes.split("_"))
@@ -298,7 +313,7 @@ def add_service(svc: ServicePlan, out: Elements, refs: Refs) -> None:
         for which, keys in fkeys.items():
             eps = port.endpoints(which)
             if not pid:
-                emap = out[(fam, f"eps-{which.value}")]
+                emap = out[(fam, eps_map(which.value, proto))]
                 for i, ep in enumerate(eps):
                     value = f"{ep.ip} . {ep.port}"
                     for key in keys:
