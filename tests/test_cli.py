@@ -8,7 +8,9 @@ import pathlib
 import subprocess
 import sys
 
-EXAMPLES = sorted(glob.glob("/work/shared/scenarios/examples/*.yaml"))
+SHARED_EXAMPLES = str(__import__("pathlib").Path(__file__).resolve().parent / "shared_examples")
+
+EXAMPLES = sorted(glob.glob(SHARED_EXAMPLES + "/*.yaml"))
 
 FAILING = """\
 apiVersion: svcnet/v1alpha1

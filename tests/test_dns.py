@@ -33,6 +33,8 @@ from svcnet.model import (
 )
 from svcnet.state import Apply, ClusterState, Delete, Event
 
+SHARED_EXAMPLES = str(__import__("pathlib").Path(__file__).resolve().parent / "shared_examples")
+
 D = "cluster.local"
 
 
@@ -314,7 +316,7 @@ def test_dns_basics_example_scenario() -> None:
         [
             "scenario",
             "run",
-            "/work/shared/scenarios/examples/dns-basics.yaml",
+            SHARED_EXAMPLES + "/dns-basics.yaml",
             "--backend",
             "memory",
         ],

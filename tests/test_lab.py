@@ -24,9 +24,11 @@ from svcnet.probe import Verdict
 from svcnet.scenario_format import Expected, ProbeSpec, Source
 from svcnet.state import Apply, ClusterState
 
+SHARED_EXAMPLES = str(__import__("pathlib").Path(__file__).resolve().parent / "shared_examples")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "examples", "demo")
-EXAMPLES = sorted(glob.glob("/work/shared/scenarios/examples/*.yaml"))
+EXAMPLES = sorted(glob.glob(SHARED_EXAMPLES + "/*.yaml"))
 
 NODE = """
 apiVersion: v1

@@ -25,6 +25,8 @@ from svcnet.lab.lab import resolv_conf
 from svcnet.model import Kind, ObjectKey
 from svcnet.state import Apply, ClusterState, Delete
 
+SHARED_EXAMPLES = str(__import__("pathlib").Path(__file__).resolve().parent / "shared_examples")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "examples", "demo")
 
@@ -315,7 +317,7 @@ def test_down_after_a_crash_removes_dns_servers_and_resolv_conf() -> None:
 
 # -- dns steps of `svcnet scenario run --traffic` ------------------------------------------
 
-DNS_EXAMPLE = "/work/shared/scenarios/examples/dns-basics.yaml"
+DNS_EXAMPLE = SHARED_EXAMPLES + "/dns-basics.yaml"
 
 
 class DnsOnlyTraffic:

@@ -30,10 +30,15 @@ from svcnet.model import IPFamily
 from svcnet.plan import compile
 from svcnet.scenario import format_report, kernel_namespaces, run_files, same_outcome, totals
 
+# the public examples, vendored in the repository root's tests/shared_examples
+SHARED_EXAMPLES = str(
+    __import__("pathlib").Path(__file__).resolve().parents[3] / "tests" / "shared_examples"
+)
+
 pytestmark = pytest.mark.kernel
 DRIVERS = ["restore", "iptc"]
 SCENARIOS = sorted(
-    glob.glob("/work/shared/scenarios/examples/*.yaml")
+    glob.glob(SHARED_EXAMPLES + "/*.yaml")
     + glob.glob(os.path.join(os.path.dirname(__file__), "../../../tests/scenarios/*.yaml"))
     + glob.glob(os.path.join(os.path.dirname(__file__), "scenarios/*.yaml"))
 )

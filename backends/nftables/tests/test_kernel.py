@@ -34,6 +34,11 @@ from svcnet.plan import (
 )
 from svcnet.probe import Probe, SourceKind, Verdict
 
+# the public examples, vendored in the repository root's tests/shared_examples
+SHARED_EXAMPLES = str(
+    __import__("pathlib").Path(__file__).resolve().parents[3] / "tests" / "shared_examples"
+)
+
 pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -178,7 +183,7 @@ def test_missing_namespace_is_a_clear_error() -> None:
 def test_scenarios_pass_on_nftables() -> None:
     if kernel_skip_reason():
         pytest.skip(kernel_skip_reason() or "")
-    files = sorted(glob.glob("/work/shared/scenarios/examples/*.yaml")) + sorted(
+    files = sorted(glob.glob(SHARED_EXAMPLES + "/*.yaml")) + sorted(
         glob.glob(str(ROOT / "tests" / "scenarios" / "*.yaml"))
     )
     res = subprocess.run(
