@@ -91,7 +91,8 @@ def main() -> None:
     memory = load_backend("memory")("node-0")
     t0 = time.perf_counter()
     memory.sync(plan)
-    print(f"plan: memory backend full sync of {SERVICES} services: {time.perf_counter() - t0:.3f} s")
+    dt = time.perf_counter() - t0
+    print(f"plan: memory backend full sync of {SERVICES} services: {dt:.3f} s")
     svcs = list(current.services.values())
     probes = [
         Probe(SourceKind.POD, "10.1.0.9", "node-0", s.cluster_ips[0], 80 + (i % 2))
