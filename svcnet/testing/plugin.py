@@ -1,0 +1,255 @@
+"""The svcnet pytest plugin (entry point ``pytest11: svcnet``).
+
+* ``pytest --svcnet-backend NAME`` adds one test item, ``svcnet_conformance[NAME]``,
+  that runs :func:`svcnet.testing.run_conformance` against the installed backend
+  NAME (kernel backends get a fresh ``svcnet-t-*`` network namespace per node);
+  ``--svcnet-max-examples N`` and ``--svcnet-scenarios PATH`` tune it.
+* Fixtures: ``svcnet_netns`` (a fresh ``svcnet-t-*`` namespace, deleted after) and
+  ``svcnet_backend_factory`` (``make_backend(node)`` for ``--svcnet-backend``, the
+  memory backend without it).
+* Marker ``kernel``: the test is skipped, with the reason, unless running as root
+  with a working ``ip netns``.
+
+Importing this module is cheap: Hypothesis and the harness load only when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from svcnet.backend import Backend, load_backend
+from svcnet.errors import BackendError, BackendErrorKind
+
+__all__ = [
+    "ConformanceItem",
+    "NetnsFactory",
+    "create_netns",
+    "delete_netns",
+    "kernel_unavailable",
+]
+
+NETNS_PREFIX = "svcnet-t-"
+DEFAULT_MAX_EXAMPLES = 200
+
+
+# -- network namespaces ------------------------------------------------------------
+
+
+def kernel_unavailable() -> str | None:
+    """Why kernel tests cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "kernel test: needs root (network namespaces and netfilter tables)"
+    if shutil.which("ip") is None:
+        return "kernel test: the `ip` command (iproute2) is not installed"
+    try:
+        done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"kernel test: `ip netns list` failed: {e}"
+    if done.returncode != 0:
+        return f"kernel test: `ip netns` is unavailable: {done.stderr.strip()}"
+    return None
+
+
+def create_netns(prefix: str = NETNS_PREFIX) -> str:
+    """Create a fresh namespace ``<prefix><pid>-<random>`` with loopback up."""
+    if not prefix.startswith("svcnet-"):
+        raise ValueError(f"namespace prefix {prefix!r} must start with 'svcnet-'")
+    name = f"{prefix}{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = getattr(e, "stderr", None) or str(e)
+        raise BackendError(
+            BackendErrorKind.PERMISSION, f"cannot create network namespace {name}: {detail.strip()}"
+        ) from e
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=False, capture_output=True)
+    return name
+
+
+def delete_netns(name: str) -> None:
+    """Delete a namespace this plugin created (only ``svcnet-`` names)."""
+    if not name.startswith("svcnet-"):
+        raise ValueError(f"refusing to delete namespace {name!r}: not an svcnet- namespace")
+    subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+
+
+class NetnsFactory:
+    """``make_backend(node)`` for a kernel backend: each instance gets a fresh
+    namespace, deleted again by :meth:`release` (the harness calls it after
+    ``cleanup()``/``close()``) or at the latest by :meth:`close`."""
+
+    def __init__(self, backend: type[Backend], prefix: str = NETNS_PREFIX) -> None:
+        self.backend = backend
+        self.capabilities = backend.capabilities
+        self.name = backend.name
+        self.prefix = prefix
+        self._netns: dict[int, str] = {}
+
+    def __call__(self, node: str) -> Backend:
+        netns = create_netns(self.prefix)
+        try:
+            instance = self.backend(node, netns=netns)
+        except BaseException:
+            delete_netns(netns)
+            raise
+        self._netns[id(instance)] = netns
+        return instance
+
+    def release(self, backend: Backend) -> None:
+        netns = self._netns.pop(id(backend), None)
+        if netns is not None:
+            delete_netns(netns)
+
+    def close(self) -> None:
+        netns, self._netns = self._netns, {}
+        for name in netns.values():
+            delete_netns(name)
+
+    def __enter__(self) -> NetnsFactory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def backend_factory(name: str) -> Iterator[Any]:
+    """The factory for backend ``name``: the class itself, or a :class:`NetnsFactory`
+    for a kernel backend (skipping the test when kernel work is impossible)."""
+    cls = load_backend(name)
+    if not cls.capabilities.kernel:
+        yield cls
+        return
+    reason = kernel_unavailable()
+    if reason is not None:
+        pytest.skip(f"backend {name!r}: {reason}")
+    with NetnsFactory(cls) as factory:
+        yield factory
+
+
+# -- pytest hooks ------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("svcnet", "svcnet backend conformance")
+    group.addoption(
+        "--svcnet-backend",
+        metavar="NAME",
+        default=None,
+        help="run svcnet's conformance suite against the installed backend NAME "
+        "(entry point group svcnet.backends)",
+    )
+    group.addoption(
+        "--svcnet-max-examples",
+        metavar="N",
+        type=int,
+        default=DEFAULT_MAX_EXAMPLES,
+        help=f"random clusters the conformance suite tries (default {DEFAULT_MAX_EXAMPLES})",
+    )
+    group.addoption(
+        "--svcnet-scenarios",
+        metavar="PATH",
+        action="append",
+        default=None,
+        help="scenario file or directory for the conformance suite (repeatable; "
+        "default: svcnet's own scenarios)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "kernel: needs root and network namespaces (skipped, with the reason, otherwise)",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("kernel") is not None:
+        reason = kernel_unavailable()
+        if reason is not None:
+            pytest.skip(reason)
+
+
+def _scenario_paths(config: pytest.Config) -> list[Path] | None:
+    given: list[str] | None = config.getoption("--svcnet-scenarios")
+    if not given:
+        return None
+    out: list[Path] = []
+    for p in map(Path, given):
+        out += sorted(p.glob("*.yaml")) if p.is_dir() else [p]
+    return out
+
+
+class ConformanceItem(pytest.Item):
+    """One test: the whole conformance suite against one installed backend."""
+
+    def __init__(self, *, backend: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backend = backend
+
+    def runtest(self) -> None:
+        from svcnet.testing.agreement import run_conformance
+
+        config = self.config
+        with backend_factory(self.backend) as factory:
+            run_conformance(
+                factory,
+                max_examples=config.getoption("--svcnet-max-examples"),
+                scenario_paths=_scenario_paths(config),
+                backend_name=self.backend,
+            )
+
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> str:
+        if isinstance(excinfo.value, AssertionError):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"svcnet conformance of backend {self.backend!r}"
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    name = config.getoption("--svcnet-backend")
+    if name:
+        items.append(
+            ConformanceItem.from_parent(session, name=f"svcnet_conformance[{name}]", backend=name)
+        )
+
+
+# -- fixtures ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def svcnet_netns() -> Iterator[str]:
+    """A fresh ``svcnet-t-*`` network namespace, deleted after the test (skips
+    when kernel work is impossible here)."""
+    reason = kernel_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    name = create_netns()
+    try:
+        yield name
+    finally:
+        delete_netns(name)
+
+
+@pytest.fixture
+def svcnet_backend_factory(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``make_backend(node)`` for ``--svcnet-backend`` (default: memory); kernel
+    backends get a fresh namespace per instance, deleted after the test."""
+    name = request.config.getoption("--svcnet-backend") or "memory"
+    with backend_factory(name) as factory:
+        yield factory
