@@ -80,7 +80,23 @@ SERVICE_CIDR = {V4: "10.96.0.0/24", V6: "fd00:96::/120"}
 CLUSTER_CIDR = {V4: "10.244.0.0/16", V6: "fd00:244::/56"}
 LB_POOL = {V4: "203.0.113.0/29", V6: "2001:db8:1b::/125"}
 NODE_PORT_RANGE = (30000, 30063)
-EXTERNAL_IPS = {V4: ("198.51.100.1", "198.51.100.2"), V6: ("2001:db8:e::1", "2001:db8:e::2")}
+
+
+def _service_index(namespace: str, name: str) -> int:
+    known = sorted({(ns, n) for ns in NAMESPACES for n in SERVICE_NAMES})
+    if (namespace, name) in known:
+        return known.index((namespace, name))
+    return len(known) + sum(f"{namespace}/{name}".encode()) % (40 - len(known))
+
+
+def status_ips_of(namespace: str, name: str, family: IPFamily) -> tuple[str, str]:
+    """``status.loadBalancer.ingress`` addresses of this service alone, outside the
+    pool (a status address is not reserved in the pool, and two services sharing one
+    is the undefined case :func:`external_ips_of` describes)."""
+    index = _service_index(namespace, name)
+    if family is V4:
+        return (f"192.0.2.{100 + 2 * index}", f"192.0.2.{101 + 2 * index}")
+    return (f"2001:db8:1c::{100 + 2 * index:x}", f"2001:db8:1c::{101 + 2 * index:x}")
 
 
 def external_ips_of(namespace: str, name: str, family: IPFamily) -> tuple[str, str]:
@@ -92,15 +108,10 @@ def external_ips_of(namespace: str, name: str, family: IPFamily) -> tuple[str, s
     strategies give every service its own externalIPs rather than test an undefined
     behaviour. See docs/reference/semantics.md, "Conflicting frontends".
     """
-    known = sorted({(ns, n) for ns in NAMESPACES for n in SERVICE_NAMES})
-    if (namespace, name) in known:
-        index = known.index((namespace, name))
-    else:
-        index = len(known) + sum(f"{namespace}/{name}".encode()) % (40 - len(known))
+    index = _service_index(namespace, name)
     if family is V4:
         return (f"198.51.100.{100 + 2 * index}", f"198.51.100.{101 + 2 * index}")
     return (f"2001:db8:e::{100 + 2 * index:x}", f"2001:db8:e::{101 + 2 * index:x}")
-LB_STATUS_IPS = {V4: ("203.0.113.2", "203.0.113.3", "192.0.2.50"), V6: ("2001:db8:1b::2",)}
 # Clients: the first is inside SOURCE_RANGES[family][0], the second outside all.
 CLIENTS = {V4: ("198.51.100.7", "192.0.2.9"), V6: ("2001:db8:c::7", "2001:db8:d::9")}
 SOURCE_RANGES = {
@@ -376,7 +387,7 @@ def draw_service(
             ranges = subset(draw, pool, 1, 2)
         how = integer(draw, 0, 3)
         if how == 0:
-            pool = [ip for f in families for ip in LB_STATUS_IPS[f]]
+            pool = [ip for f in families for ip in status_ips_of(namespace, name, f)]
             status = subset(draw, pool, 1, 2)
         elif how == 1:
             lb_ip = pinned_ip(LB_POOL[families[0]], integer(draw, 1, 3))
