@@ -10,6 +10,7 @@ run``) exit 1 when the verdict is negative.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, NoReturn
@@ -111,13 +112,29 @@ def scenario_group() -> None:
     help="Installed backend to run on (see `svcnet backends`).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")
-def scenario_run(files: Sequence[str], backend_name: str, as_json: bool) -> None:
+@click.option(
+    "--traffic",
+    is_flag=True,
+    help="Also send every probe as real packets in a lab (root, kernel backend).",
+)
+def scenario_run(files: Sequence[str], backend_name: str, as_json: bool, traffic: bool) -> None:
     """Run scenario FILEs on a backend; exit 1 when an expectation fails."""
     from svcnet.scenario import format_report, results_to_json, run_files, totals
 
     cls = backend_class(backend_name)
+    if traffic:
+        if not cls.capabilities.kernel:
+            raise CliError(f"--traffic needs a kernel backend; {backend_name!r} is not one")
+        if os.geteuid() != 0:
+            raise CliError("--traffic needs root (it builds network namespaces)")
     with backend_factory(cls) as make:
-        results = run_files(files, make)
+        if traffic:
+            from svcnet.lab.traffic import traffic_checker
+
+            with traffic_checker(cls) as checker:
+                results = run_files(files, make, checker)
+        else:
+            results = run_files(files, make)
     click.echo(results_to_json(results) if as_json else format_report(results))
     if totals(results)[1]:
         click.get_current_context().exit(1)
@@ -128,12 +145,10 @@ from svcnet.cli_dns import dns as _dns_cmd  # noqa: E402  (the `svcnet dns` comm
 cli.add_command(_dns_cmd)
 
 from svcnet.cli_lab import demo, lab_group, port_forward  # noqa: E402  (lab commands)
-from svcnet.cli_lab import scenario_run as _scenario_run_traffic  # noqa: E402
 
 cli.add_command(lab_group)
 cli.add_command(demo)
 cli.add_command(port_forward)
-scenario_group.add_command(_scenario_run_traffic)  # `scenario run` with --traffic
 
 from svcnet.cli_objects import register as _register_objects  # noqa: E402  (store commands)
 

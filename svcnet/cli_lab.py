@@ -367,47 +367,4 @@ def demo(count: int, force_memory: bool, directory: str | None) -> None:
     click.echo(demo_mod.format_table(result))
 
 
-# -- svcnet scenario run --traffic ---------------------------------------------------
-
-
-@click.command("run")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option(
-    "--backend",
-    "backend_name",
-    default="memory",
-    show_default=True,
-    metavar="NAME",
-    help="Installed backend to run on (see `svcnet backends`).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")
-@click.option(
-    "--traffic",
-    is_flag=True,
-    help="Also send every probe as real packets in a lab (root, kernel backend).",
-)
-def scenario_run(files: Sequence[str], backend_name: str, as_json: bool, traffic: bool) -> None:
-    """Run scenario FILEs on a backend; exit 1 when an expectation fails."""
-    from svcnet.scenario import format_report, results_to_json, run_files, totals
-
-    cls = backend_class(backend_name)
-    if traffic:
-        if not cls.capabilities.kernel:
-            raise _error(f"--traffic needs a kernel backend; {backend_name!r} is not one")
-        _need_root("--traffic")
-    from svcnet.cli import backend_factory
-
-    with backend_factory(cls) as make:
-        if traffic:
-            from svcnet.lab.traffic import traffic_checker
-
-            with traffic_checker(cls) as checker:
-                results = run_files(files, make, checker)
-        else:
-            results = run_files(files, make)
-    click.echo(results_to_json(results) if as_json else format_report(results))
-    if totals(results)[1]:
-        click.get_current_context().exit(1)
-
-
-__all__ = ["demo", "lab_group", "port_forward", "scenario_run"]
+__all__ = ["demo", "lab_group", "port_forward"]
