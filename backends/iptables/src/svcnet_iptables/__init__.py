@@ -10,7 +10,7 @@ back from the kernel and answers probes from that read-back alone.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import ClassVar, Protocol
 
@@ -39,7 +39,7 @@ class Driver(Protocol):
     name: str
 
     def check(self) -> None: ...
-    def read(self) -> Ruleset: ...
+    def read(self, families: Iterable[IPFamily] = ...) -> Ruleset: ...
     def apply(self, texts: dict[tuple[IPFamily, str], str]) -> None: ...
     def save_text(self, family: IPFamily, table: str | None = None) -> str: ...
     def close(self) -> None: ...
@@ -125,11 +125,16 @@ class IptablesBackend(Backend):
         self._check()
         return self.driver.read()
 
+    def _observe_for(self, probe: Probe) -> Ruleset:
+        """The read-back a probe needs: its own family's tables, fresh from the kernel."""
+        self._check()
+        return self.driver.read((IPFamily.of(probe.dst_ip),))
+
     def evaluate(self, probe: Probe) -> Outcome:
-        return Interpreter(self.observe()).evaluate(probe)
+        return Interpreter(self._observe_for(probe)).evaluate(probe)
 
     def trace(self, probe: Probe) -> tuple[str, ...]:
-        return Interpreter(self.observe()).trace(probe)
+        return Interpreter(self._observe_for(probe)).trace(probe)
 
     def cleanup(self) -> None:
         self._check()

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -272,13 +272,15 @@ class LibiptcDriver:
                 finally:
                     t.refresh()  # drop whatever was not committed
 
-    def read(self) -> Ruleset:
+    def read(self, families: Iterable[IPFamily] = tuple(IPFamily)) -> Ruleset:
         tables: dict[tuple[IPFamily, str], Table] = {}
+        wanted = set(families)
         try:
-            parts = {
-                IPFamily.IPv4: self._read_family(IPFamily.IPv4),
-                IPFamily.IPv6: WORKER.call({"op": "read", "netns": self.netns}),
-            }
+            parts = {}
+            if IPFamily.IPv4 in wanted:
+                parts[IPFamily.IPv4] = self._read_family(IPFamily.IPv4)
+            if IPFamily.IPv6 in wanted:
+                parts[IPFamily.IPv6] = WORKER.call({"op": "read", "netns": self.netns})
         except BackendError:
             raise
         except Exception as e:

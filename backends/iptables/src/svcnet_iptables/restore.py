@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from svcnet.errors import BackendError, BackendErrorKind
 from svcnet.model import IPFamily
@@ -149,10 +149,10 @@ class RestoreDriver:
         argv = [*netns_prefix(self.netns), exe] + (["-t", table] if table else [])
         return _run(argv, what=exe)
 
-    def read(self) -> Ruleset:
-        """svcnet's part of nat and filter: one ``*-save`` run per family."""
+    def read(self, families: Iterable[IPFamily] = tuple(IPFamily)) -> Ruleset:
+        """svcnet's part of nat and filter: one ``*-save`` run per family asked for."""
         tables: dict[tuple[IPFamily, str], Table] = {}
-        for family in IPFamily:
+        for family in families:
             parsed = parse_save(self.save_text(family), family)
             for table in ("nat", "filter"):
                 if table in parsed:
