@@ -400,7 +400,7 @@ def run_conformance(
     )
     try:
         with _shrinking_limited_to(shrink_seconds):
-            run_state_machine_as_test(machine, settings=run_settings)  # type: ignore[no-untyped-call]
+            run_state_machine_as_test(machine, settings=run_settings)  # type: ignore[no-untyped-call,unused-ignore]
     except AssertionError as e:
         reports.append(f"random clusters (shrunk): {e}")
     if reports:
