@@ -314,22 +314,12 @@ class Lab:
                 if pod.host_network:
                     args += ["--bind", pod.ip]
                 args += [f"--tcp={p}" for p in pod.tcp] + [f"--udp={p}" for p in pod.udp]
-                proc = subprocess.Popen(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=err,
-                    text=True,
-                    start_new_session=True,
-                )
+                proc = _spawn(args, err)
                 self.servers[pod.key] = proc.pid
                 procs.append((pod, proc))
         problems = []
         for pod, proc in procs:
-            assert proc.stdout is not None
-            ready = _readline(proc.stdout, 10.0)
-            proc.stdout.close()
-            if ready.strip() != "ready":
+            if not _started(proc, 10.0):
                 problems.append(f"pod {pod.key}: server did not start (see {log})")
             else:
                 self.progress(
@@ -378,23 +368,12 @@ class Lab:
                     continue
                 args = ["ip", "netns", "exec", node.netns, sys.executable, "-m", DNS_MODULE]
                 args += ["--state", state_pickle(self.name), "--listen", f"{node.ip}:{DNS_PORT}"]
-                proc = subprocess.Popen(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=err,
-                    text=True,
-                    start_new_session=True,
-                    cwd=PACKAGE_ROOT,
-                )
+                proc = _spawn(args, err, cwd=PACKAGE_ROOT)
                 self.dns[node.name] = proc.pid
                 procs.append((node, proc))
         problems = []
         for node, proc in procs:
-            assert proc.stdout is not None
-            ready = _readline(proc.stdout, 15.0)
-            proc.stdout.close()
-            if ready.strip() != "ready":
+            if not _started(proc, 15.0):
                 problems.append(f"node {node.name}: DNS server did not start (see {log})")
             else:
                 self.progress(f"node {node.name}: DNS on {node.ip}:{DNS_PORT} (pid {proc.pid})")
@@ -452,6 +431,27 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def _spawn(args: list[str], err: IO[str], cwd: str | None = None) -> subprocess.Popen[str]:
+    """Start a lab server process in its own session; it prints "ready" when serving."""
+    return subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+        start_new_session=True,
+        cwd=cwd,
+    )
+
+
+def _started(proc: subprocess.Popen[str], timeout: float) -> bool:
+    """Did ``proc`` print "ready" within ``timeout`` seconds?"""
+    assert proc.stdout is not None
+    ready = _readline(proc.stdout, timeout)
+    proc.stdout.close()
+    return ready.strip() == "ready"
 
 
 def _readline(stream: IO[str], timeout: float) -> str:
