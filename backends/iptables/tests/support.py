@@ -6,7 +6,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +18,7 @@ from svcnet.model import ClusterConfig, IPFamily, Kind, ObjectKey, Protocol
 from svcnet.probe import Probe, SourceKind
 from svcnet.semantics import frontends_of
 from svcnet.state import Apply, ClusterState, Delete
+from svcnet.testing.plugin import create_netns, delete_netns
 
 CONFIG = ClusterConfig(
     service_cidrs=("10.96.0.0/16", "fd00:96::/112"),
@@ -52,13 +52,11 @@ def kernel_skip_reason(driver: str = "restore") -> str | None:
 
 @contextmanager
 def netns() -> Iterator[str]:
-    name = f"svcnet-ipt-{uuid.uuid4().hex[:10]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    name = create_netns("svcnet-ipt-")
     try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=False)
         yield name
     finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
+        delete_netns(name)
 
 
 def sh(ns: str, cmd: str, stdin: str | None = None) -> str:

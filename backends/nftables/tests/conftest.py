@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 
 import pytest
+
+from svcnet.testing.plugin import create_netns, delete_netns
 
 
 def kernel_skip_reason() -> str | None:
@@ -26,13 +27,11 @@ def netns() -> Iterator[str]:
     reason = kernel_skip_reason()
     if reason:
         pytest.skip(reason)
-    name = f"svcnet-nt-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    name = create_netns("svcnet-nt-")
     try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=False)
         yield name
     finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+        delete_netns(name)
 
 
 def nft_in(ns: str, *args: str) -> str:
