@@ -54,3 +54,27 @@ def test_incremental_agreement(batches, data):
     }
     kernel.apply(full_sync(Renderer(), plan, existing))
     assert str(kernel.read()) == str(before)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(batches=clusters())
+def test_declared_names_are_the_rendered_chains(batches):
+    """A full sync declares every chain from service_chain_names() before any rule is
+    rendered: those names must be exactly the chains render_service() fills."""
+    from svcnet_iptables.render import FAMILIES, TABLES, render_service, service_chain_names
+
+    state = initial_state(batches)
+    for node in ("node-a", "node-b"):
+        plan = compile(state, node)
+        for svc in plan.services.values():
+            for family in FAMILIES:
+                rendered = render_service(svc, plan.settings, family)
+                for table in TABLES:
+                    names = service_chain_names(svc, family, table)
+                    assert len(set(names)) == len(names), (svc.ref, table)
+                    assert sorted(names) == sorted(rendered.chains[table]), (svc.ref, table)

@@ -44,6 +44,7 @@ SCENARIOS = sorted(
 )
 SAVE = {"restore": "iptables-save", "iptc": "iptables-legacy-save"}
 #: Hypothesis examples of the kernel agreement test, per driver.
+BAD_LINE = "-A SVCNET-SERVICES -j NO-SUCH-TARGET-X"
 AGREEMENT_EXAMPLES = {"restore": 40, "iptc": 25}
 
 
@@ -187,6 +188,14 @@ def test_failed_restore_leaves_rules(driver: str) -> None:
             return text.replace("COMMIT", "-A SVCNET-SERVICES -j NO-SUCH-TARGET-X\nCOMMIT")
 
         render.restore_text = broken
+        streaming = getattr(be.driver, "restore_stream", None)
+        if streaming is not None:  # the restore driver streams a full sync
+
+            def broken_stream(family, chunks):  # type: ignore[no-untyped-def]
+                bad = (c.replace("COMMIT", BAD_LINE + "\nCOMMIT") for c in chunks)
+                return streaming(family, bad)
+
+            be.driver.restore_stream = broken_stream  # type: ignore[attr-defined]
         try:
             with pytest.raises(BackendError) as info:
                 be.sync(
@@ -206,11 +215,52 @@ def test_failed_restore_leaves_rules(driver: str) -> None:
             assert info.value.__cause__ is not None
         finally:
             render.restore_text = original
+            if streaming is not None:
+                del be.driver.restore_stream  # type: ignore[attr-defined]
         after = {
             f: strip_save(sh(ns, SAVE[driver].replace("iptables", p)))
             for f, p in (("4", "iptables"), ("6", "ip6tables"))
         }
         assert after == before
+        assert be.installed == plan
+
+
+def test_render_error_mid_stream_changes_nothing() -> None:
+    """A full sync streams its text into iptables-restore while rendering; if
+    rendering fails half-way, the process is killed before COMMIT and the kernel
+    keeps the previous rules exactly."""
+    _skip("restore")
+    state = _plan()
+    plan = compile(state, "node-a")
+    with netns() as ns:
+        be = IptablesBackend("node-a", netns=ns, variant="legacy")  # legacy streams
+        be.sync(plan)
+        before = strip_save(sh(ns, "iptables-legacy-save"))
+        streaming = be.driver.restore_stream  # type: ignore[attr-defined]
+
+        def failing(family, chunks):  # type: ignore[no-untyped-def]
+            def gen():  # type: ignore[no-untyped-def]
+                for i, chunk in enumerate(chunks):
+                    if i == 2:
+                        raise RuntimeError("renderer failed half-way")
+                    yield chunk
+
+            return streaming(family, gen())
+
+        be.driver.restore_stream = failing  # type: ignore[attr-defined]
+        with pytest.raises(RuntimeError, match="half-way"):
+            be.sync(plan)
+        assert strip_save(sh(ns, "iptables-legacy-save")) == before
+        assert be.installed == plan
+
+        def refused(family, chunks):  # type: ignore[no-untyped-def]
+            bad = (c.replace("COMMIT", BAD_LINE + "\nCOMMIT") for c in chunks)
+            return streaming(family, bad)
+
+        be.driver.restore_stream = refused  # type: ignore[attr-defined]
+        with pytest.raises(BackendError, match=r"iptables-legacy-restore failed"):
+            be.sync(plan)
+        assert strip_save(sh(ns, "iptables-legacy-save")) == before
         assert be.installed == plan
 
 

@@ -29,6 +29,7 @@ from .render import (
     Renderer,
     cleanup_text,
     full_sync,
+    full_sync_stream,
     partial_sync,
 )
 
@@ -103,6 +104,9 @@ class IptablesBackend(Backend):
         self._renderer = Renderer()
         self._checked = False
         self.last_texts: dict[tuple[IPFamily, str], str] = {}
+        # Interpreters over what the kernel returned, per family, since this backend
+        # last changed the tables; any install or cleanup (also a failed one) drops them.
+        self._readback: dict[IPFamily, Interpreter] = {}
 
     def _check(self) -> None:
         if not self._checked:
@@ -111,8 +115,17 @@ class IptablesBackend(Backend):
 
     def _install(self, changes: Changes, target: Plan, *, full: bool) -> None:
         self._check()
+        self._readback.clear()
         if full or self.installed is None:
             existing = _existing(self.driver.read())
+            stream = getattr(self.driver, "apply_stream", None)
+            if stream is not None:
+                # the restore process parses while the rest is joined and written
+                streams = full_sync_stream(self._renderer, target, existing)
+                with gc_paused():
+                    written = stream(streams)
+                self.last_texts = dict(zip(streams, written, strict=True))
+                return
             with gc_paused():
                 texts = full_sync(self._renderer, target, existing)
         else:
@@ -125,19 +138,32 @@ class IptablesBackend(Backend):
         self._check()
         return self.driver.read()
 
-    def _observe_for(self, probe: Probe) -> Ruleset:
-        """The read-back a probe needs: its own family's tables, fresh from the kernel."""
+    def _interpreter_for(self, probe: Probe) -> Interpreter:
+        """An interpreter over the read-back of the probe's family: read from the
+        kernel once after each change this backend makes, then reused by the probes
+        that follow (``refresh()`` forces a new read, e.g. after someone else changed
+        the tables)."""
         self._check()
-        return self.driver.read((IPFamily.of(probe.dst_ip),))
+        family = IPFamily.of(probe.dst_ip)
+        interp = self._readback.get(family)
+        if interp is None:
+            interp = Interpreter(self.driver.read((family,)))
+            self._readback[family] = interp
+        return interp
+
+    def refresh(self) -> None:
+        """Forget the cached read-back; the next probe reads the kernel again."""
+        self._readback.clear()
 
     def evaluate(self, probe: Probe) -> Outcome:
-        return Interpreter(self._observe_for(probe)).evaluate(probe)
+        return self._interpreter_for(probe).evaluate(probe)
 
     def trace(self, probe: Probe) -> tuple[str, ...]:
-        return Interpreter(self._observe_for(probe)).trace(probe)
+        return self._interpreter_for(probe).trace(probe)
 
     def cleanup(self) -> None:
         self._check()
+        self._readback.clear()
         existing = _existing(self.driver.read())
         texts = {
             key: cleanup_text(key[1], ex) for key, ex in existing.items() if ex.chains or ex.jumps
