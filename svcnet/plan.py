@@ -9,7 +9,9 @@ exhaustively) and is keyed by service, so that one event changes a handful of
 How a data plane reads a plan, for a packet arriving at the plan's node:
 
 1. If the destination is a frontend (``PortPlan.frontends``: address, port and
-   the port's protocol) of some port, that port handles it:
+   the port's protocol) of some port, that port handles it (a frontend is listed
+   once in a plan: when services claim the same one, the compiler keeps only the
+   winner's, see :mod:`svcnet.compiler`):
    a. a ``LOAD_BALANCER`` frontend with ``source_ranges``: a source outside
       every range is dropped, before anything else;
    b. the source is classified (``SourceKind``): POD if inside
@@ -43,6 +45,7 @@ from svcnet.model import IPFamily, Protocol, format_endpoint
 from svcnet.probe import SourceKind
 
 if TYPE_CHECKING:
+    from svcnet.compiler import FrontendIndex
     from svcnet.state import ClusterState
 
 
@@ -201,6 +204,10 @@ class Plan:
     settings: NodeSettings
     services: PMap[ServiceRef, ServicePlan] = attrs.field(factory=pmap, converter=_pmap)
     revision: int = attrs.field(default=0, eq=False)  # the state revision it reflects
+    # The compiler's index of every frontend claim, losing ones included, that
+    # update() needs to settle conflicts incrementally. Not part of the contract,
+    # not compared; None (a plan built otherwise): update() compiles in full.
+    claims: FrontendIndex | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def node(self) -> str:
@@ -308,9 +315,11 @@ def compile(state: ClusterState, node: str) -> Plan:
 
 def update(plan: Plan, old_state: ClusterState, new_state: ClusterState) -> Plan:
     """``plan`` (compiled from ``old_state``) brought to ``new_state``: only the services
-    ``new_state.changed_since(plan.revision)`` names are recompiled; everything when
-    that is unknown, the configuration changed, or a node change matters here (this
-    node's addresses, any zone label). Equal to ``compile(new_state, plan.node)``."""
+    ``new_state.changed_since(plan.revision)`` names are recompiled, with those claiming
+    a frontend whose claimants changed (conflicting frontends); everything when that is
+    unknown, the configuration changed, a node change matters here (this node's
+    addresses, any zone label), or ``plan`` was not built by compile()/update() (no
+    ``claims``). Equal to ``compile(new_state, plan.node)``."""
     from svcnet.compiler import update_plan
 
     return update_plan(plan, old_state, new_state)

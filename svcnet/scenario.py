@@ -15,7 +15,7 @@ every expectation after it fails as not run; a file that does not load is one
 failure plus one per expectation it seems to hold.
 
 I/O here is limited to reading scenario files and, for kernel backends, the
-``ip netns`` commands of :func:`kernel_namespaces`.
+namespaces of :func:`kernel_namespaces` (made and deleted by :mod:`svcnet.lab.netns`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from __future__ import annotations
 import contextlib
 import enum
 import importlib
-import itertools
 import json
 import os
-import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -35,7 +33,7 @@ import attrs
 from svcnet import manifests, semantics
 from svcnet import plan as plan_mod
 from svcnet.backend import Backend, BackendFactory
-from svcnet.errors import BackendError, BackendErrorKind, ScenarioError, SvcnetError
+from svcnet.errors import ScenarioError, SvcnetError
 from svcnet.model import IPFamily
 from svcnet.plan import Plan
 from svcnet.probe import Outcome, Probe, SourceKind, Verdict
@@ -676,55 +674,28 @@ def results_to_json(results: Sequence[ScenarioResult]) -> str:
 # -- kernel backends: one fresh network namespace per node -------------------------------
 
 
+SCENARIO_NETNS_PREFIX = "svcnet-sc-"
+
+
 @contextlib.contextmanager
 def kernel_namespaces(backend: type[Backend]) -> Iterator[BackendFactory]:
     """A factory making ``backend(node, netns=...)`` in a new ``svcnet-sc-<pid>-<n>``
-    namespace per node; every namespace made is deleted on exit, also on failure."""
-    created: list[str] = []
-    counter = itertools.count(1)
+    namespace per node; every namespace made is deleted on exit, also on failure
+    (namespaces left by runs that died are reaped first)."""
+    from svcnet.lab import netns
+
     reap_orphan_namespaces()
+    with netns.Namespaces(SCENARIO_NETNS_PREFIX) as spaces:
 
-    def make(node: str) -> Backend:
-        name = f"svcnet-sc-{os.getpid()}-{next(counter)}"
-        try:
-            subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, text=True)
-        except (OSError, subprocess.CalledProcessError) as e:
-            detail = getattr(e, "stderr", None) or str(e)
-            raise BackendError(
-                BackendErrorKind.PERMISSION,
-                f"cannot create network namespace {name}: {detail.strip()}",
-            ) from e
-        created.append(name)
-        subprocess.run(
-            ["ip", "-n", name, "link", "set", "lo", "up"], check=False, capture_output=True
-        )
-        return backend(node, netns=name)
+        def make(node: str) -> Backend:
+            return backend(node, netns=spaces.new())
 
-    try:
         yield make
-    finally:
-        for name in created:
-            subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
 
 
 def reap_orphan_namespaces() -> list[str]:
     """Delete ``svcnet-sc-<pid>-<n>`` namespaces whose creating process is gone (a run
     killed with SIGKILL cannot clean up after itself). Returns the names deleted."""
-    try:
-        listing = subprocess.run(
-            ["ip", "netns", "list"], check=True, capture_output=True, text=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return []
-    reaped = []
-    for line in listing.splitlines():
-        name = line.split(" ", 1)[0]
-        parts = name.split("-")
-        if len(parts) != 4 or parts[:2] != ["svcnet", "sc"] or not parts[2].isdigit():
-            continue
-        pid = int(parts[2])
-        if pid == os.getpid() or os.path.exists(f"/proc/{pid}"):
-            continue
-        subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
-        reaped.append(name)
-    return reaped
+    from svcnet.lab import netns
+
+    return netns.reap_orphans(SCENARIO_NETNS_PREFIX)

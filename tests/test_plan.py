@@ -43,10 +43,12 @@ from svcnet.plan import (
 )
 from svcnet.probe import SourceKind
 from svcnet.state import Apply, Changed, ClusterState
+from svcnet.testing.strategies import NODE_NAMES as NODES
 
-# The cluster strategies live with the memory backend's agreement tests.
+# Objects and events are svcnet.testing.strategies'; whole clusters built through the
+# state, seeded draws and the Configure event live with the memory backend's tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backends" / "memory" / "tests"))
-from clusters import NODES, RandomDraw, events, state_cluster, state_clusters
+from clusters import RandomDraw, events, state_cluster, state_clusters
 
 T = TypeVar("T")
 FAST = settings(

@@ -7,6 +7,11 @@ per namespace and round), sysctls are written from a thread that has entered the
 namespace (``/proc/sys/net`` belongs to the opener's namespace), and sockets are
 created inside a namespace with :func:`entered` (a socket keeps the namespace it
 was created in).
+
+This is also the one place that makes throw-away namespaces for tests and
+scenario runs (:func:`fresh`, :class:`Namespaces`): each is named
+``<prefix><pid>-<n>``, deleted when done (also on failure), and
+:func:`reap_orphans` deletes those of runs that died before they could.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import itertools
 import json
 import os
 import signal
@@ -37,8 +43,8 @@ _lock = threading.RLock()  # one setns dance at a time per process
 class LabError(BackendError):
     """The lab could not build or tear down part of its topology."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(BackendErrorKind.STATE, message)
+    def __init__(self, message: str, kind: BackendErrorKind = BackendErrorKind.STATE) -> None:
+        super().__init__(kind, message)
 
 
 def _check_name(name: str) -> None:
@@ -99,19 +105,117 @@ def listed(prefix: str) -> list[str]:
 
 
 def create(name: str) -> bool:
-    """Create ``name`` with ``lo`` up; False when it already existed."""
+    """Create ``name`` with ``lo`` up; False when it already existed. Raises
+    :class:`LabError` (kind permission) when it cannot, leaving nothing behind."""
     _check_name(name)
     if exists(name):
         return False
-    run(["ip", "netns", "add", name])
-    run(["ip", "-n", name, "link", "set", "lo", "up"])
+    try:
+        run(["ip", "netns", "add", name])
+    except LabError as e:
+        raise LabError(
+            f"cannot create network namespace {name}: {e}", BackendErrorKind.PERMISSION
+        ) from e
+    try:
+        run(["ip", "-n", name, "link", "set", "lo", "up"])
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to see
+            delete(name)
+        raise
     return True
 
 
 def delete(name: str) -> None:
+    """Delete ``name`` if it exists; quietly does nothing when it is already gone."""
     _check_name(name)
     if exists(name):
         run(["ip", "netns", "delete", name], check=False)
+
+
+# -- throw-away namespaces: <prefix><pid>-<n> ---------------------------------------
+
+_serial = itertools.count(1)
+
+
+def fresh(prefix: str) -> str:
+    """Create a new namespace ``<prefix><pid>-<n>`` (``lo`` up) and return its name.
+
+    The creator's pid in the name lets :func:`reap_orphans` tell the namespaces
+    of a run that died from those of one still going."""
+    _check_name(prefix)
+    while True:
+        name = f"{prefix}{os.getpid()}-{next(_serial)}"
+        if create(name):  # else: left by an earlier process with our pid; skip it
+            return name
+
+
+def delete_all(names: Iterable[str]) -> None:
+    """Delete every namespace of ``names``, each tried even when one before it
+    fails; the first failure is raised at the end."""
+    first: BaseException | None = None
+    for name in names:
+        try:
+            delete(name)
+        except Exception as e:  # keep deleting the others; raise it after
+            first = first or e
+    if first is not None:
+        raise first
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[str]:
+    """A :func:`fresh` namespace for the block, deleted after it (also on failure)."""
+    name = fresh(prefix)
+    try:
+        yield name
+    finally:
+        delete(name)
+
+
+class Namespaces:
+    """The throw-away namespaces one run makes with one ``prefix``: :meth:`new`
+    creates one, :meth:`release` deletes one, :meth:`close` (or leaving the
+    ``with`` block, also on failure) deletes what is left."""
+
+    def __init__(self, prefix: str) -> None:
+        _check_name(prefix)
+        self.prefix = prefix
+        self.made: list[str] = []
+
+    def new(self) -> str:
+        name = fresh(self.prefix)
+        self.made.append(name)
+        return name
+
+    def release(self, name: str) -> None:
+        if name in self.made:
+            self.made.remove(name)
+            delete(name)
+
+    def close(self) -> None:
+        made, self.made = self.made, []
+        delete_all(made)
+
+    def __enter__(self) -> Namespaces:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def reap_orphans(prefix: str) -> list[str]:
+    """Delete the ``<prefix><pid>-<n>`` namespaces whose creating process is gone
+    (a run killed with SIGKILL cannot clean up after itself); the names deleted."""
+    reaped = []
+    for name in listed(prefix):
+        pid, dash, serial = name[len(prefix):].partition("-")
+        if not (pid.isdigit() and dash and serial.isalnum()):
+            continue  # not a throw-away name (a lab's namespace, say)
+        if int(pid) == os.getpid() or os.path.exists(f"/proc/{pid}"):
+            continue
+        delete(name)
+        reaped.append(name)
+    return reaped
 
 
 def batch(name: str, commands: Iterable[str], *, force: bool = False) -> None:
@@ -250,20 +354,25 @@ def is_root() -> bool:
 
 __all__ = [
     "LabError",
+    "Namespaces",
     "alive",
     "batch",
     "create",
     "delete",
+    "delete_all",
     "entered",
     "etc_listed",
     "exists",
+    "fresh",
     "ip_json",
     "is_root",
     "listed",
     "netns_of",
     "pids",
+    "reap_orphans",
     "remove_etc",
     "run",
+    "scratch",
     "stop",
     "sysctls",
     "write_etc",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -27,7 +26,6 @@ from typing import Any
 import pytest
 
 from svcnet.backend import Backend, load_backend
-from svcnet.errors import BackendError, BackendErrorKind
 
 __all__ = [
     "ConformanceItem",
@@ -60,26 +58,19 @@ def kernel_unavailable() -> str | None:
 
 
 def create_netns(prefix: str = NETNS_PREFIX) -> str:
-    """Create a fresh namespace ``<prefix><pid>-<random>`` with loopback up."""
-    if not prefix.startswith("svcnet-"):
-        raise ValueError(f"namespace prefix {prefix!r} must start with 'svcnet-'")
-    name = f"{prefix}{os.getpid()}-{secrets.token_hex(3)}"
-    try:
-        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, text=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        detail = getattr(e, "stderr", None) or str(e)
-        raise BackendError(
-            BackendErrorKind.PERMISSION, f"cannot create network namespace {name}: {detail.strip()}"
-        ) from e
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=False, capture_output=True)
-    return name
+    """Create a fresh namespace ``<prefix><pid>-<n>`` with loopback up (``prefix``
+    starts with ``svcnet-``; see :func:`svcnet.lab.netns.fresh`)."""
+    from svcnet.lab import netns
+
+    return netns.fresh(prefix)
 
 
 def delete_netns(name: str) -> None:
-    """Delete a namespace this plugin created (only ``svcnet-`` names)."""
-    if not name.startswith("svcnet-"):
-        raise ValueError(f"refusing to delete namespace {name!r}: not an svcnet- namespace")
-    subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+    """Delete a namespace :func:`create_netns` made (only ``svcnet-`` names; one
+    already gone is no error)."""
+    from svcnet.lab import netns
+
+    netns.delete(name)
 
 
 class NetnsFactory:
@@ -88,18 +79,21 @@ class NetnsFactory:
     ``cleanup()``/``close()``) or at the latest by :meth:`close`."""
 
     def __init__(self, backend: type[Backend], prefix: str = NETNS_PREFIX) -> None:
+        from svcnet.lab import netns
+
         self.backend = backend
         self.capabilities = backend.capabilities
         self.name = backend.name
         self.prefix = prefix
+        self._spaces = netns.Namespaces(prefix)
         self._netns: dict[int, str] = {}
 
     def __call__(self, node: str) -> Backend:
-        netns = create_netns(self.prefix)
+        netns = self._spaces.new()
         try:
             instance = self.backend(node, netns=netns)
         except BaseException:
-            delete_netns(netns)
+            self._spaces.release(netns)
             raise
         self._netns[id(instance)] = netns
         return instance
@@ -107,12 +101,11 @@ class NetnsFactory:
     def release(self, backend: Backend) -> None:
         netns = self._netns.pop(id(backend), None)
         if netns is not None:
-            delete_netns(netns)
+            self._spaces.release(netns)
 
     def close(self) -> None:
-        netns, self._netns = self._netns, {}
-        for name in netns.values():
-            delete_netns(name)
+        self._netns = {}
+        self._spaces.close()
 
     def __enter__(self) -> NetnsFactory:
         return self
@@ -239,11 +232,10 @@ def svcnet_netns() -> Iterator[str]:
     reason = kernel_unavailable()
     if reason is not None:
         pytest.skip(reason)
-    name = create_netns()
-    try:
+    from svcnet.lab import netns
+
+    with netns.scratch(NETNS_PREFIX) as name:
         yield name
-    finally:
-        delete_netns(name)
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@ Everything is drawn from small vocabularies so that objects meet: three node
 names, a handful of pod and service names, two label keys with two values each,
 two named container ports, a small service CIDR and NodePort range (pinned
 addresses and ports collide now and then, and the state refuses the event —
-the harness carries on with the old state). Objects are model values; the
+the harness carries on with the old state; externalIPs and LoadBalancer ingress
+addresses are shared now and then, which the state accepts: conflicting
+frontends, settled by the tie-break). Objects are model values; the
 agreement machine feeds them through their Kubernetes manifests
 (:func:`svcnet.manifests.to_manifest`), as a user would.
 
@@ -89,29 +91,38 @@ def _service_index(namespace: str, name: str) -> int:
     return len(known) + sum(f"{namespace}/{name}".encode()) % (40 - len(known))
 
 
+# One address per family that any service may list among its externalIPs and its
+# LoadBalancer status ingress, so that frontends conflict now and then.
+SHARED_IPS = {V4: "198.51.100.98", V6: "2001:db8:e::1"}
+
+
 def status_ips_of(namespace: str, name: str, family: IPFamily) -> tuple[str, str]:
-    """``status.loadBalancer.ingress`` addresses of this service alone, outside the
-    pool (a status address is not reserved in the pool, and two services sharing one
-    is the undefined case :func:`external_ips_of` describes)."""
+    """Two ``status.loadBalancer.ingress`` addresses, outside the pool (a status
+    address is not reserved in the pool): one of this service alone, then the
+    :data:`SHARED_IPS` address (a conflict, see :func:`external_ips_of`)."""
     index = _service_index(namespace, name)
     if family is V4:
-        return (f"192.0.2.{100 + 2 * index}", f"192.0.2.{101 + 2 * index}")
-    return (f"2001:db8:1c::{100 + 2 * index:x}", f"2001:db8:1c::{101 + 2 * index:x}")
+        return (f"192.0.2.{100 + 2 * index}", SHARED_IPS[V4])
+    return (f"2001:db8:1c::{100 + 2 * index:x}", SHARED_IPS[V6])
 
 
 def external_ips_of(namespace: str, name: str, family: IPFamily) -> tuple[str, str]:
-    """Two externalIPs that belong to this service alone.
+    """Two externalIPs: one that belongs to this service alone, then the
+    :data:`SHARED_IPS` address, which other services may list too.
 
-    Kubernetes lets two services claim the same externalIP and port; kube-proxy then
-    programs both and which one wins is an accident of rule order. svcnet's plan does
-    not yet settle such conflicts (each backend keeps one of the claimants), so the
-    strategies give every service its own externalIPs rather than test an undefined
-    behaviour. See docs/reference/semantics.md, "Conflicting frontends".
+    Kubernetes lets services claim one address, port and protocol together (the
+    same externalIP, or an externalIP equal to another service's — or the
+    service's own — LoadBalancer ingress); the first service by namespace/name
+    wins, then its first port, then the first frontend kind, and the compiled plan
+    holds only the winner's frontend (docs/reference/semantics.md, "Conflicting
+    frontends"). The shared address is drawn second, so shrinking drops it first.
     """
     index = _service_index(namespace, name)
     if family is V4:
-        return (f"198.51.100.{100 + 2 * index}", f"198.51.100.{101 + 2 * index}")
-    return (f"2001:db8:e::{100 + 2 * index:x}", f"2001:db8:e::{101 + 2 * index:x}")
+        return (f"198.51.100.{100 + 2 * index}", SHARED_IPS[V4])
+    return (f"2001:db8:e::{100 + 2 * index:x}", SHARED_IPS[V6])
+
+
 # Clients: the first is inside SOURCE_RANGES[family][0], the second outside all.
 CLIENTS = {V4: ("198.51.100.7", "192.0.2.9"), V6: ("2001:db8:c::7", "2001:db8:d::9")}
 SOURCE_RANGES = {

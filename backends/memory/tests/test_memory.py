@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 import pytest
-from clusters import SEEDS, direct_clusters, random_probe, seeded_state_clusters
+from clusters import SEEDS, RandomDraw, direct_clusters, random_probes, seeded_state_clusters
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from svcnet_memory import MemoryBackend
@@ -33,6 +33,7 @@ from svcnet.plan import (
 )
 from svcnet.probe import Outcome, Probe, SourceKind, Verdict
 from svcnet.semantics import evaluate, explain
+from svcnet.testing import strategies
 
 AGREEMENT = settings(
     derandomize=True,
@@ -42,11 +43,16 @@ AGREEMENT = settings(
 )
 
 
-def _check(state: Any, data: st.DataObject, count: int = 8) -> None:
+def _check(state: Any, data: st.DataObject, count: int = 8, aimed: int = 4) -> None:
+    """``count`` probes anywhere (:func:`clusters.random_probes`) and ``aimed`` where
+    a scenario could send them (:func:`svcnet.testing.strategies.draw_probe`)."""
     backends: dict[str, MemoryBackend] = {}
-    rnd = random.Random(data.draw(SEEDS, label="probe seed"))
-    for _ in range(count):
-        probe = random_probe(rnd, state)
+    seed = data.draw(SEEDS, label="probe seed")
+    probes = random_probes(random.Random(seed), state, count)
+    if state.nodes:
+        draw = RandomDraw(seed)
+        probes += [strategies.draw_probe(draw, state) for _ in range(aimed)]
+    for probe in probes:
         backend = backends.get(probe.node)
         if backend is None:
             backend = backends[probe.node] = MemoryBackend(probe.node)
