@@ -179,23 +179,23 @@ def test_failed_restore_leaves_rules(driver: str) -> None:
             for f, p in (("4", "iptables"), ("6", "ip6tables"))
         }
         assert "SVCNET-SERVICES" in before["4"]
-        import svcnet_iptables.render as render
+        # every table's text gets a line the kernel refuses, just before COMMIT
+        drv = be.driver
+        apply_texts = drv.apply
 
-        original = render.restore_text
+        def broken_apply(texts):  # type: ignore[no-untyped-def]
+            bad = {k: v.replace("COMMIT", BAD_LINE + "\nCOMMIT") for k, v in texts.items()}
+            return apply_texts(bad)
 
-        def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
-            text = original(*args, **kwargs)
-            return text.replace("COMMIT", "-A SVCNET-SERVICES -j NO-SUCH-TARGET-X\nCOMMIT")
-
-        render.restore_text = broken
-        streaming = getattr(be.driver, "restore_stream", None)
+        drv.apply = broken_apply  # type: ignore[method-assign]
+        streaming = getattr(drv, "restore_stream", None)
         if streaming is not None:  # the restore driver streams a full sync
 
-            def broken_stream(family, chunks):  # type: ignore[no-untyped-def]
+            def broken_stream(family, chunks, **kw):  # type: ignore[no-untyped-def]
                 bad = (c.replace("COMMIT", BAD_LINE + "\nCOMMIT") for c in chunks)
-                return streaming(family, bad)
+                return streaming(family, bad, **kw)
 
-            be.driver.restore_stream = broken_stream  # type: ignore[attr-defined]
+            drv.restore_stream = broken_stream  # type: ignore[attr-defined]
         try:
             with pytest.raises(BackendError) as info:
                 be.sync(
@@ -214,9 +214,9 @@ def test_failed_restore_leaves_rules(driver: str) -> None:
                 )
             assert info.value.__cause__ is not None
         finally:
-            render.restore_text = original
+            del drv.apply
             if streaming is not None:
-                del be.driver.restore_stream  # type: ignore[attr-defined]
+                del drv.restore_stream  # type: ignore[attr-defined]
         after = {
             f: strip_save(sh(ns, SAVE[driver].replace("iptables", p)))
             for f, p in (("4", "iptables"), ("6", "ip6tables"))
@@ -238,14 +238,14 @@ def test_render_error_mid_stream_changes_nothing() -> None:
         before = strip_save(sh(ns, "iptables-legacy-save"))
         streaming = be.driver.restore_stream  # type: ignore[attr-defined]
 
-        def failing(family, chunks):  # type: ignore[no-untyped-def]
+        def failing(family, chunks, **kw):  # type: ignore[no-untyped-def]
             def gen():  # type: ignore[no-untyped-def]
                 for i, chunk in enumerate(chunks):
                     if i == 2:
                         raise RuntimeError("renderer failed half-way")
                     yield chunk
 
-            return streaming(family, gen())
+            return streaming(family, gen(), **kw)
 
         be.driver.restore_stream = failing  # type: ignore[attr-defined]
         with pytest.raises(RuntimeError, match="half-way"):
@@ -253,9 +253,9 @@ def test_render_error_mid_stream_changes_nothing() -> None:
         assert strip_save(sh(ns, "iptables-legacy-save")) == before
         assert be.installed == plan
 
-        def refused(family, chunks):  # type: ignore[no-untyped-def]
+        def refused(family, chunks, **kw):  # type: ignore[no-untyped-def]
             bad = (c.replace("COMMIT", BAD_LINE + "\nCOMMIT") for c in chunks)
-            return streaming(family, bad)
+            return streaming(family, bad, **kw)
 
         be.driver.restore_stream = refused  # type: ignore[attr-defined]
         with pytest.raises(BackendError, match=r"iptables-legacy-restore failed"):

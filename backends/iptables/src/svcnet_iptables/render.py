@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 
 import attrs
@@ -327,10 +327,12 @@ def port_chain_names(port: PortPlan, shape: PortShape) -> dict[str, list[str]]:
     return {NAT: list(dict.fromkeys(nat)), FILTER_TABLE: flt}
 
 
-def render_port(svc: ServicePlan, port: PortPlan, settings: NodeSettings) -> PortChains:
+def render_port(
+    svc: ServicePlan, port: PortPlan, settings: NodeSettings, shape: PortShape | None = None
+) -> PortChains:
     family = port.family
     proto = _proto(port.protocol)
-    shape = port_shape(svc, port)
+    shape = shape or port_shape(svc, port)
     h = shape.h
     label = f"{svc.ref}:{port.name}" if port.name else str(svc.ref)
     nat: Chains = {}
@@ -399,13 +401,22 @@ class ServiceChains:
     blocks: dict[str, str] = attrs.field(factory=dict)  # table -> its "-A" lines, joined
 
 
-def render_service(svc: ServicePlan, settings: NodeSettings, family: IPFamily) -> ServiceChains:
+def render_service(
+    svc: ServicePlan,
+    settings: NodeSettings,
+    family: IPFamily,
+    shapes: Sequence[PortShape] | None = None,
+) -> ServiceChains:
+    """``svc``'s rules in ``family``; ``shapes``: its ports' :func:`port_shape`, if known."""
+    ports = svc.ports_of(family) if svc.proxied else ()
+    if not ports and not any((":" in ip) == (family is IPFamily.IPv6) for ip in svc.cluster_ips):
+        return _EMPTY
     chains: dict[str, Chains] = {NAT: {}, FILTER_TABLE: {}}
     services: list[str] = []
     nodeports: list[str] = []
     fdispatch: list[str] = []
-    for port in svc.ports_of(family) if svc.proxied else ():
-        pc = render_port(svc, port, settings)
+    for i, port in enumerate(ports):
+        pc = render_port(svc, port, settings, shapes[i] if shapes is not None else None)
         chains[NAT].update(pc.nat)
         chains[FILTER_TABLE].update(pc.filter)
         services += pc.services
@@ -429,6 +440,11 @@ def render_service(svc: ServicePlan, settings: NodeSettings, family: IPFamily) -
     return ServiceChains(chains, services, nodeports, fdispatch, cips, blocks)
 
 
+# what a service contributes to a family it has no port and no ClusterIP in (shared:
+# never modified)
+_EMPTY = ServiceChains({NAT: {}, FILTER_TABLE: {}}, [], [], [], [], {NAT: "", FILTER_TABLE: ""})
+
+
 def _ref_key(ref: ServiceRef) -> tuple[str, str]:
     # attrs' generated ordering builds tuples per comparison: 10x slower at 10k services
     return (ref.namespace, ref.name)
@@ -445,12 +461,18 @@ class Renderer:
         # installed plan's with the target's and rewrites only those that differ)
         self._shared: dict[IPFamily, list[tuple[Plan, dict[str, Chains]]]] = {}
 
-    def service(self, svc: ServicePlan, settings: NodeSettings, family: IPFamily) -> ServiceChains:
+    def service(
+        self,
+        svc: ServicePlan,
+        settings: NodeSettings,
+        family: IPFamily,
+        shapes: Sequence[PortShape] | None = None,
+    ) -> ServiceChains:
         key = (svc.ref, family)
         hit = self._cache.get(key)
         if hit is not None and (hit[0] is svc or hit[0] == svc) and hit[1] == settings:
             return hit[2]
-        out = render_service(svc, settings, family)
+        out = render_service(svc, settings, family, shapes)
         self._cache[key] = (svc, settings, out)
         return out
 
@@ -601,11 +623,20 @@ def full_sync_stream(
     }
 
 
-def service_chain_names(svc: ServicePlan, family: IPFamily, table: str) -> list[str]:
+def service_shapes(svc: ServicePlan, family: IPFamily) -> list[PortShape]:
+    return [port_shape(svc, port) for port in (svc.ports_of(family) if svc.proxied else ())]
+
+
+def service_chain_names(
+    svc: ServicePlan, family: IPFamily, table: str, shapes: Sequence[PortShape] | None = None
+) -> list[str]:
     """The chains :func:`render_service` creates in ``table``, without rendering."""
+    if shapes is None:
+        shapes = service_shapes(svc, family)
+    ports = svc.ports_of(family) if svc.proxied else ()
     names: list[str] = []
-    for port in svc.ports_of(family) if svc.proxied else ():
-        names += port_chain_names(port, port_shape(svc, port))[table]
+    for port, shape in zip(ports, shapes, strict=True):
+        names += port_chain_names(port, shape)[table]
     return names
 
 
@@ -615,12 +646,14 @@ def _stream_table(
     settings = plan.settings
     ordered = [svc for _ref, svc in sorted(plan.services.items(), key=lambda kv: _ref_key(kv[0]))]
     names = list(SHARED_CHAINS[table])
+    shapes: dict[ServiceRef, list[PortShape]] = {}
     for svc in ordered:
         cached = renderer.cached(svc, settings, family)
         if cached is not None:
             names += cached.chains[table]
         else:
-            names += service_chain_names(svc, family, table)
+            shapes[svc.ref] = service_shapes(svc, family)
+            names += service_chain_names(svc, family, table, shapes[svc.ref])
     declared = frozenset(names)
     gone = sorted(ex.chains - declared)
     dels, ins = _jump_changes(table, ex)
@@ -632,7 +665,7 @@ def _stream_table(
     # the restore process now creates the chains while the rules are rendered
     batch: list[str] = []
     for svc in ordered:
-        sc = renderer.service(svc, settings, family)
+        sc = renderer.service(svc, settings, family, shapes.get(svc.ref))
         if not declared.issuperset(sc.chains[table]):
             raise AssertionError(f"{svc.ref}: rendered chains that were not declared")
         batch.append(sc.blocks[table])

@@ -11,10 +11,12 @@ says; ``variant=`` forces it.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 
 from svcnet.errors import BackendError, BackendErrorKind
 from svcnet.model import IPFamily
@@ -178,14 +180,35 @@ class RestoreDriver:
             self.restore(family, text)
 
     def apply_stream(self, streams: Mapping[tuple[IPFamily, str], Iterable[str]]) -> list[str]:
-        """Like :meth:`apply`, feeding each restore process while the text is still
-        being produced (the tool parses as it reads and commits at ``COMMIT``, so
-        rendering and the kernel load overlap). Returns the texts written."""
-        return [self.restore_stream(family, chunks) for (family, _table), chunks in streams.items()]
+        """Like :meth:`apply`, feeding the first restore process (the big one: IPv4
+        nat) while its text is still being produced, and rendering the other
+        tables' texts while that process parses. Returns the texts written."""
+        items = list(streams.items())
+        if not items:
+            return []
+        rest: list[str] = []
 
-    def restore_stream(self, family: IPFamily, chunks: Iterable[str]) -> str:
-        """One atomic restore from ``chunks``. If producing a chunk raises, the
-        process is killed before it reads ``COMMIT``: nothing changes."""
+        def render_rest() -> None:
+            rest.extend("".join(chunks) for _key, chunks in items[1:])
+
+        (family, _table), first = items[0]
+        texts = [self.restore_stream(family, first, meanwhile=render_rest)]
+        for ((family, _table), _chunks), text in zip(items[1:], rest, strict=True):
+            self.restore(family, text)
+            texts.append(text)
+        return texts
+
+    def restore_stream(
+        self,
+        family: IPFamily,
+        chunks: Iterable[str],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> str:
+        """One atomic restore from ``chunks``, written by a thread while the caller
+        goes on producing them. ``meanwhile`` runs once every chunk but the last is
+        queued, before the last one (which holds ``COMMIT``). If producing a chunk
+        or ``meanwhile`` raises, the process is killed before it can read
+        ``COMMIT``: nothing changes."""
         exe = _binary(self.variant, family, "restore")
         extra = ["-w", LOCK_WAIT] if self.variant == "legacy" else []
         argv = [*netns_prefix(self.netns), exe, "--noflush", *extra]
@@ -200,29 +223,41 @@ class RestoreDriver:
                 raise BackendError(kind, f"{argv[0]} is not installed") from e
             except OSError as e:
                 raise BackendError(BackendErrorKind.REFUSED, f"{exe}: {e}") from e
-            assert proc.stdin is not None
+            blocks: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+            writer = threading.Thread(target=_feed, args=(proc, blocks), daemon=True)
+            writer.start()
+
+            def send(block: str) -> None:
+                written.append(block)
+                blocks.put(block)
+
             try:
                 pending: list[str] = []
                 size = 0
+                last: str | None = None
                 for chunk in chunks:
-                    pending.append(chunk)
-                    size += len(chunk)
+                    if last is not None:
+                        pending.append(last)
+                        size += len(last)
+                    last = chunk
                     if size >= _CHUNK:
-                        block = "".join(pending)
-                        written.append(block)
-                        proc.stdin.write(block)
+                        send("".join(pending))
                         pending.clear()
                         size = 0
-                block = "".join(pending)
-                written.append(block)
-                proc.stdin.write(block)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass  # the tool stopped reading; its exit status and stderr say why
+                if pending:
+                    send("".join(pending))
+                if meanwhile is not None:
+                    meanwhile()
+                if last is not None:
+                    send(last)
             except BaseException:
                 proc.kill()
+                blocks.put(None)
+                writer.join()
                 proc.wait()
                 raise
+            blocks.put(None)
+            writer.join()
             code = proc.wait()
             if code != 0:
                 err.seek(0)
@@ -235,4 +270,17 @@ class RestoreDriver:
         return "".join(written)
 
     def close(self) -> None:
+        pass
+
+
+def _feed(proc: subprocess.Popen[str], blocks: queue.SimpleQueue[str | None]) -> None:
+    """Write ``blocks`` to ``proc``'s stdin until None, then close it. A tool that
+    stops reading (it failed, or was killed) ends the feeding; its exit status
+    tells the caller what happened."""
+    assert proc.stdin is not None
+    try:
+        while (block := blocks.get()) is not None:
+            proc.stdin.write(block)
+        proc.stdin.close()
+    except (BrokenPipeError, ValueError, OSError):
         pass
