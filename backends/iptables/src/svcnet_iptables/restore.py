@@ -72,15 +72,19 @@ def _run(argv: list[str], stdin: str | None = None, what: str = "") -> str:
     except OSError as e:
         raise BackendError(BackendErrorKind.REFUSED, f"{what or argv[0]}: {e}") from e
     if proc.returncode != 0:
-        err = subprocess.CalledProcessError(proc.returncode, argv, proc.stdout, proc.stderr)
-        kind = BackendErrorKind.REFUSED
-        text = proc.stderr.strip()
-        if "Permission denied" in text or "you must be root" in text:
-            kind = BackendErrorKind.PERMISSION
-        raise BackendError(
-            kind, f"{what or ' '.join(argv)} failed ({proc.returncode}): {text}"
-        ) from err
+        raise _failed(what or " ".join(argv), argv, proc.returncode, proc.stdout, proc.stderr)
     return proc.stdout
+
+
+def _failed(what: str, argv: list[str], code: int, stdout: str | None, stderr: str) -> BackendError:
+    """The error for a tool that exited with ``code``: PERMISSION when it says so."""
+    text = stderr.strip()
+    kind = BackendErrorKind.REFUSED
+    if "Permission denied" in text or "you must be root" in text:
+        kind = BackendErrorKind.PERMISSION
+    err = BackendError(kind, f"{what} failed ({code}): {text}")
+    err.__cause__ = subprocess.CalledProcessError(code, argv, stdout, stderr)
+    return err
 
 
 def rule_counts(netns: str | None) -> dict[str, int]:
@@ -170,10 +174,14 @@ class RestoreDriver:
                     tables[(family, table)] = parsed[table]
         return Ruleset(tables)
 
-    def restore(self, family: IPFamily, text: str) -> None:
+    def _restore_argv(self, family: IPFamily) -> tuple[str, list[str]]:
         exe = _binary(self.variant, family, "restore")
         extra = ["-w", LOCK_WAIT] if self.variant == "legacy" else []
-        _run([*netns_prefix(self.netns), exe, "--noflush", *extra], stdin=text, what=exe)
+        return exe, [*netns_prefix(self.netns), exe, "--noflush", *extra]
+
+    def restore(self, family: IPFamily, text: str) -> None:
+        exe, argv = self._restore_argv(family)
+        _run(argv, stdin=text, what=exe)
 
     def apply(self, texts: Mapping[tuple[IPFamily, str], str]) -> None:
         for (family, _table), text in texts.items():
@@ -209,9 +217,7 @@ class RestoreDriver:
         queued, before the last one (which holds ``COMMIT``). If producing a chunk
         or ``meanwhile`` raises, the process is killed before it can read
         ``COMMIT``: nothing changes."""
-        exe = _binary(self.variant, family, "restore")
-        extra = ["-w", LOCK_WAIT] if self.variant == "legacy" else []
-        argv = [*netns_prefix(self.netns), exe, "--noflush", *extra]
+        exe, argv = self._restore_argv(family)
         written: list[str] = []
         with tempfile.TemporaryFile(mode="w+") as err:
             try:
@@ -261,12 +267,7 @@ class RestoreDriver:
             code = proc.wait()
             if code != 0:
                 err.seek(0)
-                text = err.read().strip()
-                kind = BackendErrorKind.REFUSED
-                if "Permission denied" in text or "you must be root" in text:
-                    kind = BackendErrorKind.PERMISSION
-                cause = subprocess.CalledProcessError(code, argv, None, text)
-                raise BackendError(kind, f"{exe} failed ({code}): {text}") from cause
+                raise _failed(exe, argv, code, None, err.read())
         return "".join(written)
 
     def close(self) -> None:
