@@ -2,7 +2,7 @@
 
     python bench/bench_dns.py [--seconds 4] [--procs 1] [--sockets 4] [--window 32] [--no-cache]
 
-The server (svcnet.lab.dnsserver, in this process, its own threads) serves a
+The server (svcnet.dns.server, in this process, its own threads) serves a
 cluster of 200 services (ClusterIP with a named port, every 10th headless with 5
 pods) on 127.0.0.1 and a free port. Client processes (separate from the
 server's, so they do not share its interpreter lock) each drive ``--sockets`` UDP
@@ -27,7 +27,7 @@ import sys
 import time
 
 from svcnet import dns, manifests
-from svcnet.lab.dnsserver import DnsServer
+from svcnet.dns.server import DnsServer
 from svcnet.state import Apply, ClusterState
 
 SERVICES = 200

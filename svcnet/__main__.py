@@ -1,6 +1,6 @@
 """``python -m svcnet``: the ``svcnet`` command."""
 
-from svcnet.cli import main
+from svcnet.cli.main import main
 
 if __name__ == "__main__":
     main()

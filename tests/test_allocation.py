@@ -3,7 +3,6 @@ import ipaddress
 import attrs
 import pytest
 
-from svcnet.allocation import Allocations, Pool, cluster_ip_pool, pod_ip_pool
 from svcnet.errors import ConflictError, ValidationError
 from svcnet.model import (
     IPFamily,
@@ -17,6 +16,7 @@ from svcnet.model import (
     ServiceType,
     TrafficPolicy,
 )
+from svcnet.state.allocation import Allocations, Pool, cluster_ip_pool, pod_ip_pool
 
 OWNER = ObjectKey(Kind.SERVICE, "default", "a")
 

@@ -123,7 +123,7 @@ def test_console_script_entry_point() -> None:
     from importlib.metadata import entry_points
 
     (ep,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "svcnet"]
-    assert ep.value == "svcnet.cli:main"
+    assert ep.value == "svcnet.cli.main:main"
 
 
 def test_user_errors_are_one_line() -> None:
@@ -131,7 +131,7 @@ def test_user_errors_are_one_line() -> None:
     import click
     from click.testing import CliRunner
 
-    from svcnet.cli import SvcnetGroup
+    from svcnet.cli.main import SvcnetGroup
     from svcnet.errors import ValidationError
 
     @click.group(cls=SvcnetGroup)

@@ -309,7 +309,7 @@ def test_zone_cached_per_state(basic: ClusterState) -> None:
 
 
 def test_dns_basics_example_scenario() -> None:
-    from svcnet.cli import cli
+    from svcnet.cli.main import cli
 
     res = CliRunner().invoke(
         cli,
@@ -329,7 +329,7 @@ def test_dns_basics_example_scenario() -> None:
 def test_cli_dns_command(tmp_path: Any) -> None:
     import yaml
 
-    from svcnet.cli import cli
+    from svcnet.cli.main import cli
 
     path = tmp_path / "m.yaml"
     path.write_text(

@@ -1,4 +1,4 @@
-"""svcnet.lab.dnsserver: the DNS server over real UDP and TCP sockets on 127.0.0.1."""
+"""svcnet.dns.server: the DNS server over real UDP and TCP sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ dnslib = pytest.importorskip("dnslib")
 from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord  # noqa: E402
 
 from svcnet import manifests  # noqa: E402
-from svcnet.lab import dnsserver  # noqa: E402
-from svcnet.lab.dnsserver import DnsServer  # noqa: E402
+from svcnet.dns import server as dnsserver  # noqa: E402
+from svcnet.dns.server import DnsServer  # noqa: E402
 from svcnet.model import EndpointSlice, IPFamily, Service, ServicePort, SliceEndpoint, SlicePort  # noqa: E402
 from svcnet.state import Apply, ClusterState  # noqa: E402
 

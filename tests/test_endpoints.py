@@ -1,4 +1,3 @@
-from svcnet.endpoints import compute, compute_all, pod_endpoints, service_families, slice_endpoints
 from svcnet.model import (
     ZONE_LABEL,
     ClusterConfig,
@@ -15,6 +14,13 @@ from svcnet.model import (
     ServiceType,
     SliceEndpoint,
     SlicePort,
+)
+from svcnet.state.endpoints import (
+    compute,
+    compute_all,
+    pod_endpoints,
+    service_families,
+    slice_endpoints,
 )
 
 CFG = ClusterConfig()

@@ -21,7 +21,7 @@ from svcnet.lab.prober import Fate, Observation, _parse
 from svcnet.lab.traffic import Sender, Unrealisable, judge, sender_for
 from svcnet.model import Protocol
 from svcnet.probe import Verdict
-from svcnet.scenario_format import Expected, ProbeSpec, Source
+from svcnet.scenario.format import Expected, ProbeSpec, Source
 from svcnet.state import Apply, ClusterState
 
 SHARED_EXAMPLES = str(__import__("pathlib").Path(__file__).resolve().parent / "shared_examples")
@@ -222,7 +222,7 @@ def root_links() -> set[str]:
 
 def lab_pids(name: str) -> list[int]:
     out = subprocess.run(["pgrep", "-f", "podserver.py"], capture_output=True, text=True).stdout
-    from svcnet.lab.netns import netns_of
+    from svcnet.kernel.netns import netns_of
 
     return [int(p) for p in out.split() if (netns_of(int(p)) or "").startswith(f"svcnet-{name}-")]
 
@@ -232,7 +232,7 @@ def iptables_lab() -> Iterator[object]:
     if WHY_NOT:
         pytest.skip(WHY_NOT)
     from svcnet.backend import load_backend
-    from svcnet.lab.lab import Lab
+    from svcnet.lab.control import Lab
 
     lab = Lab(f"tl{os.getpid() % 100000}", load_backend("iptables"))
     try:
@@ -320,7 +320,7 @@ def test_iptables_spreads_connections_uniformly(iptables_lab: object) -> None:
 @pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "ok")
 def test_nftables_spreads_connections_uniformly() -> None:
     from svcnet.backend import load_backend
-    from svcnet.lab.lab import Lab
+    from svcnet.lab.control import Lab
 
     try:
         cls = load_backend("nftables")
@@ -341,8 +341,8 @@ def test_nftables_spreads_connections_uniformly() -> None:
 @pytest.mark.kernel
 @pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "ok")
 def test_lab_up_update_down_leaves_nothing_behind() -> None:
-    from svcnet.lab import netns
-    from svcnet.lab.lab import Lab, read_record
+    from svcnet.kernel import netns
+    from svcnet.lab.control import Lab, read_record
 
     before = root_links()
     name = f"tu{os.getpid() % 100000}"
@@ -378,8 +378,8 @@ def test_lab_up_update_down_leaves_nothing_behind() -> None:
 @pytest.mark.kernel
 @pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "ok")
 def test_down_cleans_up_after_a_crash() -> None:
-    from svcnet.lab import netns
-    from svcnet.lab.lab import down
+    from svcnet.kernel import netns
+    from svcnet.lab.control import down
 
     name = f"tc{os.getpid() % 100000}"
     script = textwrap.dedent(
@@ -387,7 +387,7 @@ def test_down_cleans_up_after_a_crash() -> None:
         import os, signal, sys
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_lab import demo_state
-        from svcnet.lab.lab import Lab
+        from svcnet.lab.control import Lab
         Lab({name!r}).up(demo_state())
         os.kill(os.getpid(), signal.SIGKILL)  # crash: no cleanup at all
         """

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 import pytest
 
 from svcnet import manifests
-from svcnet.lab import netns, topology
-from svcnet.lab.lab import resolv_conf
+from svcnet.kernel import netns, topology
+from svcnet.lab.control import resolv_conf
 from svcnet.model import Kind, ObjectKey
 from svcnet.state import Apply, ClusterState, Delete
 
@@ -99,7 +99,7 @@ def test_etc_files_are_only_resolv_conf() -> None:
 
 def test_state_file_source_reloads_on_change(tmp_path: object) -> None:
     pytest.importorskip("dnslib")
-    from svcnet.lab.dnsserver import DnsServer, StateFile
+    from svcnet.dns.server import DnsServer, StateFile
 
     path = os.path.join(str(tmp_path), "state.pickle")
     first, second = lab_state(), lab_state(EXTRA)
@@ -142,7 +142,7 @@ needs_kernel = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "ok")
 def dns_pids(lab: str) -> list[int]:
     """Running DNS servers of lab ``lab`` (their command line names its state file)."""
     out = subprocess.run(
-        ["pgrep", "-f", "svcnet.lab.dnsserver"], capture_output=True, text=True
+        ["pgrep", "-f", "svcnet.dns.server"], capture_output=True, text=True
     ).stdout
     mark = f"/run/svcnet/{lab}/state.pickle".encode()
     pids = []
@@ -198,7 +198,7 @@ def dns_lab() -> Iterator[object]:
     if WHY_NOT:
         pytest.skip(WHY_NOT)
     from svcnet.backend import load_backend
-    from svcnet.lab.lab import Lab
+    from svcnet.lab.control import Lab
 
     lab = Lab(f"td{os.getpid() % 100000}", load_backend("iptables"))
     try:
@@ -263,7 +263,7 @@ def test_names_outside_the_cluster_are_refused(dns_lab: object) -> None:
 @kernel
 @needs_kernel
 def test_dns_follows_updates_pod_removal_and_down() -> None:
-    from svcnet.lab.lab import Lab
+    from svcnet.lab.control import Lab
 
     name = f"tw{os.getpid() % 100000}"
     lab = Lab(name)  # no backend: DNS and resolv.conf do not need the rules
@@ -290,7 +290,7 @@ def test_dns_follows_updates_pod_removal_and_down() -> None:
 @kernel
 @needs_kernel
 def test_down_after_a_crash_removes_dns_servers_and_resolv_conf() -> None:
-    from svcnet.lab.lab import down
+    from svcnet.lab.control import down
 
     name = f"tx{os.getpid() % 100000}"
     script = textwrap.dedent(
@@ -298,7 +298,7 @@ def test_down_after_a_crash_removes_dns_servers_and_resolv_conf() -> None:
         import os, signal, sys
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_lab_dns import lab_state
-        from svcnet.lab.lab import Lab
+        from svcnet.lab.control import Lab
         Lab({name!r}).up(lab_state())
         os.kill(os.getpid(), signal.SIGKILL)  # crash: no cleanup at all
         """
@@ -369,7 +369,7 @@ def test_traffic_checker_asks_the_real_server() -> None:
     from svcnet.backend import load_backend
     from svcnet.lab.traffic import TrafficChecker
     from svcnet.scenario import Status
-    from svcnet.scenario_format import DnsQuery
+    from svcnet.scenario.format import DnsQuery
 
     checker = TrafficChecker(load_backend("iptables"), lab_prefix="tq")
     state = lab_state()

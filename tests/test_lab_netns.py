@@ -1,4 +1,4 @@
-"""svcnet.lab.netns: the one place that makes, deletes, lists and reaps svcnet- namespaces."""
+"""svcnet.kernel.netns: the one place that makes, deletes, lists and reaps svcnet- namespaces."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from svcnet.errors import BackendErrorKind
-from svcnet.lab import netns
+from svcnet.kernel import netns
 
 PREFIX = "svcnet-tn-"
 

@@ -2,7 +2,7 @@ import pytest
 
 from svcnet.errors import ValidationError
 from svcnet.model import Labels
-from svcnet.selectors import (
+from svcnet.state.selectors import (
     Operator,
     Requirement,
     Selector,

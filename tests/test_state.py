@@ -1,7 +1,6 @@
 import attrs
 import pytest
 
-from svcnet.endpoints import compute_all
 from svcnet.errors import ConflictError, NotFoundError, ValidationError
 from svcnet.model import (
     ZONE_LABEL,
@@ -20,6 +19,7 @@ from svcnet.model import (
     SlicePort,
 )
 from svcnet.state import Apply, Changed, ClusterState, Configure, Delete, step
+from svcnet.state.endpoints import compute_all
 
 NODE = Node(
     "a", labels={ZONE_LABEL: "z1"}, pod_cidrs=("10.244.1.0/24",), addresses=("192.168.0.1",)

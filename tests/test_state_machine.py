@@ -6,7 +6,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from svcnet.endpoints import compute_all
 from svcnet.errors import SvcnetError
 from svcnet.model import (
     ZONE_LABEL,
@@ -28,6 +27,7 @@ from svcnet.model import (
     TrafficPolicy,
 )
 from svcnet.state import Apply, ClusterState, Delete, Event
+from svcnet.state.endpoints import compute_all
 
 settings.register_profile(
     "svcnet-state",

@@ -2,8 +2,8 @@
 
 I/O lives here (namespaces, veth links, routes, pod server processes, sockets),
 never in the core. :mod:`svcnet.lab.topology` is the pure part (what to build);
-:mod:`svcnet.lab.lab` builds and tears down (:class:`~svcnet.lab.lab.Lab`,
-:func:`~svcnet.lab.lab.down`); :mod:`svcnet.lab.prober` sends probes as real
+:mod:`svcnet.lab.control` builds and tears down (:class:`~svcnet.lab.control.Lab`,
+:func:`~svcnet.lab.control.down`); :mod:`svcnet.lab.prober` sends probes as real
 packets and checks scenario probes (``svcnet scenario run --traffic``);
 :mod:`svcnet.lab.demo` is ``svcnet demo``. Submodules are imported on demand,
 so ``import svcnet.lab`` costs nothing.

@@ -185,7 +185,7 @@ def pick_backend(state: ClusterState, say: Say) -> type[Backend]:
 def _self_check(name: str, state: ClusterState) -> str | None:
     """Install the demo plan in a scratch namespace and compare a few probes with
     the reference semantics; the first problem, or None."""
-    from svcnet.lab import netns
+    from svcnet.kernel import netns
 
     scratch = f"svcnet-{LAB}chk{os.getpid()}"
     try:
@@ -214,7 +214,7 @@ def _self_check(name: str, state: ClusterState) -> str | None:
 def run_kernel(state: ClusterState, count: int, say: Say) -> DemoResult:
     """The demo with real packets in a lab (always torn down)."""
     from svcnet.lab import prober
-    from svcnet.lab.lab import Lab
+    from svcnet.lab.control import Lab
     from svcnet.lab.topology import ext_netns
 
     backend = pick_backend(state, say)
@@ -315,7 +315,7 @@ def run(
     say: Say | None = None,
     force_memory: bool = False,
 ) -> DemoResult:
-    from svcnet.lab.netns import is_root
+    from svcnet.kernel.netns import is_root
 
     say = say or (lambda m: print(m, file=sys.stderr))
     state = load_state(directory)

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 
 import attrs
 
-from svcnet.lab import netns
+from svcnet.kernel import netns
 from svcnet.lab.topology import EXT_UNDERLAY_IP, Topology, ext_netns
 from svcnet.model import Protocol
 

@@ -41,14 +41,15 @@ import attrs
 
 from svcnet import dns
 from svcnet.backend import Backend
-from svcnet.lab import netns, prober
-from svcnet.lab.lab import DNS_PORT, Lab
+from svcnet.kernel import netns
+from svcnet.lab import prober
+from svcnet.lab.control import DNS_PORT, Lab
 from svcnet.lab.prober import Fate, Observation
 from svcnet.lab.topology import Topology, ext_netns
 from svcnet.model import IPFamily, Protocol, parse_endpoint
 from svcnet.probe import Probe, Verdict
 from svcnet.scenario import ProbeSpec, Scenario, Status
-from svcnet.scenario_format import DnsQuery, dns_text, norm_record
+from svcnet.scenario.format import DnsQuery, dns_text, norm_record
 from svcnet.state import ClusterState
 
 _counter = itertools.count(1)

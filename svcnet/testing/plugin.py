@@ -59,8 +59,8 @@ def kernel_unavailable() -> str | None:
 
 def create_netns(prefix: str = NETNS_PREFIX) -> str:
     """Create a fresh namespace ``<prefix><pid>-<n>`` with loopback up (``prefix``
-    starts with ``svcnet-``; see :func:`svcnet.lab.netns.fresh`)."""
-    from svcnet.lab import netns
+    starts with ``svcnet-``; see :func:`svcnet.kernel.netns.fresh`)."""
+    from svcnet.kernel import netns
 
     return netns.fresh(prefix)
 
@@ -68,7 +68,7 @@ def create_netns(prefix: str = NETNS_PREFIX) -> str:
 def delete_netns(name: str) -> None:
     """Delete a namespace :func:`create_netns` made (only ``svcnet-`` names; one
     already gone is no error)."""
-    from svcnet.lab import netns
+    from svcnet.kernel import netns
 
     netns.delete(name)
 
@@ -79,7 +79,7 @@ class NetnsFactory:
     ``cleanup()``/``close()``) or at the latest by :meth:`close`."""
 
     def __init__(self, backend: type[Backend], prefix: str = NETNS_PREFIX) -> None:
-        from svcnet.lab import netns
+        from svcnet.kernel import netns
 
         self.backend = backend
         self.capabilities = backend.capabilities
@@ -232,7 +232,7 @@ def svcnet_netns() -> Iterator[str]:
     reason = kernel_unavailable()
     if reason is not None:
         pytest.skip(reason)
-    from svcnet.lab import netns
+    from svcnet.kernel import netns
 
     with netns.scratch(NETNS_PREFIX) as name:
         yield name

@@ -12,7 +12,7 @@ from svcnet import manifests, semantics
 from svcnet.backend import Backend
 from svcnet.model import IPFamily
 from svcnet.probe import Outcome, Probe, SourceKind, Verdict
-from svcnet.scenario_format import API_VERSION
+from svcnet.scenario.format import API_VERSION
 from svcnet.state import ClusterState
 
 __all__ = [

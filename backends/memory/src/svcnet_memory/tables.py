@@ -34,7 +34,7 @@ class Tables:
     # Every installed service, by reference: needed to remove it again.
     services: dict[ServiceRef, ServicePlan] = attrs.Factory(dict)
     # frontend -> the services claiming it -> (frontend, port plan); when several
-    # services claim one frontend the first reference wins (see svcnet.compiler).
+    # services claim one frontend the first reference wins (see svcnet.plan.compile).
     frontends: dict[FrontendKey, dict[ServiceRef, tuple[Frontend, PortPlan]]] = attrs.Factory(dict)
     # ClusterIPs of proxied services (a port they do not define: reject) ...
     cluster_ips: dict[str, set[ServiceRef]] = attrs.Factory(dict)

@@ -1,8 +1,8 @@
 """A real DNS server for the cluster's Service names (I/O; needs ``svcnet[dns]``).
 
-It answers from :mod:`svcnet.dns` over UDP and TCP, for the state a callable
+It answers from :mod:`svcnet.dns.records` over UDP and TCP, for the state a callable
 returns at the moment of each query, so it follows updates (the zone is updated
-incrementally with :meth:`svcnet.dns.Zone.update` when the state object changes).
+incrementally with :meth:`svcnet.dns.records.Zone.update` when the state object changes).
 
 Behaviour:
 
@@ -33,10 +33,10 @@ namespace: they are created by a short-lived thread that entered it with setns
 
 As a process (the lab runs one per node, inside the node's namespace)::
 
-    python -m svcnet.lab.dnsserver --state /run/svcnet/LAB/state.pickle \
+    python -m svcnet.dns.server --state /run/svcnet/LAB/state.pickle \
         --listen 192.168.56.11:53 [--netns svcnet-LAB-n-node-a]
 
-serves the state pickled in ``--state`` (written by :class:`svcnet.lab.lab.Lab`),
+serves the state pickled in ``--state`` (written by :class:`svcnet.lab.control.Lab`),
 reloading it when the file changes (checked on every query) or on SIGHUP; it
 prints ``ready`` once bound and stops on SIGTERM. Other names are REFUSED.
 """

@@ -1,7 +1,7 @@
 """Writing :mod:`svcnet.model` objects back as Kubernetes v1 manifests.
 
-The inverse of :func:`svcnet.manifests.parse_object`: ``parse_object(to_manifest(x))
-== x`` for every parsed ``x`` (see the decisions in :mod:`svcnet.manifests`).
+The inverse of :func:`svcnet.manifests.parse.parse_object`: ``parse_object(to_manifest(x))
+== x`` for every parsed ``x`` (see the decisions in :mod:`svcnet.manifests.parse`).
 """
 
 from __future__ import annotations

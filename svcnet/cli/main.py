@@ -140,17 +140,17 @@ def scenario_run(files: Sequence[str], backend_name: str, as_json: bool, traffic
         click.get_current_context().exit(1)
 
 
-from svcnet.cli_dns import dns as _dns_cmd  # noqa: E402  (the `svcnet dns` command)
+from svcnet.cli.dns import dns as _dns_cmd  # noqa: E402  (the `svcnet dns` command)
 
 cli.add_command(_dns_cmd)
 
-from svcnet.cli_lab import demo, lab_group, port_forward  # noqa: E402  (lab commands)
+from svcnet.cli.lab import demo, lab_group, port_forward  # noqa: E402  (lab commands)
 
 cli.add_command(lab_group)
 cli.add_command(demo)
 cli.add_command(port_forward)
 
-from svcnet.cli_objects import register as _register_objects  # noqa: E402  (store commands)
+from svcnet.cli.objects import register as _register_objects  # noqa: E402  (store commands)
 
 _register_objects(cli)  # --store PATH, apply, delete, get, describe, config, plan, diff, ...
 

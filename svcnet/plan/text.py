@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from svcnet.plan import Plan, PortPlan
+    from svcnet.plan.types import Plan, PortPlan
 
 __all__ = ["render_plan", "render_port"]
 

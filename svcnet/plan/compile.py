@@ -1,6 +1,6 @@
 """compile(state, node) -> Plan, and its incremental form update().
 
-Re-exported by :mod:`svcnet.plan` (``svcnet.plan.compile``/``update``); the plan
+Re-exported by :mod:`svcnet.plan.types` (``svcnet.plan.types.compile``/``update``); the plan
 module's docstring says how a data plane reads what is built here. The rules
 (SEMANTICS.md) are folded into each :class:`PortPlan` ahead of time: the
 endpoint sets of this node, and one :class:`Route` per (internal or external
@@ -48,7 +48,7 @@ from svcnet.model import (
     SessionAffinity,
     TrafficPolicy,
 )
-from svcnet.plan import (
+from svcnet.plan.types import (
     DROP,
     REJECT,
     Action,

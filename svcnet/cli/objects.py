@@ -1,7 +1,7 @@
 """kubectl-like commands over the CLI's store (I/O): ``apply``, ``delete``, ``get``,
 ``describe``, ``config``, ``plan``, ``diff``, ``sync``, ``trace``.
 
-Registered in :mod:`svcnet.cli` by :func:`register`, which also gives the group its
+Registered in :mod:`svcnet.cli.main` by :func:`register`, which also gives the group its
 ``--store PATH`` option (default ``$SVCNET_STORE`` or
 ``~/.local/share/svcnet/store.db``). Every command that changes the state runs
 inside :meth:`svcnet.store.Store.modify`: the store is locked from load to save,
@@ -22,7 +22,7 @@ import yaml
 
 from svcnet import manifests, semantics
 from svcnet import plan as plan_mod
-from svcnet.cli_views import (
+from svcnet.cli.views import (
     _endpoints_manifest,
     _get,
     _rows,
@@ -62,7 +62,7 @@ SHORT = {
 
 
 def _error(message: str, exit_code: int = 1) -> click.ClickException:
-    from svcnet.cli import CliError  # late: svcnet.cli imports this module
+    from svcnet.cli.main import CliError  # late: svcnet.cli.main imports this module
 
     return CliError(message, exit_code)
 
@@ -280,7 +280,7 @@ def _config_text(config: ClusterConfig) -> str:
 
 
 def _config_from_file(path: str, current: ClusterConfig) -> ClusterConfig:
-    from svcnet.scenario_format import _config, _Where  # the scenario format's reader
+    from svcnet.scenario.format import _config, _Where  # the scenario format's reader
 
     text, name = next(_files([path]))
     try:
@@ -412,7 +412,7 @@ backend_option = click.option("--backend", "backend_name", required=True, metava
 @host_option
 def diff_cmd(node: str | None, backend_name: str, lab: str | None, host: bool) -> None:
     """What the next `svcnet sync` would change (vs the plan synced last)."""
-    from svcnet.cli import backend_class
+    from svcnet.cli.main import backend_class
 
     cls = backend_class(backend_name)
     target = _target(cls, lab, host)
@@ -437,7 +437,7 @@ def diff_cmd(node: str | None, backend_name: str, lab: str | None, host: bool) -
 @click.option("--yes", is_flag=True, help="Do not ask before programming this host.")
 def sync_cmd(node: str | None, backend_name: str, lab: str | None, host: bool, yes: bool) -> None:
     """Install the current plan with a backend (memory, a lab's nodes, or --host)."""
-    from svcnet.cli import backend_class
+    from svcnet.cli.main import backend_class
 
     cls = backend_class(backend_name)
     target = _target(cls, lab, host)
@@ -558,7 +558,7 @@ def trace_cmd(source: str, to: str, node: str | None, backend_name: str | None) 
     expected = semantics.evaluate(state, probe)
     click.echo(f"semantics: {expected}")
     if backend_name is not None:
-        from svcnet.cli import backend_class, backend_factory
+        from svcnet.cli.main import backend_class, backend_factory
         from svcnet.scenario import same_outcome
 
         cls = backend_class(backend_name)

@@ -1,6 +1,6 @@
 """Scenario files: load, run against a backend, report.
 
-The format and its strict parsing are :mod:`svcnet.scenario_format` (re-exported
+The format and its strict parsing are :mod:`svcnet.scenario.format` (re-exported
 here). Running drives one backend per node through a factory
 ``make_backend(node)``: a node's backend is created when the node first appears,
 installs the node's plan after every accepted ``apply``/``delete``, and is cleaned
@@ -15,7 +15,7 @@ every expectation after it fails as not run; a file that does not load is one
 failure plus one per expectation it seems to hold.
 
 I/O here is limited to reading scenario files and, for kernel backends, the
-namespaces of :func:`kernel_namespaces` (made and deleted by :mod:`svcnet.lab.netns`).
+namespaces of :func:`kernel_namespaces` (made and deleted by :mod:`svcnet.kernel.netns`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from svcnet.errors import ScenarioError, SvcnetError
 from svcnet.model import IPFamily
 from svcnet.plan import Plan
 from svcnet.probe import Outcome, Probe, SourceKind, Verdict
-from svcnet.scenario_format import (
+from svcnet.scenario.format import (
     API_VERSION,
     DnsQuery,
     Expected,
@@ -682,7 +682,7 @@ def kernel_namespaces(backend: type[Backend]) -> Iterator[BackendFactory]:
     """A factory making ``backend(node, netns=...)`` in a new ``svcnet-sc-<pid>-<n>``
     namespace per node; every namespace made is deleted on exit, also on failure
     (namespaces left by runs that died are reaped first)."""
-    from svcnet.lab import netns
+    from svcnet.kernel import netns
 
     reap_orphan_namespaces()
     with netns.Namespaces(SCENARIO_NETNS_PREFIX) as spaces:
@@ -696,6 +696,6 @@ def kernel_namespaces(backend: type[Backend]) -> Iterator[BackendFactory]:
 def reap_orphan_namespaces() -> list[str]:
     """Delete ``svcnet-sc-<pid>-<n>`` namespaces whose creating process is gone (a run
     killed with SIGKILL cannot clean up after itself). Returns the names deleted."""
-    from svcnet.lab import netns
+    from svcnet.kernel import netns
 
     return netns.reap_orphans(SCENARIO_NETNS_PREFIX)

@@ -1,5 +1,5 @@
 """Formatting for the kubectl-like commands (pure): ``get`` tables and manifests,
-``describe`` text. Used by :mod:`svcnet.cli_objects`."""
+``describe`` text. Used by :mod:`svcnet.cli.objects`."""
 
 from __future__ import annotations
 

@@ -11,14 +11,14 @@ A step runs in a private, short-lived :class:`_Txn` that rebinds persistent
 values (never mutating one that the old state holds), in three phases:
 
 1. apply each object (nodes of an Apply first, so pods in the same batch can
-   get IPs from them), allocating through :mod:`svcnet.allocation`
+   get IPs from them), allocating through :mod:`svcnet.state.allocation`
    (ClusterIPs, NodePorts, LoadBalancer addresses, pod IPs; replacing an object
    keeps what was allocated to it) and updating the indexes;
 2. collect the services whose endpoints may have changed: a pod event reaches
    only services selecting the pod (services are indexed per namespace by one
    ``(key, value)`` pair of their selector), a node event the services of the
    pods on that node, a slice event its service, a service event itself;
-3. recompute the endpoints of just those services (:mod:`svcnet.endpoints`;
+3. recompute the endpoints of just those services (:mod:`svcnet.state.endpoints`;
    candidate pods come from the ``(namespace, key, value)`` pod index), and
    record what changed in a bounded ring (``changed_since``).
 
@@ -39,8 +39,6 @@ from typing import Any
 import attrs
 from pyrsistent import PMap, PSet, PVector, pmap, pset, pvector
 
-from svcnet import endpoints as _ep
-from svcnet.allocation import Allocations
 from svcnet.errors import NotFoundError, ValidationError
 from svcnet.model import (
     ClusterConfig,
@@ -54,6 +52,8 @@ from svcnet.model import (
     Service,
     ServiceType,
 )
+from svcnet.state import endpoints as _ep
+from svcnet.state.allocation import Allocations
 
 LOG_SIZE = 4096  # revisions changed_since can answer for
 

@@ -48,9 +48,9 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from svcnet import endpoints as _ep
 from svcnet.model import Endpoint, Pod, Service, ServicePort, ServiceType
 from svcnet.state import ClusterState
+from svcnet.state import endpoints as _ep
 
 __all__ = [
     "SCHEMA_VERSION",

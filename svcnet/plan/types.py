@@ -11,7 +11,7 @@ How a data plane reads a plan, for a packet arriving at the plan's node:
 1. If the destination is a frontend (``PortPlan.frontends``: address, port and
    the port's protocol) of some port, that port handles it (a frontend is listed
    once in a plan: when services claim the same one, the compiler keeps only the
-   winner's, see :mod:`svcnet.compiler`):
+   winner's, see :mod:`svcnet.plan.compile`):
    a. a ``LOAD_BALANCER`` frontend with ``source_ranges``: a source outside
       every range is dropped, before anything else;
    b. the source is classified (``SourceKind``): POD if inside
@@ -45,7 +45,7 @@ from svcnet.model import IPFamily, Protocol, format_endpoint
 from svcnet.probe import SourceKind
 
 if TYPE_CHECKING:
-    from svcnet.compiler import FrontendIndex
+    from svcnet.plan.compile import FrontendIndex
     from svcnet.state import ClusterState
 
 
@@ -271,7 +271,7 @@ class Plan:
         )
 
     def __str__(self) -> str:
-        from svcnet.plan_text import render_plan
+        from svcnet.plan.text import render_plan
 
         return render_plan(self)
 
@@ -309,12 +309,12 @@ class Changes:
         return "\n".join(lines) if lines else "(no changes)"
 
 
-# -- compiling (the compiler lives in svcnet.compiler; these are its public names) --
+# -- compiling (the compiler lives in svcnet.plan.compile; these are its public names) --
 
 
 def compile(state: ClusterState, node: str) -> Plan:
     """The plan of ``node`` for ``state`` (pure; ``Plan.revision = state.revision``)."""
-    from svcnet.compiler import compile_plan
+    from svcnet.plan.compile import compile_plan
 
     return compile_plan(state, node)
 
@@ -326,7 +326,7 @@ def update(plan: Plan, old_state: ClusterState, new_state: ClusterState) -> Plan
     unknown, the configuration changed, a node change matters here (this node's
     addresses, any zone label), or ``plan`` was not built by compile()/update() (no
     ``claims``). Equal to ``compile(new_state, plan.node)``."""
-    from svcnet.compiler import update_plan
+    from svcnet.plan.compile import update_plan
 
     return update_plan(plan, old_state, new_state)
 
@@ -334,6 +334,6 @@ def update(plan: Plan, old_state: ClusterState, new_state: ClusterState) -> Plan
 def advance(plan: Plan, old_state: ClusterState, new_state: ClusterState) -> tuple[Plan, Changes]:
     """:func:`update` and the :class:`Changes` from ``plan`` to its result (cheap:
     only the recompiled services are compared)."""
-    from svcnet.compiler import advance as _advance
+    from svcnet.plan.compile import advance as _advance
 
     return _advance(plan, old_state, new_state)

@@ -6,7 +6,7 @@ service's namespace; services without one from the EndpointSlices labelled
 service-port name (``""`` for an unnamed port), is a sorted tuple of
 :class:`~svcnet.model.Endpoint` with no two for the same ``ip:port``.
 
-:func:`compute` is used incrementally by :mod:`svcnet.state` (with candidate
+:func:`compute` is used incrementally by :mod:`svcnet.state.cluster` (with candidate
 pods from its indexes) and from scratch by :func:`compute_all` (the reference
 the tests compare the incremental result with).
 """

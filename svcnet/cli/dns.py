@@ -63,7 +63,7 @@ def dns_cmd(query: str, qtype: str, from_pod: str | None, files: Sequence[str]) 
     if files:
         state = _state_from_files(files)
     else:
-        from svcnet.cli_objects import current_store
+        from svcnet.cli.objects import current_store
 
         state = current_store().load()
     pod = None
@@ -84,4 +84,4 @@ def dns_cmd(query: str, qtype: str, from_pod: str | None, files: Sequence[str]) 
         click.echo(record)
 
 
-dns = dns_cmd  # the name svcnet.cli registers
+dns = dns_cmd  # the name svcnet.cli.main registers

@@ -6,7 +6,7 @@ Pure: :func:`parse_scenario` turns the text of a scenario file into a
 (``f.yaml: step 2: expect[0].from: ...``). Manifests in ``apply``/``delete``
 steps are kept as documents: they are parsed when the step runs, so that an
 ``apply`` with ``error:`` can expect a validation error. Reading files and
-running scenarios is :mod:`svcnet.scenario`'s job.
+running scenarios is :mod:`svcnet.scenario.run`'s job.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 A :class:`Selector` is a conjunction of :class:`Requirement` values; the empty
 selector matches everything (as in Kubernetes). A Service whose selector is
-empty is treated by :mod:`svcnet.state` as having no selector (Kubernetes
+empty is treated by :mod:`svcnet.state.cluster` as having no selector (Kubernetes
 stores ``selector: {}`` as no selector).
 """
 

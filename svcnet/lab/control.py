@@ -9,7 +9,7 @@ what a crashed run left: it finds the lab's namespaces by their
 ``svcnet-<lab>-`` prefix and kills the server processes recorded in
 ``/run/svcnet/<lab>/lab.json`` or running in those namespaces.
 
-Service DNS: every node runs ``python -m svcnet.lab.dnsserver`` in its namespace,
+Service DNS: every node runs ``python -m svcnet.dns.server`` in its namespace,
 listening on the node's address (the pods' gateway) port 53, UDP and TCP, and
 answering from the state the lab pickles in ``/run/svcnet/<lab>/state.pickle``
 (re-read when it changes); names outside the cluster's zones are REFUSED. Every
@@ -36,8 +36,8 @@ from typing import IO, Any
 from svcnet import dns as dns_mod
 from svcnet import plan as plan_mod
 from svcnet.backend import Backend
-from svcnet.lab import netns
-from svcnet.lab.netns import LabError
+from svcnet.kernel import netns
+from svcnet.kernel.netns import LabError
 from svcnet.lab.topology import (
     ANYIP_TABLE,
     EXT_UNDERLAY_IP,
@@ -57,7 +57,7 @@ from svcnet.state import ClusterState
 RUN_DIR = "/run/svcnet"
 POD_ROUTE_PROTO = 201
 SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "podserver.py")
-DNS_MODULE = "svcnet.lab.dnsserver"
+DNS_MODULE = "svcnet.dns.server"
 DNS_PORT = 53
 # the folder holding the svcnet package, the DNS server's working directory
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

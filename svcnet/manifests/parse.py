@@ -50,7 +50,7 @@ from typing import Any, NoReturn, TypeVar
 import yaml
 
 from svcnet.errors import ManifestError, ValidationError
-from svcnet.manifest_writer import API_VERSIONS, to_manifest
+from svcnet.manifests.write import API_VERSIONS, to_manifest
 from svcnet.model import (
     DEFAULT_AFFINITY_TIMEOUT,
     SERVICE_NAME_LABEL,

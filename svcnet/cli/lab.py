@@ -1,7 +1,7 @@
 """The lab's commands: ``svcnet lab up|down|status|exec``, ``svcnet demo``,
 ``svcnet port-forward``, and ``svcnet scenario run --traffic`` (I/O).
 
-Registered in :mod:`svcnet.cli`. The lab's record (``/run/svcnet/<lab>/lab.json``)
+Registered in :mod:`svcnet.cli.main`. The lab's record (``/run/svcnet/<lab>/lab.json``)
 keeps the manifests and the backend, so every command can rebuild what it needs.
 """
 
@@ -18,14 +18,14 @@ import click
 
 
 def _error(message: str, exit_code: int = 1) -> click.ClickException:
-    """svcnet.cli's CliError (imported late: svcnet.cli imports this module)."""
-    from svcnet.cli import CliError
+    """svcnet.cli.main's CliError (imported late: svcnet.cli.main imports this module)."""
+    from svcnet.cli.main import CliError
 
     return CliError(message, exit_code)
 
 
 def backend_class(name: str) -> Any:
-    from svcnet.cli import backend_class as real
+    from svcnet.cli.main import backend_class as real
 
     return real(name)
 
@@ -74,7 +74,7 @@ def _state_of(docs: list[Any]) -> Any:
 
 
 def _record(name: str) -> dict[str, Any]:
-    from svcnet.lab.lab import read_record
+    from svcnet.lab.control import read_record
 
     record = read_record(name)
     if not record:
@@ -119,7 +119,7 @@ name_option = click.option(
 )
 def lab_up(paths: Sequence[str], name: str, backend_name: str) -> None:
     """Build (or update) a lab from manifest FILEs or directories."""
-    from svcnet.lab.lab import Lab
+    from svcnet.lab.control import Lab
 
     _need_root("svcnet lab up")
     cls = backend_class(backend_name)
@@ -142,7 +142,7 @@ def lab_up(paths: Sequence[str], name: str, backend_name: str) -> None:
 @name_option
 def lab_down(name: str) -> None:
     """Remove a lab: processes, namespaces, record (also after a crash)."""
-    from svcnet.lab.lab import down
+    from svcnet.lab.control import down
 
     _need_root("svcnet lab down")
     removed = down(name)
@@ -157,8 +157,8 @@ def lab_down(name: str) -> None:
 @name_option
 def lab_status(name: str) -> None:
     """Show a lab's namespaces and pod servers."""
-    from svcnet.lab import netns
-    from svcnet.lab.lab import read_record
+    from svcnet.kernel import netns
+    from svcnet.lab.control import read_record
     from svcnet.lab.topology import prefix
 
     record = read_record(name)
@@ -261,7 +261,7 @@ def port_forward(name: str, origin: str, address: str, destination: str, ports: 
     IP), svc/NS/NAME (its ClusterIP) or pod/NS/NAME; connections are made from
     the external client (default), a node or a pod, through the lab's rules.
     Only a user-space listener is opened on the host. Ctrl-C stops."""
-    from svcnet.lab import netns
+    from svcnet.kernel import netns
     from svcnet.lab.topology import ext_netns
 
     _need_root("svcnet port-forward")

@@ -1,0 +1,1 @@
+"""The `svcnet` command: one package, explicit registration."""

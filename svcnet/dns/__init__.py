@@ -1,0 +1,49 @@
+"""Service DNS: records and resolution (pure, :mod:`svcnet.dns.records`); the server
+(I/O, :mod:`svcnet.dns.server`).
+"""
+
+from __future__ import annotations
+
+from svcnet.dns.records import (
+    NDOTS,
+    NOERROR,
+    NXDOMAIN,
+    REFUSED,
+    SCHEMA_VERSION,
+    Answer,
+    NsName,
+    Record,
+    Zone,
+    dashed,
+    lookup,
+    records,
+    resolve,
+    reverse_name,
+    reverse_zones,
+    search_names,
+    search_path,
+    service_records,
+    zone_for,
+)
+
+__all__ = [
+    "NDOTS",
+    "NOERROR",
+    "NXDOMAIN",
+    "REFUSED",
+    "SCHEMA_VERSION",
+    "Answer",
+    "NsName",
+    "Record",
+    "Zone",
+    "dashed",
+    "lookup",
+    "records",
+    "resolve",
+    "reverse_name",
+    "reverse_zones",
+    "search_names",
+    "search_path",
+    "service_records",
+    "zone_for",
+]

@@ -1,0 +1,2 @@
+"""Kernel plumbing for the lab, the harness, the scenario runner and backends: network
+namespaces, entering them, capability checks (I/O)."""

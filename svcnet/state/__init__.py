@@ -1,0 +1,30 @@
+"""Cluster state and its pure transitions: events, selectors, endpoints, allocation.
+"""
+
+from __future__ import annotations
+
+from svcnet.state.cluster import (
+    LOG_SIZE,
+    Apply,
+    Changed,
+    ClusterState,
+    Configure,
+    Delete,
+    EndpointMap,
+    Event,
+    NsName,
+    step,
+)
+
+__all__ = [
+    "LOG_SIZE",
+    "Apply",
+    "Changed",
+    "ClusterState",
+    "Configure",
+    "Delete",
+    "EndpointMap",
+    "Event",
+    "NsName",
+    "step",
+]
