@@ -20,7 +20,8 @@ from collections.abc import Iterator
 import pytest
 
 from svcnet import manifests
-from svcnet.kernel import netns, topology
+from svcnet.kernel import netns
+from svcnet.lab import topology
 from svcnet.lab.control import resolv_conf
 from svcnet.model import Kind, ObjectKey
 from svcnet.state import Apply, ClusterState, Delete
