@@ -586,3 +586,44 @@ def test_headless_srv_weights(readiness: list[tuple[bool, str]], port: int) -> N
         assert zone.lookup(dns.reverse_name(ip), "PTR").records == (
             f"{h or dns.dashed(ip)}.{base}.",
         )
+
+
+# -- names off the wire: labels ------------------------------------------------------
+
+
+def test_wire_labels_checks_rfc1035_limits() -> None:
+    assert dns.wire_labels([b"Cache", b"DATA", b"svc"]) == ("cache", "data", "svc")
+    assert dns.wire_labels([]) == ()
+    assert dns.wire_labels([b"a" * 63]) == ("a" * 63,)
+    assert dns.wire_labels([b"a" * 64]) is None
+    assert dns.wire_labels([b""]) is None
+    # 255 octets on the wire: 4 labels of 62 (63 octets each) + 1 of 1 (2) + root (1)
+    assert dns.wire_labels([b"a" * 62] * 4 + [b"b"]) is not None
+    assert dns.wire_labels([b"a" * 62] * 4 + [b"bb"]) is None
+    # only ASCII letters are folded; other octets are kept as they are
+    assert dns.wire_labels([b"\xc0A"]) == ("\xc0a",)
+
+
+def test_lookup_labels_compares_label_by_label(basic: ClusterState) -> None:
+    zone = dns.zone_for(basic)
+    name = "cache.data.svc.cluster.local"
+    assert zone.lookup_labels(name.split("."), "A") == zone.lookup(name, "A")
+    assert zone.lookup_labels(name.upper().split("."), "A").records == ("10.96.3.3",)
+    # the whole name as one label: outside every zone
+    one = zone.lookup_labels([name], "A")
+    assert (one.rcode, one.records, one.zone) == ("REFUSED", (), "")
+    # a dotted label inside the cluster domain: a name that does not exist
+    inner = zone.lookup_labels(["cache.data", "svc", "cluster", "local"], "A")
+    assert (inner.rcode, inner.records, inner.zone) == ("NXDOMAIN", (), "cluster.local")
+    assert inner.name == "cache\\.data.svc.cluster.local"
+    # a dotted label that ends like the domain is not in it
+    assert zone.lookup_labels(["a.cluster", "local"], "A").rcode == "REFUSED"
+    assert zone.lookup_labels([], "A").rcode == "REFUSED"
+
+
+@pytest.mark.parametrize("qtype", ["0", "1234", "65280", "65535", "ANY", "", "OPT"])
+def test_types_without_records_get_an_empty_answer(basic: ClusterState, qtype: str) -> None:
+    zone = dns.zone_for(basic)
+    a = zone.lookup("cache.data.svc.cluster.local", qtype)
+    assert (a.rcode, a.records) == ("NOERROR", ())
+    assert zone.lookup("nothing.data.svc.cluster.local", qtype).rcode == "NXDOMAIN"

@@ -6,6 +6,7 @@ import contextlib
 import os
 import secrets
 import socket
+import struct
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -334,3 +335,67 @@ def test_serves_inside_a_network_namespace(holder: Holder) -> None:
             srv.stop()
     finally:
         subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+# -- what is not a plain query ----------------------------------------------------------
+
+
+def _wire_query(labels: list[bytes], qtype: int = 1, flags: int = 0x0100) -> bytes:
+    name = b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
+    return struct.pack("!HHHHHH", 0x4242, flags, 1, 0, 0, 0) + name + struct.pack("!HH", qtype, 1)
+
+
+def _exchange(srv: DnsServer, data: bytes) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.0)
+        s.sendto(data, ("127.0.0.1", srv.port))
+        try:
+            return s.recv(65535)
+        except TimeoutError:
+            return None
+
+
+CACHE = [b"cache", b"data", b"svc", b"cluster", b"local"]
+
+
+def test_responses_are_not_answered(server: DnsServer) -> None:
+    assert _exchange(server, _wire_query(CACHE, flags=0x8100)) is None
+    assert server.dropped == 1
+    assert answers(ask(server, "cache.data.svc.cluster.local")) == {"10.96.3.3"}
+
+
+@pytest.mark.parametrize("opcode", [1, 2, 4, 5, 15])
+def test_other_opcodes_get_notimp(server: DnsServer, opcode: int) -> None:
+    reply = _exchange(server, _wire_query(CACHE, flags=0x0100 | opcode << 11))
+    assert reply is not None
+    r = DNSRecord.parse(reply)
+    assert (r.header.rcode, r.header.opcode, r.header.qr, r.rr) == (RCODE.NOTIMP, opcode, 1, [])
+
+
+@pytest.mark.parametrize("qtype", [0, 1234, 65280, 65535])
+def test_unknown_types_get_an_empty_answer(server: DnsServer, qtype: int) -> None:
+    reply = _exchange(server, _wire_query(CACHE, qtype))
+    nx = _exchange(server, _wire_query([b"nothing", *CACHE[1:]], qtype))
+    assert reply is not None and nx is not None
+    r, n = DNSRecord.parse(reply), DNSRecord.parse(nx)
+    assert (r.header.rcode, r.rr, r.q.qtype) == (RCODE.NOERROR, [], qtype)
+    assert r.auth[0].rtype == QTYPE.SOA  # NODATA, negatively cacheable
+    assert n.header.rcode == RCODE.NXDOMAIN
+    assert server.errors == 0
+
+
+def test_over_long_names_get_formerr(server: DnsServer) -> None:
+    for labels in ([b"a" * 63] * 3 + [b"b" * 60] + CACHE, [b"a" * 64, *CACHE]):
+        reply = _exchange(server, _wire_query(labels))
+        assert reply is not None and reply[:2] == b"\x42\x42"
+        assert reply[3] & 0x0F == RCODE.FORMERR and reply[2] & 0x80
+    assert server.errors == 0
+
+
+def test_a_label_holding_a_dot_is_not_the_dotted_name(server: DnsServer) -> None:
+    whole = _exchange(server, _wire_query([b"cache.data.svc.cluster.local"]))
+    inner = _exchange(server, _wire_query([b"cache.data", *CACHE[2:]]))
+    assert whole is not None and inner is not None
+    assert DNSRecord.parse(whole).header.rcode == RCODE.REFUSED
+    assert DNSRecord.parse(inner).header.rcode == RCODE.NXDOMAIN
+    assert DNSRecord.parse(inner).rr == []

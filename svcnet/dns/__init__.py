@@ -23,6 +23,7 @@ from svcnet.dns.records import (
     search_names,
     search_path,
     service_records,
+    wire_labels,
     zone_for,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "search_names",
     "search_path",
     "service_records",
+    "wire_labels",
     "zone_for",
 ]

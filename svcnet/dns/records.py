@@ -37,6 +37,13 @@ Deliberately not served: the deprecated ``<a-b-c-d>.<ns>.pod.<d>`` records.
 the services ``new.changed_since(old.revision)`` names. :func:`lookup` answers one
 fully qualified query, :func:`resolve` a query as a pod's resolver makes it (glibc
 with ``search <ns>.svc.<d> svc.<d> <d>`` and ``ndots:5``).
+
+Names off the wire are lists of labels, and are compared label by label:
+:func:`wire_labels` checks them (1..63 octets a label, 255 octets in all, as RFC 1035
+limits them; None: a format error) and :meth:`Zone.lookup_labels` answers them, so
+that a label holding a literal dot (``web.default.svc.cluster.local`` sent as one
+label) names nothing of ours rather than the dotted name. A type we hold no record
+of (0, 1234, 65535...) gets an empty answer for a name that exists.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from __future__ import annotations
 import ipaddress
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
@@ -65,11 +72,14 @@ __all__ = [
     "search_names",
     "search_path",
     "service_records",
+    "wire_labels",
     "zone_for",
 ]
 
 SCHEMA_VERSION = "1.1.0"
 NDOTS = 5
+MAX_LABEL = 63  # octets (RFC 1035 2.3.4)
+MAX_NAME = 255  # octets of the name on the wire, length bytes and root included
 
 NsName = tuple[str, str]
 Record = tuple[str, str, str]  # (owner name, type, rdata text); type "" = the name exists
@@ -110,6 +120,26 @@ class Answer:
 
 def _norm(name: str) -> str:
     return name.rstrip(".").lower()
+
+
+def wire_labels(labels: Sequence[bytes]) -> tuple[str, ...] | None:
+    """The labels of a name off the wire, lower-cased (ASCII only, as DNS compares
+    names), or None when the name breaks RFC 1035's limits: an empty label, a label
+    over 63 octets, or a name over 255 octets on the wire."""
+    size = 1
+    out = []
+    for label in labels:
+        if not 0 < len(label) <= MAX_LABEL:
+            return None
+        size += len(label) + 1
+        out.append(label.lower().decode("latin-1"))
+    if size > MAX_NAME:
+        return None
+    return tuple(out)
+
+
+def _escaped(labels: Sequence[str]) -> str:
+    return ".".join(label.replace("\\", "\\\\").replace(".", "\\.") for label in labels)
 
 
 def reverse_name(ip: str) -> str:
@@ -428,12 +458,22 @@ class Zone:
         zone = self.zone_of(n)
         if node is None:
             return Answer(NXDOMAIN if zone else REFUSED, (), n, qt, "", zone)
-        found = node.get(qt)
+        found = node.get(qt) if qt else None  # the "" type only marks existence
         if found:
             return Answer(NOERROR, tuple(sorted(found)), n, qt, "", zone)
         cname = node.get("CNAME")
         target = next(iter(cname)) if cname and qt != "CNAME" else ""
         return Answer(NOERROR, (), n, qt, target, zone)
+
+    def lookup_labels(self, labels: Sequence[str], qtype: str) -> Answer:
+        """:meth:`lookup` for a name given as labels (see :func:`wire_labels`): a
+        label holding a dot never matches, so only the labels after the last such
+        label can reach one of our zones (the name is then NXDOMAIN in it)."""
+        dotted = [i for i, label in enumerate(labels) if "." in label]
+        if not dotted:
+            return self.lookup(".".join(labels), qtype)
+        zone = self.zone_of(".".join(labels[dotted[-1] + 1 :]))
+        return Answer(NXDOMAIN if zone else REFUSED, (), _escaped(labels), qtype.upper(), "", zone)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Zone):

@@ -20,7 +20,16 @@ Behaviour:
 - other names are forwarded to ``upstream`` (host, port) when one is given, or
   REFUSED (the default); an ExternalName CNAME is followed through the upstream
   when there is one;
-- queries that are not standard queries get NOTIMP, undecodable ones FORMERR.
+- what is not a query is never answered: a message with the QR bit set (a
+  response, or a spoofed one from our own address) is dropped, so a server cannot
+  loop with itself or ping-pong with another; a query with an opcode other than
+  QUERY gets NOTIMP; an undecodable one, one without exactly one question, or one
+  whose name breaks RFC 1035's limits (a label over 63 octets, a name over 255)
+  FORMERR; a name outside our zones REFUSED (or forwarded); a type we hold no
+  record of (0, 1234, 65535...) an empty answer (NXDOMAIN when the name does not
+  exist). Names are compared label by label (:meth:`svcnet.dns.records.Zone.
+  lookup_labels`): a label holding a literal dot matches nothing. SERVFAIL is
+  left for a failing upstream and for a bug (counted in ``errors``).
 
 Speed: every encoded answer is cached by the query's bytes after its ID (so the
 client's case, flags and EDNS size are part of the key) until the state changes;
@@ -142,6 +151,8 @@ class DnsServer:
         self._conns: set[socket.socket] = set()
         self._stopping = threading.Event()
         self.errors = 0  # queries that raised inside the server (answered SERVFAIL)
+        self.dropped = 0  # messages not answered: responses (QR set), runts
+        self.udp_sent = 0  # UDP replies sent
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -258,6 +269,7 @@ class DnsServer:
                 continue
             reply = self.handle(data, tcp=False)
             if reply is not None:
+                self.udp_sent += 1
                 with contextlib.suppress(OSError):
                     send(reply, peer)
 
@@ -296,8 +308,11 @@ class DnsServer:
 
     def handle(self, data: bytes, *, tcp: bool) -> bytes | None:
         """The reply to one query message (None: drop it)."""
-        if len(data) < 12:
+        if len(data) < 12 or data[2] & 0x80:  # a runt, or a response: never answered
+            self.dropped += 1
             return None
+        if data[2] & 0x78:  # opcode other than QUERY (0)
+            return _error_reply(data, RCODE.NOTIMP)
         zone = self.zone()
         cache = self._tcp_cache if tcp else self._udp_cache
         key = data[2:]
@@ -333,8 +348,11 @@ class DnsServer:
             return reply.pack(), True
         q = request.q
         qname = q.qname
+        labels = dns.wire_labels(qname.label)
+        if labels is None:
+            return _error_reply(data, RCODE.FORMERR) or b"", True
         qtype = QTYPE.get(q.qtype, str(q.qtype))
-        answer = zone.lookup(str(qname), str(qtype))
+        answer = zone.lookup_labels(labels, str(qtype))
         if answer.rcode == dns.REFUSED or q.qclass != 1:
             if self.upstream is not None and q.qclass == 1:
                 return self._forward(data, tcp), False
@@ -346,7 +364,7 @@ class DnsServer:
             reply.header.rcode = RCODE.NXDOMAIN
             reply.add_auth(self._soa(answer.zone, zone))
         else:
-            rtype = getattr(QTYPE, answer.qtype, None)
+            rtype = q.qtype
             if answer.qtype == "SOA" and answer.name == answer.zone:
                 reply.add_answer(self._soa(answer.zone, zone))
             for text in answer.records:
