@@ -16,6 +16,11 @@ nox.options.reuse_existing_virtualenvs = True
 BACKENDS = ["backends/memory", "backends/nftables", "backends/iptables"]
 BACKEND_INSTALLS = ["backends/memory", "backends/nftables", "backends/iptables[iptc]"]
 PYTHON = "3.11"
+# Both ruff commands (check, format --check) run over these; the backends' src,
+# tests and bench scripts are under backends/.
+LINT_PATHS = ["svcnet", "tests", "backends", "noxfile.py", "bench"]
+# Keep in step with [tool.mypy] files in pyproject.toml.
+TYPED_PATHS = ["svcnet", *[f"{b}/src" for b in BACKENDS]]
 
 
 def _install(session: nox.Session) -> None:
@@ -41,15 +46,22 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
+    """``ruff check`` and ``ruff format --check`` over the same paths."""
     session.install("ruff")
-    session.run("ruff", "check", "svcnet", "tests", "backends", "noxfile.py", "bench")
+    session.run("ruff", "check", *LINT_PATHS)
+    session.run("ruff", "format", "--check", *LINT_PATHS)
 
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
+    """``mypy --strict`` over the core and every backend's ``src`` (they ship py.typed).
+
+    The paths are given explicitly (the same list as ``[tool.mypy] files``); mypy
+    finds each backend's package root by walking up from the files to ``src``.
+    """
     _install(session)
     session.install("mypy", "types-PyYAML")
-    session.run("mypy", "--strict", "svcnet")
+    session.run("mypy", "--strict", *TYPED_PATHS)
 
 
 @nox.session(python=PYTHON)
