@@ -1,40 +1,12 @@
 """Kubernetes manifests to model objects and back; errors name object, field and value.
+
+:mod:`svcnet.manifests.parse` reads and validates documents (with the field rules of
+:mod:`svcnet.manifests.fields`); :mod:`svcnet.manifests.write` writes values back.
 """
 
 from __future__ import annotations
 
-from svcnet.manifests.parse import (
-    KUBELET_PORT,
-    MAX_AFFINITY_TIMEOUT,
-    dns1035_label_error,
-    dns1123_label_error,
-    dns1123_subdomain_error,
-    iana_svc_name_error,
-    label_key_error,
-    label_value_error,
-    load,
-    parse_key,
-    parse_object,
-)
-from svcnet.manifests.write import (
-    API_VERSIONS,
-    TERMINATING_SINCE,
-    to_manifest,
-)
+from svcnet.manifests.parse import load, parse_key, parse_object
+from svcnet.manifests.write import API_VERSIONS, to_manifest
 
-__all__ = [
-    "API_VERSIONS",
-    "KUBELET_PORT",
-    "MAX_AFFINITY_TIMEOUT",
-    "TERMINATING_SINCE",
-    "dns1035_label_error",
-    "dns1123_label_error",
-    "dns1123_subdomain_error",
-    "iana_svc_name_error",
-    "label_key_error",
-    "label_value_error",
-    "load",
-    "parse_key",
-    "parse_object",
-    "to_manifest",
-]
+__all__ = ["API_VERSIONS", "load", "parse_key", "parse_object", "to_manifest"]

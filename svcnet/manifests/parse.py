@@ -41,15 +41,22 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import datetime
-import enum
 import ipaddress
-import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import yaml
 
 from svcnet.errors import ManifestError, ValidationError
+from svcnet.manifests.fields import (
+    Doc,
+    dns1035_label_error,
+    dns1123_label_error,
+    dns1123_subdomain_error,
+    iana_svc_name_error,
+    parse_family,
+    type_name,
+)
 from svcnet.manifests.write import API_VERSIONS, to_manifest
 from svcnet.model import (
     DEFAULT_AFFINITY_TIMEOUT,
@@ -76,209 +83,24 @@ from svcnet.model import (
 
 __all__ = ["load", "parse_key", "parse_object", "to_manifest"]
 
-_E = TypeVar("_E", bound=enum.Enum)
 
 _KINDS = {k.value: k for k in Kind}
 _LISTS = {"List"} | {k.value + "List" for k in Kind}
 KUBELET_PORT = 10250
 MAX_AFFINITY_TIMEOUT = 86400
 
-# ---------------------------------------------------------------- syntax rules
-
-_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_QUALIFIED = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
-_IANA = re.compile(r"[-a-z0-9]+")
-_ALNUM_ENDS = "and must start and end with an alphanumeric character"
-
-
-def _rule(max_len: int, pattern: str, message: str) -> Callable[[str], str | None]:
-    """A check returning the first problem with a value, or None."""
-    regex = re.compile(pattern)
-
-    def error(value: str) -> str | None:
-        if len(value) > max_len:
-            return f"must be no more than {max_len} characters"
-        return None if regex.fullmatch(value) else message
-    return error
-
-
-dns1123_label_error = _rule(63, _LABEL, "a lowercase RFC 1123 label must consist of lower case "
-                            f"alphanumeric characters or '-', {_ALNUM_ENDS}")
-dns1123_subdomain_error = _rule(253, rf"{_LABEL}(\.{_LABEL})*", "a lowercase RFC 1123 subdomain "
-                                f"must consist of lower case alphanumeric characters, '-' or '.', "
-                                f"{_ALNUM_ENDS}")
-dns1035_label_error = _rule(63, r"[a-z]([-a-z0-9]*[a-z0-9])?", "a DNS-1035 label must consist of "
-                            "lower case alphanumeric characters or '-', start with an alphabetic "
-                            "character, and end with an alphanumeric character")
-label_value_error = _rule(63, rf"({_QUALIFIED.pattern})?", "a valid label must be an empty "
-                          f"string or consist of alphanumeric characters, '-', '_' or '.', "
-                          f"{_ALNUM_ENDS}")
-
-
-def iana_svc_name_error(value: str) -> str | None:
-    if len(value) > 15:
-        return "must be no more than 15 characters"
-    if not _IANA.fullmatch(value):
-        return "must contain only lower case alphanumeric characters or '-' (a-z, 0-9, -)"
-    if "--" in value:
-        return "must not contain consecutive hyphens"
-    if not re.search("[a-z]", value):
-        return "must contain at least one letter (a-z)"
-    if value.startswith("-") or value.endswith("-"):
-        return "must not begin or end with a hyphen"
-    return None
-
-
-def label_key_error(key: str) -> str | None:
-    prefix, slash, name = key.rpartition("/")
-    if slash:
-        if not prefix:
-            return "prefix part must be non-empty"
-        err = dns1123_subdomain_error(prefix)
-        if err:
-            return "prefix part " + err
-    if not name:
-        return "name part must be non-empty"
-    if len(name) > 63:
-        return "name part must be no more than 63 characters"
-    if not _QUALIFIED.fullmatch(name):
-        return f"name part must consist of alphanumeric characters, '-', '_' or '.', {_ALNUM_ENDS}"
-    return None
-
-
-# ---------------------------------------------------------------- typed access
-
-
-class _Doc:
-    """Typed access to one document; every failure names the object and the field."""
-
-    def __init__(self, obj: str) -> None:
-        self.obj = obj
-
-    def fail(self, path: str, message: str) -> NoReturn:
-        raise ValidationError(self.obj, path, message)
-
-    def mapping(self, value: Any, path: str) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.fail(path, f"expected a mapping, got {_type(value)}")
-        for k in value:
-            if not isinstance(k, str):
-                self.fail(path, f"keys must be strings, got {_type(k)} {k!r}")
-        return value
-
-    def seq(self, value: Any, path: str) -> list[Any]:
-        if value is None:
-            return []
-        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-            self.fail(path, f"expected a list, got {_type(value)}")
-        return list(value)
-
-    def items(self, value: Any, path: str) -> list[tuple[str, Mapping[str, Any]]]:
-        """A list of mappings, each with its path."""
-        return [(f"{path}[{i}]", self.mapping(v, f"{path}[{i}]"))
-                for i, v in enumerate(self.seq(value, path))]
-
-    def text(self, value: Any, path: str) -> str:
-        if value is None:
-            return ""
-        if not isinstance(value, str):
-            self.fail(path, f"expected a string, got {_type(value)}")
-        return value
-
-    def integer(self, value: Any, path: str) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"expected an integer, got {_type(value)}")
-        return value
-
-    def port(self, value: Any, path: str, *, zero_unset: bool = False) -> int | None:
-        n = self.integer(value, path)
-        if n is None or (zero_unset and n == 0):
-            return None
-        if not 1 <= n <= 65535:
-            self.fail(path, f"{n}: must be between 1 and 65535, inclusive")
-        return n
-
-    def flag(self, value: Any, path: str, default: bool) -> bool:
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.fail(path, f"expected true or false, got {_type(value)}")
-        return value
-
-    def choice(self, cls: type[_E], value: Any, path: str, default: _E) -> _E:
-        text = self.text(value, path)
-        if not text:
-            return default
-        for member in cls:
-            if member.value == text:
-                return member
-        allowed = ", ".join(repr(m.value) for m in cls)
-        self.fail(path, f"unsupported value {text!r}: supported values: {allowed}")
-
-    def check(self, path: str, value: str, error: str | None) -> str:
-        if error:
-            self.fail(path, f"invalid value {value!r}: {error}")
-        return value
-
-    def ip(self, value: Any, path: str) -> str:
-        text = self.text(value, path)
-        try:
-            if "%" in text:
-                raise ValueError(text)
-            return str(ipaddress.ip_address(text))
-        except ValueError:
-            self.fail(path, f"{text!r}: must be a valid IP address")
-
-    def cidr(self, value: Any, path: str) -> str:
-        text = self.text(value, path).strip()
-        try:
-            if "%" in text or "/" not in text:
-                raise ValueError(text)
-            return str(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            self.fail(path, f"{text!r}: must be a valid CIDR (e.g. 10.0.0.0/8 or 2001:db8::/64)")
-
-    def labels(self, value: Any, path: str) -> Labels:
-        m = self.mapping(value, path)
-        out: dict[str, str] = {}
-        for k, v in m.items():
-            self.check(path, k, label_key_error(k))
-            out[k] = self.text(v, f"{path}[{k}]")
-            self.check(f"{path}[{k}]", out[k], label_value_error(out[k]))
-        return Labels.of(out)
-
-    def dual_stack(self, addresses: Sequence[str], path: str, what: str) -> None:
-        if len(addresses) > 2:
-            self.fail(path, f"may only hold up to 2 values, got {len(addresses)}")
-        if len(addresses) == 2 and _family(addresses[0]) is _family(addresses[1]):
-            self.fail(path, f"may specify no more than one {what} for each IP family")
-
-
-def _type(value: Any) -> str:
-    names = {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer",
-             float: "number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _family(value: str) -> IPFamily:
-    return IPFamily.of(value) if "/" not in value else IPFamily.of_network(value)
-
-
 # ---------------------------------------------------------------- documents
 
 
 def _as_mapping(doc: Any, where: str = "document") -> Mapping[str, Any]:
     if not isinstance(doc, Mapping):
-        raise ManifestError(f"{where}: expected a mapping (a Kubernetes object), got {_type(doc)}")
+        got = type_name(doc)
+        raise ManifestError(f"{where}: expected a mapping (a Kubernetes object), got {got}")
     return doc
 
 
-def _header(doc: Mapping[str, Any], delete: bool = False) -> tuple[Kind, str, str, _Doc]:
-    """Kind, namespace, name and a _Doc for messages (name and namespace checked)."""
+def _header(doc: Mapping[str, Any], delete: bool = False) -> tuple[Kind, str, str, Doc]:
+    """Kind, namespace, name and a Doc for messages (name and namespace checked)."""
     raw_kind = doc.get("kind")
     meta_raw = doc.get("metadata") if "metadata" in doc or not delete else doc
     meta = meta_raw if isinstance(meta_raw, Mapping) else {}
@@ -291,7 +113,7 @@ def _header(doc: Mapping[str, Any], delete: bool = False) -> tuple[Kind, str, st
                               "kind", f"{what}: svcnet reads Node, Pod, Service, EndpointSlice")
     kind = _KINDS[raw_kind]
     namespaced = kind is not Kind.NODE
-    d = _Doc(str(ObjectKey(kind, ns_shown if namespaced else "", shown)))
+    d = Doc(str(ObjectKey(kind, ns_shown if namespaced else "", shown)))
     prefix = "" if meta_raw is doc else "metadata."
     if meta_raw is not doc:
         d.mapping(meta_raw, "metadata")
@@ -365,7 +187,7 @@ def load(source: str | Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
         documents = list(source)
     else:
         raise ManifestError(f"{filename}: expected YAML text, a mapping or a list of mappings, "
-                            f"got {_type(source)}")
+                            f"got {type_name(source)}")
     out: list[KubeObject] = []
     for i, doc in enumerate(documents):
         _collect(doc, out, f"{filename}: document {i + 1}", depth=0)
@@ -383,7 +205,7 @@ def _collect(doc: Any, out: list[KubeObject], where: str, depth: int) -> None:
         items = m.get("items")
         if items is not None and (isinstance(items, str | bytes)
                                   or not isinstance(items, Sequence)):
-            raise ManifestError(f"{where}: items: expected a list, got {_type(items)}")
+            raise ManifestError(f"{where}: items: expected a list, got {type_name(items)}")
         for i, item in enumerate(items or ()):
             _collect(item, out, f"{where}, items[{i}]", depth + 1)
         return
@@ -393,7 +215,7 @@ def _collect(doc: Any, out: list[KubeObject], where: str, depth: int) -> None:
 # ---------------------------------------------------------------- Node and Pod
 
 
-def _node(d: _Doc, m: Mapping[str, Any], name: str, labels: Labels) -> Node:
+def _node(d: Doc, m: Mapping[str, Any], name: str, labels: Labels) -> Node:
     spec = d.mapping(m.get("spec"), "spec")
     cidr = d.text(spec.get("podCIDR"), "spec.podCIDR")
     cidrs = [d.text(v, f"spec.podCIDRs[{i}]")
@@ -410,14 +232,14 @@ def _node(d: _Doc, m: Mapping[str, Any], name: str, labels: Labels) -> Node:
         kind = d.text(a.get("type"), p + ".type")
         if kind == "InternalIP":
             ip = d.ip(a.get("address"), p + ".address")
-            if all(_family(x) is not _family(ip) for x in addresses):
+            if all(parse_family(x) is not parse_family(ip) for x in addresses):
                 addresses.append(ip)
         else:
             d.text(a.get("address"), p + ".address")
     return Node(name=name, labels=labels, pod_cidrs=pod_cidrs, addresses=tuple(addresses))
 
 
-def _pod(d: _Doc, m: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
+def _pod(d: Doc, m: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
          name: str, labels: Labels) -> Pod:
     spec = d.mapping(m.get("spec"), "spec")
     node_name = d.text(spec.get("nodeName"), "spec.nodeName")
@@ -465,7 +287,7 @@ def _pod(d: _Doc, m: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
             ready = cstatus == "True"
     deletion = meta.get("deletionTimestamp")
     if deletion is not None and not isinstance(deletion, str | datetime.date):
-        d.fail("metadata.deletionTimestamp", f"expected a timestamp, got {_type(deletion)}")
+        d.fail("metadata.deletionTimestamp", f"expected a timestamp, got {type_name(deletion)}")
     return Pod(namespace=namespace, name=name, labels=labels, node_name=node_name,
                host_network=d.flag(spec.get("hostNetwork"), "spec.hostNetwork", False),
                hostname=hostname, subdomain=subdomain, ports=tuple(ports), pod_ips=pod_ips,
@@ -475,7 +297,7 @@ def _pod(d: _Doc, m: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
 # ---------------------------------------------------------------- Service
 
 
-def _cluster_ips(d: _Doc, spec: Mapping[str, Any], stype: ServiceType
+def _cluster_ips(d: Doc, spec: Mapping[str, Any], stype: ServiceType
                  ) -> tuple[tuple[str, ...], bool]:
     """(cluster_ips, headless) from spec.clusterIP(s), as ValidateService checks them."""
     cip = d.text(spec.get("clusterIP"), "spec.clusterIP")
@@ -510,7 +332,7 @@ def _cluster_ips(d: _Doc, spec: Mapping[str, Any], stype: ServiceType
     return tuple(ips), False
 
 
-def _families(d: _Doc, spec: Mapping[str, Any], stype: ServiceType,
+def _families(d: Doc, spec: Mapping[str, Any], stype: ServiceType,
               cluster_ips: tuple[str, ...]) -> tuple[tuple[IPFamily, ...], IPFamilyPolicy | None]:
     families: list[IPFamily] = []
     for i, v in enumerate(d.seq(spec.get("ipFamilies"), "spec.ipFamilies")):
@@ -539,7 +361,7 @@ def _families(d: _Doc, spec: Mapping[str, Any], stype: ServiceType,
     return tuple(families), policy
 
 
-def _service_ports(d: _Doc, spec: Mapping[str, Any], stype: ServiceType,
+def _service_ports(d: Doc, spec: Mapping[str, Any], stype: ServiceType,
                    headless: bool) -> tuple[ServicePort, ...]:
     items = d.items(spec.get("ports"), "spec.ports")
     if not items and not headless and stype is not ServiceType.EXTERNAL_NAME:
@@ -580,17 +402,17 @@ def _service_ports(d: _Doc, spec: Mapping[str, Any], stype: ServiceType,
     return tuple(ports)
 
 
-def _target_port(d: _Doc, value: Any, path: str) -> int | str | None:
+def _target_port(d: Doc, value: Any, path: str) -> int | str | None:
     if isinstance(value, str):
         if not value:
             return None
         return d.check(path, value, iana_svc_name_error(value))
     if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         return d.port(value, path, zero_unset=True)
-    d.fail(path, f"expected a port number or name, got {_type(value)}")
+    d.fail(path, f"expected a port number or name, got {type_name(value)}")
 
 
-def _service(d: _Doc, m: Mapping[str, Any], namespace: str, name: str,
+def _service(d: Doc, m: Mapping[str, Any], namespace: str, name: str,
              labels: Labels) -> Service:
     spec = d.mapping(m.get("spec"), "spec")
     stype = d.choice(ServiceType, spec.get("type"), "spec.type", ServiceType.CLUSTER_IP)
@@ -677,7 +499,7 @@ def _service(d: _Doc, m: Mapping[str, Any], namespace: str, name: str,
         traffic_distribution=distribution, status_ingress=tuple(ingress))
 
 
-def _external_ip(d: _Doc, value: Any, path: str) -> str:
+def _external_ip(d: Doc, value: Any, path: str) -> str:
     ip = ipaddress.ip_address(d.ip(value, path))
     if ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_multicast:
         d.fail(path, f"{ip}: may not be unspecified, loopback, link-local or multicast")
@@ -687,7 +509,7 @@ def _external_ip(d: _Doc, value: Any, path: str) -> str:
 # ---------------------------------------------------------------- EndpointSlice
 
 
-def _slice(d: _Doc, m: Mapping[str, Any], namespace: str, name: str,
+def _slice(d: Doc, m: Mapping[str, Any], namespace: str, name: str,
            labels: Labels) -> EndpointSlice:
     service = labels.get(SERVICE_NAME_LABEL, "")
     if not service:
