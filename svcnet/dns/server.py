@@ -37,8 +37,8 @@ a cache hit costs a dict lookup and two bytes concatenations. Forwarded answers
 are not cached.
 
 :func:`start_in_netns` starts a server whose sockets live in a named network
-namespace: they are created by a short-lived thread that entered it with setns
-(a socket keeps the namespace it was created in).
+namespace: they are created by a short-lived thread that entered it
+(:func:`svcnet.kernel.enter`; a socket keeps the namespace it was created in).
 
 As a process (the lab runs one per node, inside the node's namespace)::
 
@@ -54,8 +54,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
+import errno
+import itertools
 import os
 import pickle
 import signal
@@ -82,6 +82,7 @@ from dnslib import (
 )
 
 from svcnet import dns
+from svcnet.kernel.setns import enter
 from svcnet.state import ClusterState
 
 __all__ = ["TTL", "DnsServer", "StateFile", "main", "start_in_netns"]
@@ -90,10 +91,9 @@ TTL = 5
 OUR_UDP_PAYLOAD = 1232
 CLASSIC_UDP = 512
 CACHE_MAX = 50_000
-CLONE_NEWNET = 0x40000000
-NETNS_DIR = "/run/netns"
 UPSTREAM_TIMEOUT = 2.0
 TCP_IDLE = 10.0
+BIND_TRIES = 20  # port 0: UDP ports tried until the same TCP port is free
 
 StateSource = Callable[[], ClusterState]
 
@@ -194,6 +194,17 @@ class DnsServer:
         return t
 
     def _bind(self) -> None:
+        # port 0: the UDP socket picks a free port, which may be taken for TCP (by
+        # some connection's local end): then try another one
+        for attempt in itertools.count(1):
+            try:
+                self._bind_once()
+                return
+            except OSError as e:
+                if self.port != 0 or e.errno != errno.EADDRINUSE or attempt >= BIND_TRIES:
+                    raise
+
+    def _bind_once(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         udp = socket.socket(family, socket.SOCK_DGRAM)
         tcp = socket.socket(family, socket.SOCK_STREAM)
@@ -217,7 +228,7 @@ class DnsServer:
 
         def run() -> None:  # this thread enters the namespace and then ends
             try:
-                _enter_netns(name)
+                enter(name)
                 self._bind()
             except BaseException as e:
                 failure.append(e)
@@ -477,18 +488,6 @@ def _error_reply(data: bytes, rcode: int) -> bytes | None:
     except Exception:
         flags = 0x8000 | (data[2] & 0x79) << 8 | rcode  # QR, opcode and RD copied
         return data[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
-
-
-def _enter_netns(name: str) -> None:
-    """Move the calling thread into network namespace ``name`` (by setns)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def start_in_netns(
