@@ -81,11 +81,11 @@ def main() -> None:
     key = ("default", "p-1234-0")
     pod = state.pods[key]
     state = state.step(Apply((attrs.evolve(pod, ready=False),)))
-    changed = state.changed_since(state.revision - 1)
-    assert changed is not None
+    touched = state.changed_since(state.revision - 1)
+    assert touched is not None
     print(
         f"state: one pod change recomputed {len(state.last_recomputed)} service(s)'"
-        f" endpoints (of {len(state.services)}); changed: {sorted(changed.services)}"
+        f" endpoints (of {len(state.services)}); changed: {sorted(touched.services)}"
     )
     eps = state.service_endpoints("default", "svc-1234")[""]
     assert len(eps) == PODS_PER_SERVICE and sum(e.ready for e in eps) == PODS_PER_SERVICE - 1

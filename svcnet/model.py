@@ -9,6 +9,7 @@ reads like a mapping), so every object is hashable and compares by value.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -327,6 +328,20 @@ class Endpoint:
     @property
     def address(self) -> str:
         return format_endpoint(self.ip, self.port)
+
+
+def ip_family(ip: str) -> IPFamily:
+    """The family of a valid address (or network) text, without parsing it: IPv6
+    texts, and only they, contain a colon. :meth:`IPFamily.of` parses (and so
+    validates); this is for values the state already holds, on hot paths."""
+    return IPFamily.IPv6 if ":" in ip else IPFamily.IPv4
+
+
+@functools.lru_cache(maxsize=4096)  # the oracle and the compiler call it very often
+def norm_ip(ip: str) -> str:
+    """The one canonical text of an address (IPv6 has several spellings); raises
+    ValueError if ``ip`` is not an address."""
+    return str(ipaddress.ip_address(ip))
 
 
 def format_endpoint(ip: str, port: int) -> str:

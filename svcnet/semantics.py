@@ -36,6 +36,8 @@ from svcnet.model import (
     ServiceType,
     SessionAffinity,
     TrafficPolicy,
+    ip_family,
+    norm_ip,
 )
 from svcnet.probe import Outcome, Probe, SourceKind, Verdict
 
@@ -53,17 +55,8 @@ LOAD_BALANCER = "LoadBalancer"
 NODE_PORT = "NodePort"
 
 
-# Address parsing is memoised: the oracle is called millions of times in tests.
-@functools.lru_cache(maxsize=4096)
-def _norm(ip: str) -> str:
-    return str(ipaddress.ip_address(ip))
-
-
-@functools.lru_cache(maxsize=4096)
-def _family(ip: str) -> IPFamily:
-    return IPFamily.IPv4 if ipaddress.ip_address(ip).version == 4 else IPFamily.IPv6
-
-
+# Address parsing is memoised (norm_ip, _network): the oracle is called millions of
+# times in tests.
 @functools.lru_cache(maxsize=1024)
 def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(cidr, strict=False)
@@ -84,7 +77,7 @@ def _handled(service: Service) -> bool:
 
 
 def _families(service: Service) -> list[IPFamily]:
-    return [_family(ip) for ip in service.cluster_ips]
+    return [ip_family(ip) for ip in service.cluster_ips]
 
 
 @attrs.frozen
@@ -110,24 +103,24 @@ def frontends_of(
     for family in _families(service):
         for port in service.ports:
             for ip in service.cluster_ips:
-                if _family(ip) is family:
-                    yield port, CLUSTER_IP, _norm(ip), port.port, family
+                if ip_family(ip) is family:
+                    yield port, CLUSTER_IP, norm_ip(ip), port.port, family
             for ip in service.external_ips:
-                if _family(ip) is family:
-                    yield port, EXTERNAL_IP, _norm(ip), port.port, family
+                if ip_family(ip) is family:
+                    yield port, EXTERNAL_IP, norm_ip(ip), port.port, family
             if service.type is ServiceType.LOAD_BALANCER:
                 for ip in service.load_balancer_ips:
-                    if _family(ip) is family:
-                        yield port, LOAD_BALANCER, _norm(ip), port.port, family
+                    if ip_family(ip) is family:
+                        yield port, LOAD_BALANCER, norm_ip(ip), port.port, family
             # NodePort: only on the node's primary InternalIP of the family.
             node_ip = node.address(family) if node is not None else None
             if service.external and port.node_port and node_ip is not None:
-                yield port, NODE_PORT, _norm(node_ip), port.node_port, family
+                yield port, NODE_PORT, norm_ip(node_ip), port.node_port, family
 
 
 def _match(state: ClusterState, probe: Probe) -> Match | None:
     node = state.nodes.get(probe.node)
-    dst = _norm(probe.dst_ip)
+    dst = norm_ip(probe.dst_ip)
     best: tuple[tuple[str, str], int, str, Match] | None = None
     for key in state.services:
         service = state.services[key]
@@ -147,7 +140,7 @@ def _match(state: ClusterState, probe: Probe) -> Match | None:
 
 def _port_endpoints(state: ClusterState, m: Match) -> list[Endpoint]:
     by_port = state.service_endpoints(m.service.namespace, m.service.name)
-    return [e for e in by_port.get(m.port.name, ()) if _family(e.ip) is m.family]
+    return [e for e in by_port.get(m.port.name, ()) if ip_family(e.ip) is m.family]
 
 
 def _fallback(endpoints: list[Endpoint]) -> list[Endpoint]:
@@ -194,8 +187,8 @@ def _source_allowed(state: ClusterState, probe: Probe, m: Match) -> tuple[bool, 
     node = state.nodes.get(probe.node)
     node_ip = node.address(m.family) if node is not None else None
     if node_ip is not None and _in_any(node_ip, ranges):
-        lb_ips = {_norm(ip) for ip in m.service.load_balancer_ips}
-        if _norm(probe.source_ip) in lb_ips:
+        lb_ips = {norm_ip(ip) for ip in m.service.load_balancer_ips}
+        if norm_ip(probe.source_ip) in lb_ips:
             return True, "a range holds this node's address, so the LoadBalancer IPs may send"
     return False, f"source {probe.source_ip} is outside loadBalancerSourceRanges: drop"
 
@@ -238,9 +231,9 @@ def _decide(state: ClusterState, probe: Probe, m: Match, why: list[str]) -> Outc
         + (" masqueraded" if masquerade else "")
         + (f", ClientIP affinity {timeout}s" if timeout is not None else "")
     )
-    source = _norm(probe.source_ip)
+    source = norm_ip(probe.source_ip)
     return Outcome.forward(
-        ((e.ip, e.port, masquerade or _norm(e.ip) == source) for e in chosen), timeout
+        ((e.ip, e.port, masquerade or norm_ip(e.ip) == source) for e in chosen), timeout
     )
 
 
@@ -252,10 +245,10 @@ def _evaluate(state: ClusterState, probe: Probe, why: list[str]) -> Outcome:
             f" port {m.port.name or m.port.port}/{m.port.protocol.value} ({m.family.value})"
         )
         return _decide(state, probe, m, why)
-    dst = _norm(probe.dst_ip)
+    dst = norm_ip(probe.dst_ip)
     for key in state.services:
         service = state.services[key]
-        if not _handled(service) or dst not in {_norm(ip) for ip in service.cluster_ips}:
+        if not _handled(service) or dst not in {norm_ip(ip) for ip in service.cluster_ips}:
             continue
         name = f"Service {service.namespace}/{service.name}"
         if service.proxied:

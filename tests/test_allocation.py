@@ -16,7 +16,13 @@ from svcnet.model import (
     ServiceType,
     TrafficPolicy,
 )
-from svcnet.state.allocation import Allocations, Pool, cluster_ip_pool, pod_ip_pool
+from svcnet.state.allocation import (
+    PodAllocations,
+    Pool,
+    ServiceAllocations,
+    cluster_ip_pool,
+    pod_ip_pool,
+)
 
 OWNER = ObjectKey(Kind.SERVICE, "default", "a")
 
@@ -25,8 +31,8 @@ def alloc(
     cidrs: tuple[str, ...] = ("10.96.0.0/16",),
     ports: tuple[int, int] = (30000, 32767),
     pool: tuple[str, ...] = ("203.0.113.0/30",),
-) -> Allocations:
-    return Allocations.for_config(cidrs, ports, pool)
+) -> ServiceAllocations:
+    return ServiceAllocations.for_config(cidrs, ports, pool)
 
 
 def svc(name: str, **kw: object) -> Service:
@@ -262,7 +268,7 @@ def test_reconfigure_refuses_allocations_outside() -> None:
 
 
 def test_pod_ips_from_node_cidr() -> None:
-    a = alloc()
+    a = PodAllocations()
     node = Node("n", pod_cidrs=("10.244.1.0/30", "fd00:1::/126"))
     a, changed = a.set_node(None, node, [])
     assert changed == []
@@ -281,7 +287,7 @@ def test_pod_ips_from_node_cidr() -> None:
 
 
 def test_pods_wait_for_unknown_node() -> None:
-    a, p = alloc().assign_pod(None, Pod("d", "p", node_name="later"))
+    a, p = PodAllocations().assign_pod(None, Pod("d", "p", node_name="later"))
     assert p.pod_ips == () and a.pods_waiting("later") == 1
     a, changed = a.set_node(None, Node("later", pod_cidrs=("10.244.9.0/24",)), [p])
     assert [c.pod_ips for c in changed] == [("10.244.9.2",)]

@@ -36,13 +36,14 @@ from svcnet.plan import (
     Frontend,
     FrontendKind,
     PlanEndpoint,
+    PortPlan,
     ServiceRef,
     advance,
     compile,
     update,
 )
 from svcnet.probe import SourceKind
-from svcnet.state import Apply, Changed, ClusterState
+from svcnet.state import Apply, ClusterState, Touched
 from svcnet.testing.strategies import NODE_NAMES as NODES
 
 # Objects and events are svcnet.testing.strategies'; whole clusters built through the
@@ -176,9 +177,9 @@ def test_diff_then_apply_gives_the_new_plan(a: ClusterState, b: ClusterState, no
     assert new.diff(old).apply_to(old) == new
     assert new.diff(None).apply_to(None) == new
     assert new.diff(new).empty
-    for svc in new.services.values():  # compile's tuples are what the converters make
+    for svc in new.services.values():  # compile's tuples are what PortPlan.build makes
         for port in svc.ports:
-            assert attrs.evolve(port) == port
+            assert PortPlan.build(*attrs.astuple(port, recurse=False)) == port
 
 
 @FAST
@@ -221,8 +222,8 @@ class _BigState:
     def service_endpoints(self, namespace: str, name: str) -> Mapping[str, tuple[Endpoint, ...]]:
         return self.endpoints.get((namespace, name), {})
 
-    def changed_since(self, revision: int) -> Changed | None:
-        return Changed(self.changed) if revision == self.revision - 1 else None
+    def changed_since(self, revision: int) -> Touched | None:
+        return Touched(self.changed) if revision == self.revision - 1 else None
 
 
 def _big(count: int) -> _BigState:

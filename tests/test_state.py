@@ -18,7 +18,7 @@ from svcnet.model import (
     SliceEndpoint,
     SlicePort,
 )
-from svcnet.state import Apply, Changed, ClusterState, Configure, Delete, step
+from svcnet.state import Apply, ClusterState, Configure, Delete, Touched, step
 from svcnet.state.endpoints import compute_all
 
 NODE = Node(
@@ -160,7 +160,7 @@ def test_node_change_updates_zone_and_host_network() -> None:
     s = s.step(Apply((attrs.evolve(NODE, labels={ZONE_LABEL: "z2"}, addresses=("192.168.0.9",)),)))
     eps = s.service_endpoints("default", "web")[""]
     assert [(e.ip, e.zone) for e in eps] == [("192.168.0.9", "z2")]
-    assert s.changed_since(s.revision - 1) == Changed(
+    assert s.changed_since(s.revision - 1) == Touched(
         frozenset({("default", "web")}), frozenset({"a"}), False
     )
 
@@ -215,24 +215,24 @@ def test_configure() -> None:
         s.step(Configure(ClusterConfig(node_port_range=(31000, 32000))))
     s2 = s.step(Configure(ClusterConfig(service_cidrs=("10.96.0.0/12",))))
     assert s2.config.service_cidrs == ("10.96.0.0/12",)
-    assert s2.changed_since(s.revision) == Changed(frozenset(), frozenset(), True)  # config: all
+    assert s2.changed_since(s.revision) == Touched(frozenset(), frozenset(), True)  # config: all
     with pytest.raises(ValidationError):
         s.step(Configure(ClusterConfig(service_cidrs=("not-a-cidr",))))
 
 
 def test_changed_since_bounds() -> None:
     s = ClusterState.empty()
-    assert s.changed_since(0) == Changed()
+    assert s.changed_since(0) == Touched()
     assert s.changed_since(5) is None
     for i in range(3):
         s = s.step(Apply((Node(f"n{i}"),)))
-    assert s.changed_since(1) == Changed(nodes=frozenset({"n1", "n2"}))
+    assert s.changed_since(1) == Touched(nodes=frozenset({"n1", "n2"}))
     s = attrs.evolve(s, revision=s.revision)  # still answers after evolve
     big = s
     for _ in range(4100):
         big = big.step(Apply(()))
     assert big.changed_since(0) is None
-    assert big.changed_since(big.revision - 10) == Changed()
+    assert big.changed_since(big.revision - 10) == Touched()
 
 
 def test_matches_from_scratch() -> None:

@@ -226,7 +226,7 @@ class StateMachine(RuleBasedStateMachine):
                         ipaddress.ip_address(ip) in ipaddress.ip_network(c) for c in node.pod_cidrs
                     )
         # the allocators hold exactly what the objects hold (deleting frees)
-        alloc = s._alloc
+        alloc = s._svc_alloc
         assert {
             str(ipaddress.ip_address(v)) for v in alloc.cluster_ips[IPFamily.IPv4].owners
         } == cips
@@ -240,8 +240,8 @@ class StateMachine(RuleBasedStateMachine):
     @invariant()
     def lb_waiting_only_when_needed(self) -> None:
         s = self.state
-        pool = s._alloc.lb_pools[0][1]
-        for key in s._alloc.lb_waiting:
+        pool = s._svc_alloc.lb_pools[0][1]
+        for key in s._svc_alloc.lb_waiting:
             svc = s.services[(key.namespace, key.name)]
             if not svc.load_balancer_ip:
                 assert pool.free_count == 0

@@ -99,7 +99,7 @@ def cluster(n: int) -> ClusterState:
 def synthetic_service(i: int) -> ServicePlan:
     cip = str(SVC_NET[i + 10])
     eps = [PlanEndpoint(str(POD_NET[i * 5 + k + 10]), 8080) for k in range(5)]
-    port = PortPlan(
+    port = PortPlan.build(
         "",
         IPFamily.IPv4,
         Protocol.TCP,

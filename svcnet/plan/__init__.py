@@ -1,12 +1,17 @@
 """The rule plan: the public contract between the core and every backend.
 
 The types (:mod:`svcnet.plan.types`) are a leaf: they import nothing from the
-compiler. :mod:`svcnet.plan.compile` builds a plan from a cluster state and updates it
-incrementally; :mod:`svcnet.plan.text` prints one.
+compiler or the state. The module :mod:`svcnet.plan.compile` builds a plan from a
+cluster state; :mod:`svcnet.plan.incremental` brings one to a newer state;
+:mod:`svcnet.plan.text` prints one. This package exports the types and the
+functions ``compile``, ``update`` and ``advance`` (so ``svcnet.plan.compile`` is the
+function; ``from svcnet.plan.compile import ...`` still reaches the module).
 """
 
 from __future__ import annotations
 
+from svcnet.plan.compile import compile
+from svcnet.plan.incremental import advance, update
 from svcnet.plan.types import (
     DROP,
     REJECT,
@@ -22,9 +27,6 @@ from svcnet.plan.types import (
     Route,
     ServicePlan,
     ServiceRef,
-    advance,
-    compile,
-    update,
 )
 
 __all__ = [

@@ -6,6 +6,11 @@ exhaustively) and is keyed by service, so that one event changes a handful of
 :class:`ServicePlan` entries and :meth:`Plan.diff` yields a small
 :class:`Changes`.
 
+This module is a leaf of the contract: it imports only the model, the probe
+vocabulary and the plan's text form, never the compiler (:mod:`svcnet.plan.compile`,
+:mod:`svcnet.plan.incremental`) or the cluster state. A plan is a plain value:
+whatever the compiler keeps to update it incrementally, it keeps on its side.
+
 How a data plane reads a plan, for a packet arriving at the plan's node:
 
 1. If the destination is a frontend (``PortPlan.frontends``: address, port and
@@ -36,17 +41,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 import attrs
 from pyrsistent import PMap, pmap
 
 from svcnet.model import IPFamily, Protocol, format_endpoint
+from svcnet.plan.text import render_plan
 from svcnet.probe import SourceKind
-
-if TYPE_CHECKING:
-    from svcnet.plan.compile import FrontendIndex
-    from svcnet.state import ClusterState
 
 
 class FrontendKind(enum.Enum):
@@ -109,20 +110,22 @@ class Frontend:
         return f"{self.kind.value} {format_endpoint(self.ip, self.port)}"
 
 
-def _sorted_tuple(value: Iterable[object]) -> tuple[object, ...]:
-    return tuple(sorted(set(value)))  # type: ignore[type-var]
-
-
 @attrs.frozen
 class PortPlan:
-    """One port of one service in one IP family, on this node."""
+    """One port of one service in one IP family, on this node.
+
+    ``frontends``, ``cluster_endpoints``, ``local_endpoints`` and ``source_ranges``
+    are sorted tuples without duplicates, so that equal ports compare equal. The
+    constructor stores what it is given (the compiler builds them so, and pays for
+    no second sort); :meth:`build` takes any iterables and makes them so.
+    """
 
     name: str
     family: IPFamily
     protocol: Protocol
-    frontends: tuple[Frontend, ...] = attrs.field(converter=_sorted_tuple)
-    cluster_endpoints: tuple[PlanEndpoint, ...] = attrs.field(converter=_sorted_tuple)
-    local_endpoints: tuple[PlanEndpoint, ...] = attrs.field(converter=_sorted_tuple)
+    frontends: tuple[Frontend, ...]
+    cluster_endpoints: tuple[PlanEndpoint, ...]
+    local_endpoints: tuple[PlanEndpoint, ...]
     # routes[(external frontend?, source kind)]
     internal_from_pod: Route
     internal_from_node: Route
@@ -132,6 +135,42 @@ class PortPlan:
     external_from_external: Route
     source_ranges: tuple[str, ...] = ()  # LOAD_BALANCER frontends only; () = any source
     affinity_timeout: int | None = None
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        family: IPFamily,
+        protocol: Protocol,
+        frontends: Iterable[Frontend],
+        cluster_endpoints: Iterable[PlanEndpoint],
+        local_endpoints: Iterable[PlanEndpoint],
+        internal_from_pod: Route,
+        internal_from_node: Route,
+        internal_from_external: Route,
+        external_from_pod: Route,
+        external_from_node: Route,
+        external_from_external: Route,
+        source_ranges: Iterable[str] = (),
+        affinity_timeout: int | None = None,
+    ) -> PortPlan:
+        """A port plan from any iterables: sorted and made unique."""
+        return cls(
+            name,
+            family,
+            protocol,
+            tuple(sorted(set(frontends))),
+            tuple(sorted(set(cluster_endpoints))),
+            tuple(sorted(set(local_endpoints))),
+            internal_from_pod,
+            internal_from_node,
+            internal_from_external,
+            external_from_pod,
+            external_from_node,
+            external_from_external,
+            tuple(sorted(set(source_ranges))),
+            affinity_timeout,
+        )
 
     def route(self, frontend: FrontendKind, source: SourceKind) -> Route:
         if frontend.external:
@@ -210,10 +249,6 @@ class Plan:
     settings: NodeSettings
     services: PMap[ServiceRef, ServicePlan] = attrs.field(factory=pmap, converter=_pmap)
     revision: int = attrs.field(default=0, eq=False)  # the state revision it reflects
-    # The compiler's index of every frontend claim, losing ones included, that
-    # update() needs to settle conflicts incrementally. Not part of the contract,
-    # not compared; None (a plan built otherwise): update() compiles in full.
-    claims: FrontendIndex | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def node(self) -> str:
@@ -271,8 +306,6 @@ class Plan:
         )
 
     def __str__(self) -> str:
-        from svcnet.plan.text import render_plan
-
         return render_plan(self)
 
 
@@ -308,32 +341,3 @@ class Changes:
         lines += [f"- service {r}" for r in self.removed]
         return "\n".join(lines) if lines else "(no changes)"
 
-
-# -- compiling (the compiler lives in svcnet.plan.compile; these are its public names) --
-
-
-def compile(state: ClusterState, node: str) -> Plan:
-    """The plan of ``node`` for ``state`` (pure; ``Plan.revision = state.revision``)."""
-    from svcnet.plan.compile import compile_plan
-
-    return compile_plan(state, node)
-
-
-def update(plan: Plan, old_state: ClusterState, new_state: ClusterState) -> Plan:
-    """``plan`` (compiled from ``old_state``) brought to ``new_state``: only the services
-    ``new_state.changed_since(plan.revision)`` names are recompiled, with those claiming
-    a frontend whose claimants changed (conflicting frontends); everything when that is
-    unknown, the configuration changed, a node change matters here (this node's
-    addresses, any zone label), or ``plan`` was not built by compile()/update() (no
-    ``claims``). Equal to ``compile(new_state, plan.node)``."""
-    from svcnet.plan.compile import update_plan
-
-    return update_plan(plan, old_state, new_state)
-
-
-def advance(plan: Plan, old_state: ClusterState, new_state: ClusterState) -> tuple[Plan, Changes]:
-    """:func:`update` and the :class:`Changes` from ``plan`` to its result (cheap:
-    only the recompiled services are compared)."""
-    from svcnet.plan.compile import advance as _advance
-
-    return _advance(plan, old_state, new_state)

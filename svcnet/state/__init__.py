@@ -6,25 +6,25 @@ from __future__ import annotations
 from svcnet.state.cluster import (
     LOG_SIZE,
     Apply,
-    Changed,
     ClusterState,
     Configure,
     Delete,
     EndpointMap,
     Event,
     NsName,
+    Touched,
     step,
 )
 
 __all__ = [
     "LOG_SIZE",
     "Apply",
-    "Changed",
     "ClusterState",
     "Configure",
     "Delete",
     "EndpointMap",
     "Event",
     "NsName",
+    "Touched",
     "step",
 ]

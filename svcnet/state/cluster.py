@@ -27,7 +27,7 @@ Only when every phase succeeded is a new state built, revision + 1.
 Public API (relied on by svcnet.plan, svcnet.semantics, svcnet.scenario and
 the CLI): :class:`ClusterState` (fields ``config``, ``nodes``, ``pods``,
 ``services``, ``slices``, ``endpoints``, ``revision``; ``empty()``, ``step()``,
-``service_endpoints()``, ``changed_since()``), :class:`Changed`, the events
+``service_endpoints()``, ``changed_since()``), :class:`Touched`, the events
 :class:`Apply`, :class:`Delete`, :class:`Configure`, ``Event`` and :func:`step`.
 """
 
@@ -53,7 +53,7 @@ from svcnet.model import (
     ServiceType,
 )
 from svcnet.state import endpoints as _ep
-from svcnet.state.allocation import Allocations
+from svcnet.state.allocation import PodAllocations, ServiceAllocations
 
 LOG_SIZE = 4096  # revisions changed_since can answer for
 
@@ -62,7 +62,14 @@ EndpointMap = PMap[str, tuple[Endpoint, ...]]
 
 
 @attrs.frozen
-class Changed:
+class Touched:
+    """What a span of revisions touched, by key only (not a delta: the values are
+    in the states): the services whose spec, allocations or endpoints changed, the
+    nodes added, removed or changed, and whether the configuration changed.
+    Answered by :meth:`ClusterState.changed_since`; the plan's incremental update
+    recompiles from it. (The plan's own delta, what a backend applies, is
+    :class:`svcnet.plan.Changes`.)"""
+
     services: frozenset[NsName] = frozenset()  # spec, allocation or endpoints changed
     nodes: frozenset[str] = frozenset()  # added, removed or changed
     config: bool = False
@@ -101,7 +108,7 @@ Event = Apply | Delete | Configure
 @attrs.frozen
 class _LogEntry:
     revision: int
-    changed: Changed
+    touched: Touched
 
 
 @attrs.frozen
@@ -112,16 +119,16 @@ class _Index:
     slices_by_svc: PMap[NsName, PSet[str]] = attrs.field(factory=pmap)
 
 
-def _alloc_for(config: ClusterConfig) -> Allocations:
+def _alloc_for(config: ClusterConfig) -> ServiceAllocations:
     try:
-        return Allocations.for_config(
+        return ServiceAllocations.for_config(
             config.service_cidrs, config.node_port_range, config.load_balancer_pool
         )
     except ValueError as e:
         raise ValidationError("ClusterConfig", "", str(e)) from None
 
 
-def _default_alloc(state: ClusterState) -> Allocations:
+def _default_alloc(state: ClusterState) -> ServiceAllocations:
     return _alloc_for(state.config)
 
 
@@ -139,9 +146,10 @@ class ClusterState:
     endpoints: PMap[NsName, EndpointMap] = attrs.field(factory=pmap)
     revision: int = 0
     # Private: allocators, indexes, the change log; built by empty()/step() only.
-    _alloc: Allocations = attrs.field(
+    _svc_alloc: ServiceAllocations = attrs.field(
         default=attrs.Factory(_default_alloc, takes_self=True), repr=False
     )
+    _pod_alloc: PodAllocations = attrs.field(factory=PodAllocations, repr=False)
     _index: _Index = attrs.field(factory=_Index, repr=False)
     _log: PVector[Any] = attrs.field(factory=_empty_log, repr=False, eq=False)
     _recomputed: frozenset[NsName] = attrs.field(default=frozenset(), repr=False, eq=False)
@@ -172,7 +180,7 @@ class ClusterState:
     def service_endpoints(self, namespace: str, name: str) -> Mapping[str, tuple[Endpoint, ...]]:
         return self.endpoints.get((namespace, name), pmap())
 
-    def changed_since(self, revision: int) -> Changed | None:
+    def changed_since(self, revision: int) -> Touched | None:
         if revision > self.revision or revision < 0 or revision < self.revision - LOG_SIZE:
             return None
         services: set[NsName] = set()
@@ -182,10 +190,10 @@ class ClusterState:
             entry = self._log[rev % LOG_SIZE]
             if entry is None or entry.revision != rev:
                 return None
-            services |= entry.changed.services
-            nodes |= entry.changed.nodes
-            config = config or entry.changed.config
-        return Changed(frozenset(services), frozenset(nodes), config)
+            services |= entry.touched.services
+            nodes |= entry.touched.nodes
+            config = config or entry.touched.config
+        return Touched(frozenset(services), frozenset(nodes), config)
 
     @property
     def last_recomputed(self) -> frozenset[NsName]:
@@ -237,7 +245,8 @@ class _Txn:
         self.services = st.services
         self.slices = st.slices
         self.endpoints = st.endpoints
-        self.alloc: Allocations = st._alloc
+        self.svc_alloc: ServiceAllocations = st._svc_alloc
+        self.pod_alloc: PodAllocations = st._pod_alloc
         ix = st._index
         self.svc_by_pair = ix.svc_by_pair
         self.pods_by_label = ix.pods_by_label
@@ -313,9 +322,9 @@ class _Txn:
         self.pods = self.pods.set((pod.namespace, pod.name), pod)
 
     def _serve_pods(self, node: str) -> None:
-        if not node or not self.alloc.pods_waiting(node):
+        if not node or not self.pod_alloc.pods_waiting(node):
             return
-        self.alloc, served = self.alloc.serve_pod_waiting(
+        self.pod_alloc, served = self.pod_alloc.serve_pod_waiting(
             node, lambda k: self.pods[(k.namespace, k.name)]
         )
         for pod in served:
@@ -323,7 +332,7 @@ class _Txn:
 
     def apply_pod(self, new: Pod) -> None:
         old = self.pods.get((new.namespace, new.name))
-        self.alloc, pod = self.alloc.assign_pod(old, new)
+        self.pod_alloc, pod = self.pod_alloc.assign_pod(old, new)
         self._set_pod(old, pod)
         if (
             old is not None
@@ -334,7 +343,7 @@ class _Txn:
 
     def delete_pod(self, key: NsName) -> None:
         old = self.pods[key]
-        self.alloc = self.alloc.release_pod(old)
+        self.pod_alloc = self.pod_alloc.release_pod(old)
         self._index_pod(old, False)
         self._touch_pod(old)
         self.pods = self.pods.remove(key)
@@ -348,7 +357,7 @@ class _Txn:
     def apply_node(self, node: Node) -> None:
         old = self.nodes.get(node.name)
         on_node = self._pods_on(node.name)
-        self.alloc, changed = self.alloc.set_node(old, node, on_node)
+        self.pod_alloc, changed = self.pod_alloc.set_node(old, node, on_node)
         self.nodes = self.nodes.set(node.name, node)
         for pod in changed:
             self._set_pod(self.pods[(pod.namespace, pod.name)], pod)
@@ -359,7 +368,7 @@ class _Txn:
 
     def delete_node(self, name: str) -> None:
         on_node = self._pods_on(name)
-        self.alloc, changed = self.alloc.remove_node(name, on_node)
+        self.pod_alloc, changed = self.pod_alloc.remove_node(name, on_node)
         self.nodes = self.nodes.remove(name)
         self.changed_nodes.add(name)
         for pod in changed:
@@ -375,9 +384,9 @@ class _Txn:
             self.svc_by_pair = op(self.svc_by_pair, (svc.namespace, *pair), svc.name)
 
     def _serve_lb(self) -> None:
-        if not self.alloc.lb_waiting:
+        if not self.svc_alloc.lb_waiting:
             return
-        self.alloc, served = self.alloc.serve_lb_waiting(
+        self.svc_alloc, served = self.svc_alloc.serve_lb_waiting(
             lambda k: self.services[(k.namespace, k.name)]
         )
         for svc in served:
@@ -388,7 +397,7 @@ class _Txn:
     def apply_service(self, new: Service) -> None:
         key = (new.namespace, new.name)
         old = self.services.get(key)
-        self.alloc, svc = self.alloc.allocate_service(old, new)
+        self.svc_alloc, svc = self.svc_alloc.allocate_service(old, new)
         if old is not None:
             self._index_service(old, False)
         self._index_service(svc, True)
@@ -405,7 +414,7 @@ class _Txn:
 
     def delete_service(self, key: NsName) -> None:
         old = self.services[key]
-        self.alloc = self.alloc.release_service(old)
+        self.svc_alloc = self.svc_alloc.release_service(old)
         self._index_service(old, False)
         self.services = self.services.remove(key)
         self.changed_services.add(key)
@@ -438,7 +447,7 @@ class _Txn:
     def configure(self, config: ClusterConfig) -> None:
         _check_config(config)
         try:
-            self.alloc = self.alloc.reconfigure(
+            self.svc_alloc = self.svc_alloc.reconfigure(
                 config.service_cidrs,
                 config.node_port_range,
                 config.load_balancer_pool,
@@ -491,7 +500,7 @@ class _Txn:
                 self.endpoints = self.endpoints.set(key, entry)
                 self.changed_services.add(key)
         revision = old.revision + 1
-        changed = Changed(
+        touched = Touched(
             frozenset(self.changed_services), frozenset(self.changed_nodes), self.config_changed
         )
         return ClusterState(
@@ -502,10 +511,11 @@ class _Txn:
             slices=self.slices,
             endpoints=self.endpoints,
             revision=revision,
-            alloc=self.alloc,
+            svc_alloc=self.svc_alloc,
+            pod_alloc=self.pod_alloc,
             index=_Index(
                 self.svc_by_pair, self.pods_by_label, self.pods_by_node, self.slices_by_svc
             ),
-            log=old._log.set(revision % LOG_SIZE, _LogEntry(revision, changed)),
+            log=old._log.set(revision % LOG_SIZE, _LogEntry(revision, touched)),
             recomputed=frozenset(self.dirty),
         )

@@ -109,9 +109,10 @@ class KeepsDeletedEndpoints(MemoryBackend):
                 prev = before.get((port.name, port.family, port.protocol))
                 if prev is None:
                     return port
-                cluster: tuple[PlanEndpoint, ...] = (*port.cluster_endpoints,
-                                                     *prev.cluster_endpoints)
-                local: tuple[PlanEndpoint, ...] = (*port.local_endpoints, *prev.local_endpoints)
+                cluster: tuple[PlanEndpoint, ...] = tuple(sorted({*port.cluster_endpoints,
+                                                                  *prev.cluster_endpoints}))
+                local: tuple[PlanEndpoint, ...] = tuple(sorted({*port.local_endpoints,
+                                                                *prev.local_endpoints}))
                 return attrs.evolve(port, cluster_endpoints=cluster, local_endpoints=local)
 
             return attrs.evolve(svc, ports=tuple(union(p) for p in svc.ports))

@@ -38,7 +38,7 @@ from svcnet.model import (
     ServiceType,
 )
 from svcnet.probe import Probe, SourceKind
-from svcnet.state import Apply, Changed, ClusterState, Configure, Event
+from svcnet.state import Apply, ClusterState, Configure, Event, Touched
 from svcnet.testing import strategies as s
 from svcnet.testing.strategies import Draw, chance, integer, pick
 
@@ -117,7 +117,7 @@ class DirectState:
     def service_endpoints(self, namespace: str, name: str) -> Mapping[str, tuple[Endpoint, ...]]:
         return self.endpoints.get((namespace, name), {})
 
-    def changed_since(self, revision: int) -> Changed | None:
+    def changed_since(self, revision: int) -> Touched | None:
         return None
 
 

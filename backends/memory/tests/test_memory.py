@@ -112,7 +112,7 @@ def _port(**kw: Any) -> PortPlan:
         source_ranges=("198.51.100.0/24",),
     )
     args.update(kw)
-    return PortPlan(**args)
+    return PortPlan.build(**args)
 
 
 def _plan(*services: ServicePlan) -> Plan:

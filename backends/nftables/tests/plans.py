@@ -44,7 +44,7 @@ def sample_plan() -> Plan:
         ServiceRef("default", "web"),
         ("10.96.0.10", "fd00:96::10"),
         (
-            PortPlan(
+            PortPlan.build(
                 "http",
                 IPFamily.IPv4,
                 Protocol.TCP,
@@ -63,7 +63,7 @@ def sample_plan() -> Plan:
                 LOCAL,
                 source_ranges=("198.51.100.0/24",),
             ),
-            PortPlan(
+            PortPlan.build(
                 "dns",
                 IPFamily.IPv4,
                 Protocol.UDP,
@@ -77,7 +77,7 @@ def sample_plan() -> Plan:
                 CM,
                 CM,
             ),
-            PortPlan(
+            PortPlan.build(
                 "http",
                 IPFamily.IPv6,
                 Protocol.TCP,
@@ -97,7 +97,7 @@ def sample_plan() -> Plan:
         ServiceRef("default", "sticky"),
         ("10.96.0.20",),
         (
-            PortPlan(
+            PortPlan.build(
                 "",
                 IPFamily.IPv4,
                 Protocol.SCTP,
@@ -118,7 +118,7 @@ def sample_plan() -> Plan:
         ServiceRef("default", "empty"),
         ("10.96.0.30",),
         (
-            PortPlan(
+            PortPlan.build(
                 "",
                 IPFamily.IPv4,
                 Protocol.TCP,

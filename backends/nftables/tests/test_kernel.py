@@ -226,7 +226,7 @@ def service_plans(draw: st.DrawFn, i: int) -> ServicePlan:
     eps = [PlanEndpoint(ip, 8080) for ip in cluster]
     local = [e for e in eps if e.ip.startswith("10.244.1.")]
     rs = [draw(routes(bool(eps), bool(local))) for _ in range(6)]
-    port = PortPlan(
+    port = PortPlan.build(
         "p",
         IPFamily.IPv4,
         proto,

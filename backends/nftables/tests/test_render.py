@@ -60,7 +60,8 @@ def test_one_endpoint_change_is_a_few_element_updates() -> None:
     port = web.ports[0]
     eps = list(port.cluster_endpoints)
     eps[2] = PlanEndpoint("10.244.2.12", 8080)
-    new = attrs.evolve(web, ports=(attrs.evolve(port, cluster_endpoints=eps), *web.ports[1:]))
+    port = attrs.evolve(port, cluster_endpoints=tuple(sorted(eps)))
+    new = attrs.evolve(web, ports=(port, *web.ports[1:]))
     plan2 = Plan(plan.settings, plan.services.set(web.ref, new))
     text, delta = render.render_changes(plan, plan2.diff(plan), refs)
     lines = text.splitlines()

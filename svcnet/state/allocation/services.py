@@ -1,36 +1,23 @@
-"""Pure, persistent allocators: ClusterIPs, NodePorts (and health-check ports),
-LoadBalancer pool addresses and pod IPs.
-
-Every allocator is a :class:`Pool`: a range of integers (addresses as ints,
-or ports) with a persistent "used" tree (a sparse binary tree of used counts,
-path-copied on change) and a persistent owner map. Taking, releasing and
-finding the lowest or highest free value in a sub-range are O(log range)
-whatever the number of values held; nothing scans the used values.
+"""Allocation for services: ClusterIPs, NodePorts (and health-check ports) and
+LoadBalancer pool addresses, with kube-apiserver's validation of what a service
+asks for (immutable ClusterIPs, families and family policies, ports in range,
+no value held twice).
 
 Dynamic choices are deterministic:
 
 * ClusterIPs and NodePorts prefer the upper part of their range, as KEP-3070
   (ClusterIP) and KEP-3668 (NodePort) do, so values that users pin, usually
-  low ones, rarely collide with allocated ones. The lower "static" band is
-  ``min(max(16, size/16), 256)`` addresses (``min(max(16, size/32), 128)``
-  ports). Dynamic values are the lowest free one of the upper band, and when
-  that is full the highest free one of the lower band.
-* ClusterIPs never use the network address (nor the broadcast address in IPv4).
-* LoadBalancer addresses: every address of each pool range is usable (a /28
-  gives 16); the lowest free one first.
-* Pod IPs come from the node's podCIDR(s), lowest free first, skipping the
-  network address, the first host address (conventionally the node's gateway,
-  the bridge address a CNI plugin puts on the node) and, in IPv4, broadcast.
-
-The owner of each value is the :class:`~svcnet.model.ObjectKey` holding it, so
-a conflict can name it. Owners of LoadBalancer addresses that could not get one
-wait in a queue, served in arrival order when an address is freed.
+  low ones, rarely collide with allocated ones (the bands are
+  :mod:`svcnet.state.allocation.pool`'s). Dynamic values are the lowest free one
+  of the upper band, and when that is full the highest free one of the lower band.
+* LoadBalancer addresses: the lowest free one of the pool ranges first. Services
+  that could not get one wait in a queue, served in arrival order when an
+  address is freed.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -40,189 +27,26 @@ from svcnet.errors import ConflictError, ValidationError
 from svcnet.model import (
     IPFamily,
     IPFamilyPolicy,
-    IPNetwork,
-    Node,
     ObjectKey,
-    Pod,
     Service,
     ServiceType,
     TrafficPolicy,
 )
+from svcnet.state.allocation.pool import (
+    Pool,
+    cluster_ip_pool,
+    ip_int,
+    ip_str,
+    lb_pool,
+    node_port_pool,
+)
 
-# --------------------------------------------------------------------------- the tree
-# A subtree covering 2**d values is None (all free) or (used, left, right).
-_Tree = tuple[int, Any, Any] | None
-_USED_LEAF: _Tree = (1, None, None)
-
-
-def _count(node: _Tree) -> int:
-    return 0 if node is None else node[0]
-
-
-def _set(node: _Tree, depth: int, offset: int, used: bool) -> _Tree:
-    if depth == 0:
-        return _USED_LEAF if used else None
-    half = 1 << (depth - 1)
-    _, left, right = node if node is not None else (0, None, None)
-    if offset < half:
-        left = _set(left, depth - 1, offset, used)
-    else:
-        right = _set(right, depth - 1, offset - half, used)
-    total = _count(left) + _count(right)
-    return None if total == 0 else (total, left, right)
-
-
-def _lowest(node: _Tree, depth: int, a: int, b: int) -> int | None:
-    """Lowest free offset in [a, b] (inside this subtree's [0, 2**depth))."""
-    if node is None:
-        return a
-    if node[0] == 1 << depth:
-        return None
-    half = 1 << (depth - 1)
-    if a < half:
-        found = _lowest(node[1], depth - 1, a, min(b, half - 1))
-        if found is not None:
-            return found
-    if b >= half:
-        found = _lowest(node[2], depth - 1, max(a, half) - half, b - half)
-        if found is not None:
-            return found + half
-    return None
-
-
-def _highest(node: _Tree, depth: int, a: int, b: int) -> int | None:
-    """Highest free offset in [a, b]."""
-    if node is None:
-        return b
-    if node[0] == 1 << depth:
-        return None
-    half = 1 << (depth - 1)
-    if b >= half:
-        found = _highest(node[2], depth - 1, max(a, half) - half, b - half)
-        if found is not None:
-            return found + half
-    if a < half:
-        return _highest(node[1], depth - 1, a, min(b, half - 1))
-    return None
+__all__ = ["ServiceAllocations"]
 
 
 @attrs.frozen
-class Pool:
-    """Values ``lo..hi`` (inclusive); a persistent set of held values with owners."""
-
-    lo: int
-    hi: int
-    band: int = 0  # the size of the lower "static" band (0: no band)
-    family: IPFamily | None = None  # for address pools
-    depth: int = attrs.field(default=0, eq=False)
-    tree: _Tree = attrs.field(default=None, eq=False, repr=False)
-    owners: PMap[int, ObjectKey] = attrs.field(factory=pmap, repr=False)
-
-    @classmethod
-    def create(cls, lo: int, hi: int, band: int = 0, family: IPFamily | None = None) -> Pool:
-        size = max(hi - lo + 1, 1)
-        return cls(lo, hi, band, family, max(size - 1, 1).bit_length())
-
-    def __contains__(self, value: int) -> bool:
-        return self.lo <= value <= self.hi
-
-    def owner(self, value: int) -> ObjectKey | None:
-        return self.owners.get(value)
-
-    def take(self, value: int, owner: ObjectKey) -> Pool:
-        assert value in self and value not in self.owners
-        tree = _set(self.tree, self.depth, value - self.lo, True)
-        return attrs.evolve(self, tree=tree, owners=self.owners.set(value, owner))
-
-    def release(self, value: int, owner: ObjectKey | None = None) -> Pool:
-        """Free ``value`` (only if ``owner`` holds it, when given)."""
-        held = self.owners.get(value)
-        if held is None or (owner is not None and held != owner):
-            return self
-        tree = _set(self.tree, self.depth, value - self.lo, False)
-        return attrs.evolve(self, tree=tree, owners=self.owners.remove(value))
-
-    def lowest_free(self, lo: int | None = None, hi: int | None = None) -> int | None:
-        a, b = (
-            max(self.lo if lo is None else lo, self.lo),
-            min(self.hi if hi is None else hi, self.hi),
-        )
-        if a > b:
-            return None
-        found = _lowest(self.tree, self.depth, a - self.lo, b - self.lo)
-        return None if found is None else found + self.lo
-
-    def highest_free(self, lo: int | None = None, hi: int | None = None) -> int | None:
-        a, b = (
-            max(self.lo if lo is None else lo, self.lo),
-            min(self.hi if hi is None else hi, self.hi),
-        )
-        if a > b:
-            return None
-        found = _highest(self.tree, self.depth, a - self.lo, b - self.lo)
-        return None if found is None else found + self.lo
-
-    def dynamic(self) -> int | None:
-        """The next value to hand out: upper band first (lowest free), then the
-        lower band (highest free)."""
-        split = self.lo + self.band
-        found = self.lowest_free(split, self.hi)
-        if found is None and self.band:
-            found = self.highest_free(self.lo, split - 1)
-        return found
-
-    @property
-    def free_count(self) -> int:
-        return self.hi - self.lo + 1 - len(self.owners)
-
-
-def _band(size: int, divisor: int, cap: int) -> int:
-    band = min(max(16, size // divisor), cap)
-    return band if band < size else 0
-
-
-def _ip_int(address: str) -> int:
-    return int(ipaddress.ip_address(address))
-
-
-def _ip_str(value: int, family: IPFamily) -> str:
-    if family is IPFamily.IPv4:
-        return str(ipaddress.IPv4Address(value))
-    return str(ipaddress.IPv6Address(value))
-
-
-def _net(cidr: str) -> IPNetwork:
-    return ipaddress.ip_network(cidr, strict=False)
-
-
-def cluster_ip_pool(cidr: str) -> Pool:
-    net = _net(cidr)
-    first = int(net.network_address) + 1
-    last = int(net.broadcast_address) - (1 if net.version == 4 else 0)
-    return Pool.create(first, last, _band(last - first + 1, 16, 256), _family(net))
-
-
-def pod_ip_pool(cidr: str) -> Pool:
-    net = _net(cidr)
-    return Pool.create(
-        int(net.network_address) + 2,
-        int(net.broadcast_address) - (1 if net.version == 4 else 0),
-        family=_family(net),
-    )
-
-
-def _lb_pool(cidr: str) -> Pool:
-    net = _net(cidr)
-    return Pool.create(int(net.network_address), int(net.broadcast_address), family=_family(net))
-
-
-def _family(net: IPNetwork) -> IPFamily:
-    return IPFamily.IPv4 if net.version == 4 else IPFamily.IPv6
-
-
-@attrs.frozen
-class Allocations:
-    """Everything allocated in a cluster, as persistent values."""
+class ServiceAllocations:
+    """Everything allocated to services in a cluster, as persistent values."""
 
     cluster_ips: PMap[IPFamily, Pool]
     cluster_cidrs: PMap[IPFamily, str]
@@ -230,9 +54,7 @@ class Allocations:
     node_ports: Pool
     lb_pools: tuple[tuple[IPFamily, Pool], ...]  # sorted by family then address
     lb_waiting: PMap[ObjectKey, int] = attrs.field(factory=pmap)  # -> arrival number
-    pod_pools: PMap[str, tuple[Pool, ...]] = attrs.field(factory=pmap)  # per node
-    pod_waiting: PMap[str, PMap[ObjectKey, int]] = attrs.field(factory=pmap)  # per node
-    seq: int = 0
+    seq: int = 0  # the next arrival number
 
     @classmethod
     def for_config(
@@ -240,7 +62,7 @@ class Allocations:
         service_cidrs: Iterable[str],
         node_port_range: tuple[int, int],
         load_balancer_pool: Iterable[str],
-    ) -> Allocations:
+    ) -> ServiceAllocations:
         cips: dict[IPFamily, Pool] = {}
         cidrs: dict[IPFamily, str] = {}
         for cidr in service_cidrs:
@@ -249,14 +71,14 @@ class Allocations:
                 cips[fam], cidrs[fam] = cluster_ip_pool(cidr), cidr
         lo, hi = node_port_range
         lbs = sorted(
-            ((IPFamily.of_network(c), _lb_pool(c)) for c in load_balancer_pool),
+            ((IPFamily.of_network(c), lb_pool(c)) for c in load_balancer_pool),
             key=lambda fp: (fp[0].value, fp[1].lo),
         )
         return cls(
             pmap(cips),
             pmap(cidrs),
             tuple(cidrs),
-            Pool.create(lo, hi, _band(hi - lo + 1, 32, 128)),
+            node_port_pool(lo, hi),
             tuple(lbs),
         )
 
@@ -267,36 +89,36 @@ class Allocations:
                 return i
         return None
 
-    def _lb_set(self, i: int, pool: Pool) -> Allocations:
+    def _lb_set(self, i: int, pool: Pool) -> ServiceAllocations:
         pools = list(self.lb_pools)
         pools[i] = (pools[i][0], pool)
         return attrs.evolve(self, lb_pools=tuple(pools))
 
     def lb_owner(self, address: str) -> ObjectKey | None:
-        i = self._lb_index(_ip_int(address), IPFamily.of(address))
-        return None if i is None else self.lb_pools[i][1].owner(_ip_int(address))
+        i = self._lb_index(ip_int(address), IPFamily.of(address))
+        return None if i is None else self.lb_pools[i][1].owner(ip_int(address))
 
-    def _lb_take(self, addresses: Iterable[str], owner: ObjectKey) -> Allocations | None:
+    def _lb_take(self, addresses: Iterable[str], owner: ObjectKey) -> ServiceAllocations | None:
         alloc = self
         for a in addresses:
-            ip, fam = _ip_int(a), IPFamily.of(a)
+            ip, fam = ip_int(a), IPFamily.of(a)
             i = alloc._lb_index(ip, fam)
             if i is None or alloc.lb_pools[i][1].owner(ip) is not None:
                 return None
             alloc = alloc._lb_set(i, alloc.lb_pools[i][1].take(ip, owner))
         return alloc
 
-    def _lb_release(self, addresses: Iterable[str], owner: ObjectKey) -> Allocations:
+    def _lb_release(self, addresses: Iterable[str], owner: ObjectKey) -> ServiceAllocations:
         alloc = self
         for a in addresses:
-            i = alloc._lb_index(_ip_int(a), IPFamily.of(a))
+            i = alloc._lb_index(ip_int(a), IPFamily.of(a))
             if i is not None:
-                alloc = alloc._lb_set(i, alloc.lb_pools[i][1].release(_ip_int(a), owner))
+                alloc = alloc._lb_set(i, alloc.lb_pools[i][1].release(ip_int(a), owner))
         return alloc
 
     def _lb_try(
         self, svc: Service, prefer: tuple[str, ...]
-    ) -> tuple[Allocations, tuple[str, ...]] | None:
+    ) -> tuple[ServiceAllocations, tuple[str, ...]] | None:
         """Addresses for a LoadBalancer service, all or nothing."""
         if svc.load_balancer_ip:
             wanted: tuple[str, ...] = (svc.load_balancer_ip,)
@@ -312,7 +134,7 @@ class Allocations:
                 found = next((v for p in pools if (v := p.lowest_free()) is not None), None)
                 if found is None:
                     return None
-                chosen.append(_ip_str(found, fam))
+                chosen.append(ip_str(found, fam))
             if not chosen:
                 return None
             wanted = tuple(chosen)
@@ -321,7 +143,7 @@ class Allocations:
 
     def serve_lb_waiting(
         self, lookup: Callable[[ObjectKey], Service]
-    ) -> tuple[Allocations, list[Service]]:
+    ) -> tuple[ServiceAllocations, list[Service]]:
         """Give addresses to waiting services, in arrival order, where possible."""
         alloc, served = self, []
         for key, _ in sorted(self.lb_waiting.items(), key=lambda kv: kv[1]):
@@ -333,13 +155,13 @@ class Allocations:
         return alloc, served
 
     # ---------------------------------------------------------------- services
-    def release_service(self, svc: Service) -> Allocations:
+    def release_service(self, svc: Service) -> ServiceAllocations:
         key = svc.key
         cips = self.cluster_ips
         for ip in svc.cluster_ips:
             fam = IPFamily.of(ip)
             if fam in cips:
-                cips = cips.set(fam, cips[fam].release(_ip_int(ip), key))
+                cips = cips.set(fam, cips[fam].release(ip_int(ip), key))
         ports = self.node_ports
         for p in svc.ports:
             if p.node_port is not None:
@@ -353,7 +175,9 @@ class Allocations:
             alloc = alloc._lb_release(svc.load_balancer_ips, key)
         return alloc
 
-    def allocate_service(self, old: Service | None, new: Service) -> tuple[Allocations, Service]:
+    def allocate_service(
+        self, old: Service | None, new: Service
+    ) -> tuple[ServiceAllocations, Service]:
         """Allocate for ``new`` (replacing ``old``, whose allocations are kept
         where ``new`` leaves them unset). Raises ValidationError/ConflictError."""
         seq = self.lb_waiting.get(new.key)
@@ -362,7 +186,7 @@ class Allocations:
         alloc, new = alloc._node_ports(old, new)
         return alloc._load_balancer(old, new, seq)
 
-    def _cluster_ips(self, old: Service | None, new: Service) -> tuple[Allocations, Service]:
+    def _cluster_ips(self, old: Service | None, new: Service) -> tuple[ServiceAllocations, Service]:
         obj = str(new.key)
         old_ips = old.cluster_ips if old is not None else ()
         if new.type is ServiceType.EXTERNAL_NAME:
@@ -398,7 +222,7 @@ class Allocations:
                     f" ipFamilies ({', '.join(f.value for f in families)})",
                 )
             pool = alloc.cluster_ips[fam]
-            value = _ip_int(ip)
+            value = ip_int(ip)
             if value not in pool:
                 raise ValidationError(
                     obj,
@@ -427,7 +251,7 @@ class Allocations:
             alloc = attrs.evolve(
                 alloc, cluster_ips=alloc.cluster_ips.set(fam, pool.take(value_or_none, new.key))
             )
-            chosen[fam] = _ip_str(value_or_none, fam)
+            chosen[fam] = ip_str(value_or_none, fam)
         policy = new.ip_family_policy or (
             IPFamilyPolicy.REQUIRE_DUAL_STACK if len(families) > 1 else IPFamilyPolicy.SINGLE_STACK
         )
@@ -470,7 +294,7 @@ class Allocations:
         other = IPFamily.IPv6 if first is IPFamily.IPv4 else IPFamily.IPv4
         return (first, other)
 
-    def _node_ports(self, old: Service | None, new: Service) -> tuple[Allocations, Service]:
+    def _node_ports(self, old: Service | None, new: Service) -> tuple[ServiceAllocations, Service]:
         obj = str(new.key)
         lb = new.type is ServiceType.LOAD_BALANCER
         wants = new.type is ServiceType.NODE_PORT or (lb and new.allocate_load_balancer_node_ports)
@@ -553,7 +377,7 @@ class Allocations:
 
     def _load_balancer(
         self, old: Service | None, new: Service, seq: int | None
-    ) -> tuple[Allocations, Service]:
+    ) -> tuple[ServiceAllocations, Service]:
         key = new.key
         if new.type is not ServiceType.LOAD_BALANCER:
             return self, attrs.evolve(new, load_balancer_ips=())
@@ -590,21 +414,15 @@ class Allocations:
         node_port_range: tuple[int, int],
         load_balancer_pool: Iterable[str],
         services: Iterable[Service],
-    ) -> Allocations:
+    ) -> ServiceAllocations:
         """The same allocations under a new configuration; refused (ValidationError
         naming the service) when one falls outside the new ranges."""
-        fresh = Allocations.for_config(service_cidrs, node_port_range, load_balancer_pool)
-        alloc = attrs.evolve(
-            fresh,
-            lb_waiting=self.lb_waiting,
-            pod_pools=self.pod_pools,
-            pod_waiting=self.pod_waiting,
-            seq=self.seq,
-        )
+        fresh = ServiceAllocations.for_config(service_cidrs, node_port_range, load_balancer_pool)
+        alloc = attrs.evolve(fresh, lb_waiting=self.lb_waiting, seq=self.seq)
         for svc in services:
             obj, key = str(svc.key), svc.key
             for ip in svc.cluster_ips:
-                fam, value = IPFamily.of(ip), _ip_int(ip)
+                fam, value = IPFamily.of(ip), ip_int(ip)
                 pool = alloc.cluster_ips.get(fam)
                 if pool is None or value not in pool:
                     raise ValidationError(
@@ -638,131 +456,3 @@ class Allocations:
                     )
                 alloc = taken
         return alloc
-
-    # ---------------------------------------------------------------- pod IPs
-    def _pod_wait(self, node: str, key: ObjectKey) -> Allocations:
-        waiting = self.pod_waiting.get(node, pmap())
-        if key in waiting:
-            return self
-        return attrs.evolve(
-            self,
-            pod_waiting=self.pod_waiting.set(node, waiting.set(key, self.seq)),
-            seq=self.seq + 1,
-        )
-
-    def _pod_unwait(self, node: str, key: ObjectKey) -> Allocations:
-        waiting = self.pod_waiting.get(node)
-        if waiting is None or key not in waiting:
-            return self
-        waiting = waiting.remove(key)
-        pw = self.pod_waiting.set(node, waiting) if waiting else self.pod_waiting.remove(node)
-        return attrs.evolve(self, pod_waiting=pw)
-
-    def pods_waiting(self, node: str) -> int:
-        return len(self.pod_waiting.get(node, ()))
-
-    def _pin_pod_ips(self, pod: Pod) -> Allocations:
-        pools = self.pod_pools.get(pod.node_name)
-        if pools is None or not pod.pod_ips:
-            return self
-        new = list(pools)
-        for ip in pod.pod_ips:
-            value = _ip_int(ip)
-            for i, pool in enumerate(new):
-                if value in pool and pool.owner(value) is None and pool_family(pool, ip):
-                    new[i] = pool.take(value, pod.key)
-        return attrs.evolve(self, pod_pools=self.pod_pools.set(pod.node_name, tuple(new)))
-
-    def release_pod(self, pod: Pod) -> Allocations:
-        alloc = self._pod_unwait(pod.node_name, pod.key)
-        pools = alloc.pod_pools.get(pod.node_name)
-        if pools is None or not pod.pod_ips:
-            return alloc
-        new = tuple(_release_all(p, pod.pod_ips, pod.key) for p in pools)
-        return attrs.evolve(alloc, pod_pools=alloc.pod_pools.set(pod.node_name, new))
-
-    def assign_pod(self, old: Pod | None, new: Pod) -> tuple[Allocations, Pod]:
-        """IPs for ``new`` (``old``'s allocated ones kept on the same node)."""
-        alloc = self if old is None else self.release_pod(old)
-        if new.pod_ips:
-            return alloc._pin_pod_ips(new), new
-        if new.host_network or not new.node_name:
-            return alloc, attrs.evolve(new, pod_ips_allocated=False)
-        if old is not None and old.pod_ips_allocated and old.node_name == new.node_name:
-            kept = attrs.evolve(new, pod_ips=old.pod_ips, pod_ips_allocated=True)
-            return alloc._pin_pod_ips(kept), kept
-        return alloc._pod_take(new)
-
-    def _pod_take(self, pod: Pod) -> tuple[Allocations, Pod]:
-        pools = self.pod_pools.get(pod.node_name)
-        bare = attrs.evolve(pod, pod_ips=(), pod_ips_allocated=False)
-        if not pools:
-            return self._pod_wait(pod.node_name, pod.key), bare
-        new, ips = list(pools), []
-        for i, pool in enumerate(pools):
-            value = pool.lowest_free()
-            if value is None:
-                return self._pod_wait(pod.node_name, pod.key), bare
-            new[i] = pool.take(value, pod.key)
-            ips.append(_ip_str(value, pool.family or IPFamily.IPv4))
-        alloc = attrs.evolve(self, pod_pools=self.pod_pools.set(pod.node_name, tuple(new)))
-        return alloc._pod_unwait(pod.node_name, pod.key), attrs.evolve(
-            pod, pod_ips=tuple(ips), pod_ips_allocated=True
-        )
-
-    def serve_pod_waiting(
-        self, node: str, lookup: Callable[[ObjectKey], Pod]
-    ) -> tuple[Allocations, list[Pod]]:
-        alloc, served = self, []
-        for key, _ in sorted(self.pod_waiting.get(node, pmap()).items(), key=lambda kv: kv[1]):
-            alloc, pod = alloc._pod_take(lookup(key))
-            if pod.pod_ips:
-                served.append(pod)
-        return alloc, served
-
-    def set_node(
-        self, old: Node | None, node: Node, pods: Sequence[Pod]
-    ) -> tuple[Allocations, list[Pod]]:
-        """(Re)build the node's pod pools when its podCIDRs change. ``pods`` are
-        the pods on the node; returns those whose IPs changed."""
-        if old is not None and old.pod_cidrs == node.pod_cidrs:
-            return self, []
-        pools = tuple(pod_ip_pool(c) for c in node.pod_cidrs)
-        alloc = attrs.evolve(self, pod_pools=self.pod_pools.set(node.name, pools))
-        current = {p.key: p for p in pods}
-        changed: dict[ObjectKey, Pod] = {}
-        for key in sorted(current):
-            pod = current[key]
-            if pod.pod_ips_allocated and not all(
-                any(_ip_int(ip) in p and pool_family(p, ip) for p in pools) for ip in pod.pod_ips
-            ):
-                pod = attrs.evolve(pod, pod_ips=(), pod_ips_allocated=False)
-                current[key] = changed[key] = pod
-                alloc = alloc._pod_wait(node.name, key)
-            alloc = alloc._pin_pod_ips(pod)
-        alloc, served = alloc.serve_pod_waiting(node.name, current.__getitem__)
-        changed.update((p.key, p) for p in served)
-        return alloc, list(changed.values())
-
-    def remove_node(self, name: str, pods: Iterable[Pod]) -> tuple[Allocations, list[Pod]]:
-        """The node is gone: its pods lose allocated IPs and wait for it."""
-        alloc = attrs.evolve(self, pod_pools=self.pod_pools.discard(name))
-        changed = []
-        for pod in sorted(pods, key=lambda p: p.key):
-            if pod.pod_ips_allocated:
-                pod = attrs.evolve(pod, pod_ips=(), pod_ips_allocated=False)
-                changed.append(pod)
-            if not pod.pod_ips and not pod.host_network:
-                alloc = alloc._pod_wait(name, pod.key)
-        return alloc, changed
-
-
-def pool_family(pool: Pool, ip: str) -> bool:
-    return pool.family is IPFamily.of(ip)
-
-
-def _release_all(pool: Pool, ips: Iterable[str], owner: ObjectKey) -> Pool:
-    for ip in ips:
-        if pool_family(pool, ip):
-            pool = pool.release(_ip_int(ip), owner)
-    return pool
