@@ -17,7 +17,7 @@ removes everything the backend owns and nothing else.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+import typing
 from importlib.metadata import entry_points
 from typing import ClassVar
 
@@ -137,7 +137,24 @@ class Backend(abc.ABC):
             )
 
 
-BackendFactory = Callable[[str], Backend]
+class BackendFactory(typing.Protocol):
+    """Makes the backend that programs one node: ``factory(node)``. A
+    :class:`Backend` subclass is one; so is any function of the node's name."""
+
+    def __call__(self, node: str, /) -> Backend: ...
+
+
+@typing.runtime_checkable
+class ManagedBackendFactory(BackendFactory, typing.Protocol):
+    """A factory that names its backend, declares what it can do, and releases
+    what it made for a backend (its network namespace, say) once that backend has
+    been cleaned up and closed. The test harness and the scenario runner use all
+    three when a factory has them."""
+
+    name: str
+    capabilities: Capabilities
+
+    def release(self, backend: Backend, /) -> None: ...
 
 
 def available_backends() -> list[str]:

@@ -47,6 +47,11 @@ class ScenarioError(SvcnetError, ValueError):
     """A scenario file is malformed."""
 
 
+class ProbeError(SvcnetError, ValueError):
+    """A probe cannot be built from its source: a pod on no node, no address of
+    the destination's family, no node to handle it."""
+
+
 class BackendErrorKind(enum.Enum):
     NOT_FOUND = "not found"
     EXISTS = "exists"

@@ -3,23 +3,32 @@
 Every answer to "what happens to this packet" — the reference semantics, each
 backend's interpreter of its kernel read-back, real traffic in the lab — is an
 :class:`Outcome`, so they can be compared with ``==``.
+
+:func:`make_probe` is the one resolver from a source as people name it (a pod,
+a node, an address; the node handling the packet) to a :class:`Probe`: the CLI's
+``trace``, the scenario runner and the test harness all use it, so they agree on
+the source kind (SEMANTICS.md, "Source kinds"). Pure: it reads a state, nothing
+else.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+import ipaddress
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
+from typing import Protocol as _Protocol
 
 import attrs
 
-from svcnet.model import Protocol, format_endpoint
+from svcnet.errors import NotFoundError, ProbeError
+from svcnet.model import ClusterConfig, IPFamily, Node, Pod, Protocol, format_endpoint
 
 
 class SourceKind(enum.Enum):
     POD = "pod"  # source address inside clusterCIDRs
     NODE = "node"  # a host-network process on the handling node
-    EXTERNAL = "external"  # anything else, other nodes included
+    EXTERNAL = "external"  # anything else, other nodes (and their host-network pods) included
 
 
 class Verdict(enum.Enum):
@@ -158,3 +167,115 @@ class Affinity:
         endpoint = learned if learned is not None and learned in outcome.endpoints else choose
         rest = tuple(e for e in self.entries if e[0] != (client, key))
         return endpoint, Affinity((*rest, ((client, key), endpoint, now)))
+
+
+# -- naming a probe's source ---------------------------------------------------------
+
+
+class StateView(_Protocol):
+    """What :func:`make_probe` reads of a cluster (a
+    :class:`~svcnet.state.ClusterState` is one)."""
+
+    @property
+    def config(self) -> ClusterConfig: ...
+    @property
+    def nodes(self) -> Mapping[str, Node]: ...
+    @property
+    def pods(self) -> Mapping[tuple[str, str], Pod]: ...
+
+
+@attrs.frozen
+class ProbeSource:
+    """Where a probe comes from, as a person names it: exactly one of ``pod``
+    (namespace, name), ``node`` or ``address``; ``via`` is the node whose kernel
+    handles the packet (default: the pod's or the node's own; required for an
+    address). An ``address`` is classified by what the handling node can tell
+    (a pod address, one of its own, anything else) unless ``external`` says it
+    arrives from outside whatever it is."""
+
+    pod: tuple[str, str] | None = None
+    node: str | None = None
+    address: str | None = None
+    via: str | None = None
+    external: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        given = [x for x in (self.pod, self.node, self.address) if x is not None]
+        if len(given) != 1:
+            raise ProbeError("a probe source is exactly one of a pod, a node, an address")
+
+
+def _node(state: StateView, name: str) -> Node:
+    node = state.nodes.get(name)
+    if node is None:
+        raise NotFoundError(f"Node {name}")
+    return node
+
+
+def _node_address(node: Node, family: IPFamily) -> str:
+    ip = node.address(family)
+    if ip is None:
+        raise ProbeError(f"node {node.name} has no {family.value} InternalIP")
+    return ip
+
+
+def classify(state: StateView, address: str, node: str) -> SourceKind:
+    """The kind of a packet from ``address`` arriving at ``node``: a pod address
+    (inside clusterCIDRs), one of the node's own addresses, or external."""
+    ip = ipaddress.ip_address(address)
+    if any(ip in ipaddress.ip_network(c, strict=False) for c in state.config.cluster_cidrs):
+        return SourceKind.POD
+    own = {ipaddress.ip_address(a) for a in _node(state, node).addresses}
+    return SourceKind.NODE if ip in own else SourceKind.EXTERNAL
+
+
+def resolve_source(
+    state: StateView, source: ProbeSource, family: IPFamily
+) -> tuple[SourceKind, str, str]:
+    """``(kind, source address, handling node)`` of ``source`` for a destination of
+    ``family``. A pod sends from its own address (kind pod); a node, or a
+    host-network pod, from the node's InternalIP: kind node on that node itself,
+    external when another node handles the packet (it arrived over the network).
+    Raises :class:`~svcnet.errors.NotFoundError` for an unknown pod or node and
+    :class:`~svcnet.errors.ProbeError` when the source cannot send such a packet."""
+    if source.pod is not None:
+        ns, name = source.pod
+        pod = state.pods.get((ns, name))
+        if pod is None:
+            raise NotFoundError(f"Pod {ns}/{name}")
+        if not pod.node_name:
+            raise ProbeError(f"pod {ns}/{name} is on no node")
+        handler = source.via or pod.node_name
+        if pod.host_network:
+            ip = _node_address(_node(state, pod.node_name), family)
+            kind = SourceKind.NODE if handler == pod.node_name else SourceKind.EXTERNAL
+        else:
+            found = pod.ip(family)
+            if found is None:
+                raise ProbeError(f"pod {ns}/{name} has no {family.value} address")
+            ip, kind = found, SourceKind.POD
+    elif source.node is not None:
+        handler = source.via or source.node
+        ip = _node_address(_node(state, source.node), family)
+        kind = SourceKind.NODE if handler == source.node else SourceKind.EXTERNAL
+    else:
+        assert source.address is not None
+        if source.via is None:
+            raise ProbeError(f"a probe from {source.address} needs the node it arrives at")
+        handler, ip = source.via, source.address
+        kind = SourceKind.EXTERNAL if source.external else classify(state, ip, handler)
+    _node(state, handler)
+    return kind, ip, handler
+
+
+def make_probe(
+    state: StateView,
+    source: ProbeSource,
+    dst_ip: str,
+    dst_port: int,
+    protocol: Protocol = Protocol.TCP,
+) -> Probe:
+    """The :class:`Probe` of a connection from ``source`` to ``dst_ip:dst_port``
+    (see :func:`resolve_source`)."""
+    kind, ip, node = resolve_source(state, source, IPFamily.of(dst_ip))
+    return Probe(kind, ip, node, dst_ip, dst_port, protocol)

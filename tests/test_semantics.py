@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 import pytest
 
+from svcnet.errors import NotFoundError, ProbeError
 from svcnet.model import (
     SERVICE_PROXY_NAME_LABEL,
     ZONE_LABEL,
@@ -22,7 +23,7 @@ from svcnet.model import (
     SessionAffinity,
     TrafficPolicy,
 )
-from svcnet.probe import Outcome, Probe, SourceKind, Verdict
+from svcnet.probe import Outcome, Probe, ProbeSource, SourceKind, Verdict, make_probe
 from svcnet.semantics import evaluate, explain
 from svcnet.state import Apply, ClusterState
 
@@ -383,3 +384,75 @@ def test_explain_names_the_frontend() -> None:
     lines = explain(cluster(*two_pods(), web()), probe(POD, CIP))
     assert any("ClusterIP frontend of Service default/web" in line for line in lines)
     assert lines[-1].startswith("=> forward")
+
+
+# -- naming a probe's source (svcnet.probe.make_probe) ------------------------------
+
+
+def _sources_cluster() -> ClusterState:
+    host = Pod("default", "agent", node_name="node-a", host_network=True, pod_ips=(A_IP,))
+    return cluster(*two_pods(), host, web(**NP))
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (ProbeSource(pod=("default", "web-a")), (POD, POD_A, "node-a")),
+        (ProbeSource(pod=("default", "web-a"), via="node-b"), (POD, POD_A, "node-b")),
+        (ProbeSource(pod=("default", "agent")), (NODE, A_IP, "node-a")),
+        # a hostNetwork pod's packet handled by another node arrived over the network
+        (ProbeSource(pod=("default", "agent"), via="node-b"), (EXT, A_IP, "node-b")),
+        (ProbeSource(node="node-a"), (NODE, A_IP, "node-a")),
+        (ProbeSource(node="node-a", via="node-b"), (EXT, A_IP, "node-b")),
+        (ProbeSource(address=CLIENT, via="node-a"), (EXT, CLIENT, "node-a")),
+        (ProbeSource(address=CALLER, via="node-a"), (POD, CALLER, "node-a")),
+        (ProbeSource(address=A_IP, via="node-a"), (NODE, A_IP, "node-a")),
+        (ProbeSource(address=A_IP, via="node-b"), (EXT, A_IP, "node-b")),
+        (ProbeSource(address=CALLER, via="node-a", external=True), (EXT, CALLER, "node-a")),
+    ],
+)
+def test_make_probe_source_kinds(source: ProbeSource, expected: tuple[Any, ...]) -> None:
+    p = make_probe(_sources_cluster(), source, B_IP, 30080)
+    assert (p.source_kind, p.source_ip, p.node) == expected
+    assert (p.dst_ip, p.dst_port, p.protocol) == (B_IP, 30080, Protocol.TCP)
+
+
+def test_host_network_pod_through_another_node_is_treated_as_external() -> None:
+    """The oracle's answer differs with the kind: the NodePort of a Local service
+    short-circuits for the node itself, not for a packet from another node."""
+    svc = web(external_traffic_policy=TrafficPolicy.LOCAL, **NP)
+    state = cluster(pod("web-a", "node-a", POD_A), svc,
+                    Pod("default", "agent", node_name="node-a", host_network=True))
+    via_b = make_probe(state, ProbeSource(pod=("default", "agent"), via="node-b"), B_IP, 30080)
+    assert via_b.source_kind is EXT
+    check(state, via_b, DROP)  # no local endpoint on node-b, and not short-circuited
+    own = make_probe(state, ProbeSource(pod=("default", "agent")), A_IP, 30080)
+    check(state, own, fwd(POD_A, masq=True))
+
+
+@pytest.mark.parametrize(
+    ("source", "dst", "error", "message"),
+    [
+        (ProbeSource(pod=("default", "ghost")), CIP, NotFoundError, "Pod default/ghost not found"),
+        (ProbeSource(node="node-z"), CIP, NotFoundError, "Node node-z not found"),
+        (ProbeSource(pod=("default", "web-a"), via="node-z"), CIP, NotFoundError,
+         "Node node-z not found"),
+        (ProbeSource(pod=("default", "web-a")), "fd00:96::10", ProbeError,
+         "pod default/web-a has no IPv6 address"),
+        (ProbeSource(node="node-a"), "fd00:96::10", ProbeError,
+         "node node-a has no IPv6 InternalIP"),
+        (ProbeSource(address=CLIENT), CIP, ProbeError, "needs the node it arrives at"),
+    ],
+)
+def test_make_probe_refuses_what_cannot_send(
+    source: ProbeSource, dst: str, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        make_probe(_sources_cluster(), source, dst, 80)
+
+
+def test_probe_source_is_one_thing() -> None:
+    with pytest.raises(ProbeError):
+        ProbeSource(pod=("default", "web-a"), node="node-a")
+    with pytest.raises(ProbeError):
+        ProbeSource()

@@ -22,6 +22,7 @@ import yaml
 
 from svcnet import manifests, semantics
 from svcnet import plan as plan_mod
+from svcnet import probe as probe_mod
 from svcnet.cli.views import (
     _endpoints_manifest,
     _get,
@@ -39,7 +40,7 @@ from svcnet.model import (
     Protocol,
     ServiceType,
 )
-from svcnet.probe import Probe, SourceKind
+from svcnet.probe import Probe, ProbeSource
 from svcnet.state import Apply, ClusterState, Configure, Delete
 from svcnet.store import Store, config_to_json
 
@@ -491,40 +492,19 @@ def _parse_to(text: str) -> tuple[str, int, Protocol]:
         raise click.BadParameter(f"expected IP:PORT[/PROTO], got {text!r}", param_hint="TO") from e
 
 
-def _family_ip(ips: Sequence[str], dst: str) -> str | None:
-    version = ipaddress.ip_address(dst).version
-    return next((ip for ip in ips if ipaddress.ip_address(ip).version == version), None)
-
-
 def make_probe(state: ClusterState, source: str, to: str, node: str | None) -> Probe:
-    """A probe from ``pod/NS/NAME``, ``node/NAME`` or an IP (handled at ``node``)."""
+    """A probe from ``pod/NS/NAME``, ``node/NAME`` or an IP, handled at ``node`` (default:
+    the pod's or the node's own; required for an IP), by :func:`svcnet.probe.make_probe`."""
     dst, port, protocol = _parse_to(to)
     if source.startswith("pod/"):
         ns, _, name = source[4:].partition("/")
-        pod = state.pods.get((ns, name))
-        if pod is None:
-            raise NotFoundError(f"Pod {ns}/{name}")
-        at = node or pod.node_name
-        if not at:
-            raise _error(f"pod {ns}/{name} is on no node; give --node")
-        if pod.host_network:
-            host = state.nodes.get(pod.node_name)
-            ip = _family_ip(host.addresses if host else (), dst)
-            kind = SourceKind.NODE
-        else:
-            ip, kind = _family_ip(pod.pod_ips, dst), SourceKind.POD
-        if ip is None:
-            raise _error(f"pod {ns}/{name} has no address of {dst}'s family")
-        return Probe(kind, ip, at, dst, port, protocol)
+        return probe_mod.make_probe(
+            state, ProbeSource(pod=(ns, name), via=node), dst, port, protocol
+        )
     if source.startswith("node/"):
-        name = source[5:]
-        n = state.nodes.get(name)
-        if n is None:
-            raise NotFoundError(f"Node {name}")
-        ip = _family_ip(n.addresses, dst)
-        if ip is None:
-            raise _error(f"node {name} has no InternalIP of {dst}'s family")
-        return Probe(SourceKind.NODE, ip, node or name, dst, port, protocol)
+        return probe_mod.make_probe(
+            state, ProbeSource(node=source[5:], via=node), dst, port, protocol
+        )
     try:
         src = str(ipaddress.ip_address(source))
     except ValueError as e:
@@ -533,16 +513,7 @@ def make_probe(state: ClusterState, source: str, to: str, node: str | None) -> P
         ) from e
     if node is None:
         raise click.UsageError("a source IP needs --node (the node the packet reaches)")
-    if node not in state.nodes:
-        raise NotFoundError(f"Node {node}")
-    addr = ipaddress.ip_address(src)
-    if any(addr in ipaddress.ip_network(c) for c in state.config.cluster_cidrs):
-        kind = SourceKind.POD
-    elif src in state.nodes[node].addresses:
-        kind = SourceKind.NODE
-    else:
-        kind = SourceKind.EXTERNAL
-    return Probe(kind, src, node, dst, port, protocol)
+    return probe_mod.make_probe(state, ProbeSource(address=src, via=node), dst, port, protocol)
 
 
 @click.command("trace")

@@ -1,4 +1,6 @@
-"""Scenario files: the format, running one against a backend, the report.
+"""Scenario files: the format (:mod:`~svcnet.scenario.format`), running one
+against a backend (:mod:`~svcnet.scenario.run`), the results and the report
+(:mod:`~svcnet.scenario.report`).
 """
 
 from __future__ import annotations
@@ -19,34 +21,30 @@ from svcnet.scenario.format import (
     norm_record,
     parse_scenario,
 )
-from svcnet.scenario.run import (
-    DISAGREES,
-    DNS_NOT_IMPLEMENTED,
-    SCENARIO_NETNS_PREFIX,
-    DnsResolver,
+from svcnet.scenario.report import (
     ExpectationResult,
     ScenarioResult,
     Status,
+    format_report,
+    results_to_json,
+    totals,
+)
+from svcnet.scenario.run import (
+    DISAGREES,
+    TrafficCheckResult,
     TrafficHook,
     compare,
-    format_report,
-    kernel_namespaces,
     load_scenario,
-    reap_orphan_namespaces,
-    results_to_json,
+    probe_source,
     run_files,
     run_scenario,
     same_outcome,
-    totals,
 )
 
 __all__ = [
     "API_VERSION",
     "DISAGREES",
-    "DNS_NOT_IMPLEMENTED",
-    "SCENARIO_NETNS_PREFIX",
     "DnsQuery",
-    "DnsResolver",
     "ExpectationResult",
     "Expected",
     "ProbeSpec",
@@ -56,18 +54,18 @@ __all__ = [
     "Status",
     "Step",
     "StepKind",
+    "TrafficCheckResult",
     "TrafficHook",
     "compare",
     "count_expectations",
     "dns_text",
     "format_bool",
     "format_report",
-    "kernel_namespaces",
     "load_scenario",
     "norm_endpoint",
     "norm_record",
     "parse_scenario",
-    "reap_orphan_namespaces",
+    "probe_source",
     "results_to_json",
     "run_files",
     "run_scenario",

@@ -1,4 +1,4 @@
-"""Scenario files: load, run against a backend, report.
+"""Running scenario files against a backend.
 
 The format and its strict parsing are :mod:`svcnet.scenario.format` (re-exported
 here). Running drives one backend per node through a factory
@@ -8,37 +8,35 @@ up when the node goes and at the end (always, also on failure). Each probe is
 answered by the handling node's backend and compared with the expectation and
 with the reference semantics (:func:`svcnet.semantics.evaluate`).
 
-Counting follows FORMAT.md: every probe, DNS query and ``apply`` with ``error:``
-is one expectation. A step that fails unexpectedly (an ``apply``/``delete`` that
-is refused, a backend that cannot install) is reported as a failure itself, and
-every expectation after it fails as not run; a file that does not load is one
-failure plus one per expectation it seems to hold.
+Counting follows docs/reference/scenario-format.md: every probe, DNS query and
+``apply`` with ``error:`` is one expectation. A step that fails unexpectedly (an
+``apply``/``delete`` that is refused, a backend that cannot install) is reported
+as a failure itself, and every expectation after it fails as not run; a file that
+does not load is one failure plus one per expectation it seems to hold. Results
+and the report are :mod:`svcnet.scenario.report`; probes are built by
+:func:`svcnet.probe.make_probe`, DNS queries answered by
+:func:`svcnet.dns.records.resolve`. Real packets
+(``--traffic``) come from a :class:`TrafficHook` the caller passes in (the CLI
+passes :class:`svcnet.lab.traffic.TrafficChecker`); nothing here imports the lab.
 
-I/O here is limited to reading scenario files and, for kernel backends, the
-namespaces of :func:`kernel_namespaces` (made and deleted by :mod:`svcnet.kernel.netns`).
+I/O here is limited to reading scenario files; kernel backends get their
+namespaces from the factory the caller passes (:func:`svcnet.kernel.kernel_backends`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import enum
-import importlib
-import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
-
-import attrs
 
 from svcnet import manifests, semantics
 from svcnet import plan as plan_mod
 from svcnet.backend import Backend, BackendFactory
-from svcnet.errors import ScenarioError, SvcnetError
-from svcnet.model import IPFamily
+from svcnet.dns.records import resolve as resolve_dns
+from svcnet.errors import ProbeError, ScenarioError, SvcnetError
 from svcnet.plan import Plan
-from svcnet.probe import Outcome, Probe, SourceKind, Verdict
+from svcnet.probe import Outcome, Probe, ProbeSource, Verdict, make_probe
 from svcnet.scenario.format import (
-    API_VERSION,
     DnsQuery,
     Expected,
     ProbeSpec,
@@ -53,36 +51,21 @@ from svcnet.scenario.format import (
     norm_record,
     parse_scenario,
 )
+from svcnet.scenario.report import ExpectationResult, ScenarioResult, Status
 from svcnet.state import Apply, ClusterState, Delete, Event
 
 __all__ = [
-    "API_VERSION",
     "DISAGREES",
-    "DNS_NOT_IMPLEMENTED",
-    "DnsQuery",
-    "ExpectationResult",
-    "Expected",
-    "ProbeSpec",
-    "Scenario",
-    "ScenarioResult",
-    "Source",
-    "Status",
-    "Step",
-    "StepKind",
+    "TrafficCheckResult",
     "TrafficHook",
     "compare",
-    "format_report",
-    "kernel_namespaces",
     "load_scenario",
-    "parse_scenario",
-    "results_to_json",
+    "probe_source",
     "run_files",
     "run_scenario",
     "same_outcome",
-    "totals",
 ]
 
-DNS_NOT_IMPLEMENTED = "DNS is not implemented yet (issue: Service DNS)"
 DISAGREES = "backend disagrees with reference semantics"
 
 
@@ -97,101 +80,43 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     return parse_scenario(text, name)
 
 
-# -- results -----------------------------------------------------------------------
-
-
-class Status(enum.Enum):
-    PASSED = "passed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-@attrs.frozen
-class ExpectationResult:
-    """One counted outcome. ``step`` is 1-based (None: the file itself), ``item``
-    1-based within the step (0: the step itself); ``kind`` is probe, dns, error
-    (an apply with ``error:``), apply/delete (one that failed unexpectedly), file
-    (it does not load) or cleanup."""
-
-    file: str
-    step: int | None
-    item: int
-    kind: str
-    name: str
-    status: Status
-    probe: str = ""
-    expected: str = ""
-    observed: str = ""
-    reason: str = ""
-
-    @property
-    def where(self) -> str:
-        if self.step is None:
-            return self.file
-        what = f", {self.kind} {self.item}" if self.item else f", {self.kind}"
-        return f"{self.file} step {self.step}{what}"
-
-    def to_json(self) -> dict[str, object]:
-        out = attrs.asdict(self)
-        out["status"] = self.status.value
-        return out
-
-
-@attrs.frozen
-class ScenarioResult:
-    file: str
-    name: str  # "" when the file does not load
-    results: tuple[ExpectationResult, ...]
-
-    def count(self, status: Status) -> int:
-        return sum(1 for r in self.results if r.status is status)
-
-    @property
-    def passed(self) -> int:
-        return self.count(Status.PASSED)
-
-    @property
-    def failed(self) -> int:
-        return self.count(Status.FAILED)
-
-    @property
-    def skipped(self) -> int:
-        return self.count(Status.SKIPPED)
-
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0
-
-
 # -- running -------------------------------------------------------------------------
 
 
-class _ProbeError(Exception):
-    """A probe cannot be built (unknown pod/node, no address of the family)."""
+class TrafficCheckResult(Protocol):
+    """What a traffic hook observed for one probe or DNS query."""
 
-
-DnsResolver = Callable[..., Any]
+    @property
+    def status(self) -> Status: ...
+    @property
+    def observed(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
 
 
 class TrafficHook(Protocol):
     """Real packets next to the interpreter (``svcnet scenario run --traffic``;
-    implemented by :class:`svcnet.lab.traffic.TrafficChecker`). ``check``
-    returns an object with ``status`` (:class:`Status`), ``observed`` and ``reason``;
-    each check is one more counted result, of kind ``traffic``."""
+    implemented by :class:`svcnet.lab.traffic.TrafficChecker`, which the caller
+    passes in). ``begin``/``end`` frame each scenario, ``sync`` follows every
+    accepted change; each ``check`` (a probe) and ``check_dns`` (a query) is one
+    more counted result, of kind ``traffic``."""
 
     def begin(self, scenario: Scenario) -> None: ...
     def sync(self, state: ClusterState) -> None: ...
-    def check(self, spec: ProbeSpec, probe: Probe, state: ClusterState) -> Any: ...
+    def check(self, spec: ProbeSpec, probe: Probe, state: ClusterState) -> TrafficCheckResult: ...
+    def check_dns(self, q: DnsQuery, state: ClusterState) -> TrafficCheckResult: ...
     def end(self) -> None: ...
 
 
-def _dns_resolver() -> DnsResolver | None:
-    try:
-        module = importlib.import_module("svcnet.dns")
-    except ImportError:
-        return None
-    resolve = getattr(module, "resolve", None)
-    return resolve if callable(resolve) else None
+def probe_source(source: Source) -> ProbeSource:
+    """A scenario's ``from`` as :func:`svcnet.probe.make_probe` takes it (an
+    ``external`` address is external whatever it is: the file says so)."""
+    if source.pod is not None:
+        ns, _, name = source.pod.partition("/")
+        return ProbeSource(pod=(ns, name), via=source.via)
+    if source.node is not None:
+        return ProbeSource(node=source.node, via=source.via)
+    return ProbeSource(address=source.external, via=source.via, external=True)
 
 
 def _snapshot(s: ClusterState) -> tuple[object, ...]:
@@ -343,55 +268,8 @@ class _Runner:
 
     # -- probes --------------------------------------------------------------------
     def make_probe(self, spec: ProbeSpec) -> Probe:
-        family = IPFamily.of(spec.dst_ip)
-        src = spec.source
-        if src.external is not None:
-            assert src.via is not None
-            return self.at(
-                src.via,
-                Probe(
-                    SourceKind.EXTERNAL,
-                    src.external,
-                    src.via,
-                    spec.dst_ip,
-                    spec.dst_port,
-                    spec.protocol,
-                ),
-            )
-        if src.node is not None:
-            ip = self.node_ip(src.node, family)
-            return Probe(SourceKind.NODE, ip, src.node, spec.dst_ip, spec.dst_port, spec.protocol)
-        assert src.pod is not None
-        ns, _, name = src.pod.partition("/")
-        pod = self.state.pods.get((ns, name))
-        if pod is None:
-            raise _ProbeError(f"pod {src.pod} does not exist")
-        if not pod.node_name:
-            raise _ProbeError(f"pod {src.pod} is not on a node")
-        handler = src.via or pod.node_name
-        if pod.host_network:
-            ip = self.node_ip(pod.node_name, family)
-            kind = SourceKind.NODE if handler == pod.node_name else SourceKind.EXTERNAL
-        else:
-            found = pod.ip(family)
-            if found is None:
-                raise _ProbeError(f"pod {src.pod} has no {family.value} address")
-            ip, kind = found, SourceKind.POD
-        return self.at(handler, Probe(kind, ip, handler, spec.dst_ip, spec.dst_port, spec.protocol))
-
-    def at(self, node: str, probe: Probe) -> Probe:
-        if node not in self.state.nodes:
-            raise _ProbeError(f"node {node} does not exist")
-        return probe
-
-    def node_ip(self, name: str, family: IPFamily) -> str:
-        node = self.state.nodes.get(name)
-        if node is None:
-            raise _ProbeError(f"node {name} does not exist")
-        ip = node.address(family)
-        if ip is None:
-            raise _ProbeError(f"node {name} has no {family.value} InternalIP")
-        return ip
+        source = probe_source(spec.source)
+        return make_probe(self.state, source, spec.dst_ip, spec.dst_port, spec.protocol)
 
     def probe(self, step: Step, i: int, spec: ProbeSpec) -> None:
         name = spec.name or str(spec)
@@ -401,9 +279,9 @@ class _Runner:
             fields["probe"] = f"{spec} [{probe}]"
             backend = self.backends.get(probe.node)
             if backend is None:
-                raise _ProbeError(f"node {probe.node} has no backend")
+                raise ProbeError(f"node {probe.node} has no backend")
             observed = backend.evaluate(probe)
-        except (_ProbeError, SvcnetError) as e:
+        except SvcnetError as e:
             self.result(step, i, "probe", name, Status.FAILED, **fields, reason=str(e))
             return
         except Exception as e:
@@ -445,24 +323,18 @@ class _Runner:
     # -- dns -----------------------------------------------------------------------
     def dns(self, step: Step, i: int, q: DnsQuery) -> None:
         fields = {"probe": str(q), "expected": q.expected()}
-        resolve = _dns_resolver()
-        if resolve is None:
-            self.result(
-                step, i, "dns", str(q), Status.SKIPPED, **fields, reason=DNS_NOT_IMPLEMENTED
-            )
-            return
         try:
             pod = None
             if q.from_pod is not None:
                 ns, _, name = q.from_pod.partition("/")
                 pod = self.state.pods.get((ns, name))
                 if pod is None:
-                    raise _ProbeError(f"pod {q.from_pod} does not exist")
-            rcode, records = _dns_answer(
-                q.qtype, resolve(self.state, q.query, q.qtype, from_pod=pod)
-            )
+                    raise ProbeError(f"pod {q.from_pod} does not exist")
+            answer = resolve_dns(self.state, q.query, q.qtype, from_pod=pod)
+            rcode = answer.rcode.upper()
+            records = frozenset(norm_record(q.qtype, r) for r in answer.records)
         except Exception as e:
-            why = str(e) if isinstance(e, _ProbeError | SvcnetError) else f"{type(e).__name__}: {e}"
+            why = str(e) if isinstance(e, SvcnetError) else f"{type(e).__name__}: {e}"
             self.result(step, i, "dns", str(q), Status.FAILED, **fields, reason=why)
             return
         fields["observed"] = dns_text(rcode, records)
@@ -473,30 +345,14 @@ class _Runner:
             problems.append(_set_diff("answer", q.answer, records))
         status = Status.FAILED if problems else Status.PASSED
         self.result(step, i, "dns", str(q), status, **fields, reason="; ".join(problems))
-        check_dns = getattr(self.traffic, "check_dns", None)  # the lab's real DNS server
-        if callable(check_dns):
+        if self.traffic is not None:  # the lab's real DNS server
             try:
-                got = check_dns(q, self.state)
+                got = self.traffic.check_dns(q, self.state)
                 status, observed, reason = got.status, got.observed, got.reason
             except Exception as e:
                 status, observed, reason = Status.FAILED, "", f"lab crashed: {e}"
             fields["observed"] = observed
             self.result(step, i, "traffic", str(q), status, **fields, reason=reason)
-
-
-def _dns_answer(qtype: str, answer: object) -> tuple[str, frozenset[str]]:
-    """(rcode, records) from what ``svcnet.dns.resolve`` returns: a pair, or an
-    object with ``rcode`` and ``answer``/``answers``/``records``."""
-    if isinstance(answer, tuple) and len(answer) == 2:
-        rcode, records = answer
-    else:
-        rcode = getattr(answer, "rcode", "NOERROR")
-        records = next(
-            (getattr(answer, a) for a in ("answer", "answers", "records") if hasattr(answer, a)), ()
-        )
-    if isinstance(rcode, enum.Enum):
-        rcode = rcode.name if isinstance(rcode.value, int) else rcode.value
-    return str(rcode).upper(), frozenset(norm_record(qtype, str(r)) for r in records)
 
 
 def _set_diff(what: str, expected: frozenset[str], observed: frozenset[str]) -> str:
@@ -613,89 +469,3 @@ def run_files(
             continue
         out.append(run_scenario(scenario, make_backend, traffic))
     return out
-
-
-# -- reporting ---------------------------------------------------------------------
-
-
-def totals(results: Sequence[ScenarioResult]) -> tuple[int, int, int]:
-    return (
-        sum(r.passed for r in results),
-        sum(r.failed for r in results),
-        sum(r.skipped for r in results),
-    )
-
-
-def format_report(results: Sequence[ScenarioResult]) -> str:
-    """The text report; its last line is ``N passed, M failed[, K skipped]``."""
-    lines: list[str] = []
-    every = [e for r in results for e in r.results]
-    for e in every:
-        if e.status is Status.FAILED:
-            lines.append(f"FAILED {e.where}: {e.name}")
-            for label, value in (
-                ("probe", e.probe),
-                ("expected", e.expected),
-                ("observed", e.observed),
-                ("reason", e.reason),
-            ):
-                if value:
-                    lines.append(f"  {label + ':':<9} {value}")
-    for e in every:
-        if e.status is Status.SKIPPED:
-            lines.append(f"SKIPPED {e.where}: {e.name}: {e.reason}")
-    passed, failed, skipped = totals(results)
-    last = f"{passed} passed, {failed} failed"
-    if skipped:
-        last += f", {skipped} skipped"
-    lines.append(last)
-    return "\n".join(lines)
-
-
-def results_to_json(results: Sequence[ScenarioResult]) -> str:
-    passed, failed, skipped = totals(results)
-    doc = {
-        "files": [
-            {
-                "file": r.file,
-                "scenario": r.name,
-                "passed": r.passed,
-                "failed": r.failed,
-                "skipped": r.skipped,
-            }
-            for r in results
-        ],
-        "results": [dict(e.to_json(), scenario=r.name) for r in results for e in r.results],
-        "totals": {"passed": passed, "failed": failed, "skipped": skipped},
-    }
-    return json.dumps(doc, indent=2)
-
-
-# -- kernel backends: one fresh network namespace per node -------------------------------
-
-
-SCENARIO_NETNS_PREFIX = "svcnet-sc-"
-
-
-@contextlib.contextmanager
-def kernel_namespaces(backend: type[Backend]) -> Iterator[BackendFactory]:
-    """A factory making ``backend(node, netns=...)`` in a new ``svcnet-sc-<pid>-<n>``
-    namespace per node; every namespace made is deleted on exit, also on failure
-    (namespaces left by runs that died are reaped first)."""
-    from svcnet.kernel import netns
-
-    reap_orphan_namespaces()
-    with netns.Namespaces(SCENARIO_NETNS_PREFIX) as spaces:
-
-        def make(node: str) -> Backend:
-            return backend(node, netns=spaces.new())
-
-        yield make
-
-
-def reap_orphan_namespaces() -> list[str]:
-    """Delete ``svcnet-sc-<pid>-<n>`` namespaces whose creating process is gone (a run
-    killed with SIGKILL cannot clean up after itself). Returns the names deleted."""
-    from svcnet.kernel import netns
-
-    return netns.reap_orphans(SCENARIO_NETNS_PREFIX)
