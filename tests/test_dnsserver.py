@@ -19,6 +19,7 @@ from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord  # noqa: E402
 from svcnet import manifests  # noqa: E402
 from svcnet.dns import server as dnsserver  # noqa: E402
 from svcnet.dns.server import DnsServer  # noqa: E402
+from svcnet.kernel.setns import enter  # noqa: E402
 from svcnet.model import EndpointSlice, IPFamily, Service, ServicePort, SliceEndpoint, SlicePort  # noqa: E402
 from svcnet.state import Apply, ClusterState  # noqa: E402
 
@@ -321,7 +322,7 @@ def test_serves_inside_a_network_namespace(holder: Holder) -> None:
             out: list[bytes] = []
 
             def query_inside() -> None:  # a thread that enters the namespace, then ends
-                dnsserver._enter_netns(name)
+                enter(name)
                 q = DNSRecord.question("cache.data.svc.cluster.local")
                 out.append(q.send("127.0.0.1", 53, timeout=3))
 

@@ -64,9 +64,9 @@ def backend_factory(cls: type[Backend]) -> Iterator[BackendFactory]:
     """``make_backend(node)``: plain instances, or for kernel backends one fresh
     ``svcnet-sc-*`` network namespace per node (removed on exit)."""
     if cls.capabilities.kernel:
-        from svcnet.scenario import kernel_namespaces
+        from svcnet.kernel import SCENARIO_PREFIX, kernel_backends
 
-        with kernel_namespaces(cls) as make:
+        with kernel_backends(cls, SCENARIO_PREFIX) as make:
             yield make
     else:
         yield lambda node: cls(node)

@@ -185,29 +185,26 @@ def pick_backend(state: ClusterState, say: Say) -> type[Backend]:
 def _self_check(name: str, state: ClusterState) -> str | None:
     """Install the demo plan in a scratch namespace and compare a few probes with
     the reference semantics; the first problem, or None."""
-    from svcnet.kernel import netns
+    from svcnet.kernel import kernel_backends
 
-    scratch = f"svcnet-{LAB}chk{os.getpid()}"
     try:
         cls = load_backend(name)
-        netns.create(scratch)
         node = sorted(state.nodes)[0]
-        backend = cls(node, netns=scratch)
-        try:
-            backend.sync(plan_mod.compile(state, node))
-            for case in _cases(state):
-                if case.node != node:
-                    continue
-                probe = Probe(case.kind, case.src_ip, node, case.dst, case.port)
-                got, want = backend.evaluate(probe), semantics.evaluate(state, probe)
-                if got.verdict is not want.verdict or got.endpoints != want.endpoints:
-                    return f"{probe}: {got} instead of {want}"
-        finally:
-            backend.close()
+        with kernel_backends(cls, f"svcnet-{LAB}chk-") as make:
+            backend = make(node)
+            try:
+                backend.sync(plan_mod.compile(state, node))
+                for case in _cases(state):
+                    if case.node != node:
+                        continue
+                    probe = Probe(case.kind, case.src_ip, node, case.dst, case.port)
+                    got, want = backend.evaluate(probe), semantics.evaluate(state, probe)
+                    if got.verdict is not want.verdict or got.endpoints != want.endpoints:
+                        return f"{probe}: {got} instead of {want}"
+            finally:
+                backend.close()
     except Exception as e:
         return f"{type(e).__name__}: {e}"
-    finally:
-        netns.delete(scratch)
     return None
 
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from svcnet.backend import Backend, load_backend
+from svcnet.backend import load_backend
+from svcnet.kernel.factory import TEST_PREFIX, NetnsFactory, kernel_backends
 
 __all__ = [
     "ConformanceItem",
@@ -35,7 +36,7 @@ __all__ = [
     "kernel_unavailable",
 ]
 
-NETNS_PREFIX = "svcnet-t-"
+NETNS_PREFIX = TEST_PREFIX
 DEFAULT_MAX_EXAMPLES = 200
 
 
@@ -73,51 +74,11 @@ def delete_netns(name: str) -> None:
     netns.delete(name)
 
 
-class NetnsFactory:
-    """``make_backend(node)`` for a kernel backend: each instance gets a fresh
-    namespace, deleted again by :meth:`release` (the harness calls it after
-    ``cleanup()``/``close()``) or at the latest by :meth:`close`."""
-
-    def __init__(self, backend: type[Backend], prefix: str = NETNS_PREFIX) -> None:
-        from svcnet.kernel import netns
-
-        self.backend = backend
-        self.capabilities = backend.capabilities
-        self.name = backend.name
-        self.prefix = prefix
-        self._spaces = netns.Namespaces(prefix)
-        self._netns: dict[int, str] = {}
-
-    def __call__(self, node: str) -> Backend:
-        netns = self._spaces.new()
-        try:
-            instance = self.backend(node, netns=netns)
-        except BaseException:
-            self._spaces.release(netns)
-            raise
-        self._netns[id(instance)] = netns
-        return instance
-
-    def release(self, backend: Backend) -> None:
-        netns = self._netns.pop(id(backend), None)
-        if netns is not None:
-            self._spaces.release(netns)
-
-    def close(self) -> None:
-        self._netns = {}
-        self._spaces.close()
-
-    def __enter__(self) -> NetnsFactory:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 @contextlib.contextmanager
 def backend_factory(name: str) -> Iterator[Any]:
-    """The factory for backend ``name``: the class itself, or a :class:`NetnsFactory`
-    for a kernel backend (skipping the test when kernel work is impossible)."""
+    """The factory for backend ``name``: the class itself, or for a kernel backend
+    :func:`svcnet.kernel.kernel_backends` (a fresh namespace per instance; the
+    test is skipped when kernel work is impossible)."""
     cls = load_backend(name)
     if not cls.capabilities.kernel:
         yield cls
@@ -125,7 +86,7 @@ def backend_factory(name: str) -> Iterator[Any]:
     reason = kernel_unavailable()
     if reason is not None:
         pytest.skip(f"backend {name!r}: {reason}")
-    with NetnsFactory(cls) as factory:
+    with kernel_backends(cls, NETNS_PREFIX) as factory:
         yield factory
 
 

@@ -26,9 +26,10 @@ from svcnet_iptables.interpret import Interpreter
 
 from svcnet import semantics
 from svcnet.errors import BackendError, BackendErrorKind
+from svcnet.kernel import SCENARIO_PREFIX, kernel_backends
 from svcnet.model import IPFamily
 from svcnet.plan import compile
-from svcnet.scenario import format_report, kernel_namespaces, run_files, same_outcome, totals
+from svcnet.scenario import format_report, run_files, same_outcome, totals
 
 # the public examples, vendored in the repository root's tests/shared_examples
 SHARED_EXAMPLES = str(
@@ -66,7 +67,7 @@ def _factory(driver: str) -> type[IptablesBackend]:
 def test_scenarios(driver: str) -> None:
     _skip(driver)
     assert SCENARIOS, "no scenario files found"
-    with kernel_namespaces(_factory(driver)) as make:
+    with kernel_backends(_factory(driver), SCENARIO_PREFIX) as make:
         results = run_files(SCENARIOS, make)
     passed, failed, _skipped = totals(results)
     assert failed == 0, format_report(results)

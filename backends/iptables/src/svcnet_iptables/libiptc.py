@@ -6,14 +6,13 @@ commits once per table: libiptc replaces the whole table in one setsockopt, so
 each table changes atomically (a failure before the commit changes nothing).
 
 libiptc opens its socket in the calling thread's network namespace, so every
-call runs inside :func:`in_netns`, which switches the thread into the node's
-namespace with ``setns(2)`` and back again afterwards.
+call runs inside :func:`svcnet.kernel.entered`, which switches the thread into
+the node's namespace with ``setns(2)`` and back again afterwards.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import ipaddress
 import json
 import os
@@ -22,17 +21,16 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from svcnet.errors import BackendError, BackendErrorKind
+from svcnet.kernel import entered, has_net_admin
 from svcnet.model import IPFamily
 
 from .readback import BUILTIN, PREFIX, Ruleset, Table, build
-from .restore import check_netns, has_net_admin
+from .restore import check_netns
 
-CLONE_NEWNET = 0x40000000
 FLAGS = frozenset({"--rcheck", "--set", "--reap", "--rsource", "--random-fully", "--random"})
 
 
@@ -44,36 +42,6 @@ def _iptc() -> Any:
             BackendErrorKind.UNSUPPORTED, f"python-iptables (iptc) cannot be loaded: {e}"
         ) from e
     return iptc
-
-
-@contextmanager
-def in_netns(netns: str | None) -> Iterator[None]:
-    """Run the block with this thread in ``netns`` (None: stay where it is)."""
-    if netns is None:
-        yield
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        try:
-            there = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-        except OSError as e:
-            raise BackendError(BackendErrorKind.NOT_FOUND, f"network namespace {netns!r}") from e
-        try:
-            if libc.setns(there, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise BackendError(
-                    BackendErrorKind.PERMISSION, f"setns({netns}): {os.strerror(err)}"
-                ) from OSError(err, os.strerror(err))
-        finally:
-            os.close(there)
-        try:
-            yield
-        finally:
-            if libc.setns(here, CLONE_NEWNET) != 0:  # pragma: no cover - cannot happen as root
-                raise OSError(ctypes.get_errno(), "setns back to the original namespace failed")
-    finally:
-        os.close(here)
 
 
 def _set(ext: Any, opt: str, value: str) -> None:
@@ -247,7 +215,7 @@ class LibiptcDriver:
     ) -> dict[str, tuple[list[str], list[tuple[str, list[str]]]]]:
         iptc = _iptc()
         out: dict[str, tuple[list[str], list[tuple[str, list[str]]]]] = {}
-        with in_netns(self.netns):
+        with entered(self.netns):
             for name in ("nat", "filter"):
                 t = self._table(iptc, family, name)
                 own: list[str] = []
@@ -264,7 +232,7 @@ class LibiptcDriver:
     def _apply_family(self, family: IPFamily, texts: list[tuple[str, str]]) -> None:
         iptc = _iptc()
         for name, text in texts:
-            with in_netns(self.netns):
+            with entered(self.netns):
                 t = self._table(iptc, family, name)
                 try:
                     self._execute(iptc, t, family, text)

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 
 from svcnet.errors import BackendError, BackendErrorKind
+from svcnet.kernel import has_net_admin
 from svcnet.model import IPFamily
 
 from .readback import Ruleset, Table, parse_save
@@ -36,17 +37,6 @@ LOCK_WAIT = "60"
 
 def netns_prefix(netns: str | None) -> list[str]:
     return ["ip", "netns", "exec", netns] if netns else []
-
-
-def has_net_admin() -> bool:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) & (1 << 12))
-    except OSError:
-        return False
-    return False
 
 
 def check_netns(netns: str | None) -> None:

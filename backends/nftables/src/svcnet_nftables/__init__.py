@@ -11,10 +11,11 @@ from collections.abc import Iterable
 
 from svcnet.backend import Backend, Capabilities
 from svcnet.errors import BackendError, BackendErrorKind
+from svcnet.kernel import has_net_admin
 from svcnet.plan import Changes, Plan
 from svcnet.probe import Outcome, Probe
 from svcnet_nftables import interpret, readback, render
-from svcnet_nftables.libnft import LibnftablesError, NamespaceError, Nft, has_net_admin
+from svcnet_nftables.libnft import LibnftablesError, Nft
 
 __all__ = ["NftablesBackend"]
 
@@ -41,9 +42,7 @@ class NftablesBackend(Backend):
                 BackendErrorKind.PERMISSION, "nftables backend needs CAP_NET_ADMIN (run as root)"
             )
         try:
-            self._nft = Nft(netns)
-        except NamespaceError as e:
-            raise BackendError(BackendErrorKind.NOT_FOUND, e.message) from e
+            self._nft = Nft(netns)  # a missing namespace: svcnet.kernel.NamespaceError
         except LibnftablesError as e:
             raise BackendError(BackendErrorKind.UNSUPPORTED, e.message) from e
         try:

@@ -6,9 +6,10 @@ functions used are stable API since nftables 0.9.
 
 Network namespaces: libnftables' netlink socket belongs to the namespace that
 is current when the context is created. Each :class:`Nft` therefore owns one
-worker thread that enters the namespace (``setns`` affects only the calling
-thread on Linux), creates its context there and runs every call; the caller's
-threads never change namespace.
+worker thread that enters the namespace for good (:func:`svcnet.kernel.enter`;
+``setns`` affects only the calling thread on Linux), creates its context there
+and runs every call; the caller's threads never change namespace. Whether the
+process may touch netfilter at all is :func:`svcnet.kernel.has_net_admin`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import os
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-CLONE_NEWNET = 0x40000000
+from svcnet.kernel.setns import enter
+
 NFT_CTX_OUTPUT_JSON = 1 << 4
-CAP_NET_ADMIN = 12
 
 T = TypeVar("T")
 
@@ -36,22 +36,6 @@ class LibnftablesError(Exception):
         self.message = message
         self.rc = rc
         super().__init__(message)
-
-
-class NamespaceError(LibnftablesError):
-    """The network namespace could not be entered."""
-
-
-def has_net_admin() -> bool:
-    """Is CAP_NET_ADMIN in this process's effective capability set?"""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
-    except OSError:
-        pass
-    return os.geteuid() == 0
 
 
 def _load() -> ctypes.CDLL:
@@ -74,17 +58,6 @@ def _load() -> ctypes.CDLL:
     return lib
 
 
-def _setns(path: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise NamespaceError(f"setns({path}): {os.strerror(err)}", err)
-    finally:
-        os.close(fd)
-
-
 class Nft:
     """One libnftables context bound to a network namespace (None: the current one)."""
 
@@ -105,11 +78,7 @@ class Nft:
     def _worker(self, ready: queue.Queue[BaseException | None]) -> None:
         try:
             if self.netns is not None:
-                path = self.netns if self.netns.startswith("/") else f"/run/netns/{self.netns}"
-                try:
-                    _setns(path)
-                except OSError as e:
-                    raise NamespaceError(f"network namespace {self.netns!r}: {e}") from e
+                enter(self.netns)  # svcnet.kernel.NamespaceError: NOT_FOUND or PERMISSION
             ctx = self._lib.nft_ctx_new(0)
             if not ctx:
                 raise LibnftablesError("nft_ctx_new failed")

@@ -1,4 +1,5 @@
-"""svcnet.kernel.netns: the one place that makes, deletes, lists and reaps svcnet- namespaces."""
+"""svcnet.kernel.netns: the one place that makes, deletes, lists and reaps svcnet-
+namespaces (entering them: tests/test_kernel_setns.py)."""
 
 from __future__ import annotations
 
@@ -126,3 +127,21 @@ def test_reap_orphans_deletes_only_namespaces_of_dead_processes() -> None:
     finally:
         netns.delete_all([orphan, mine, not_ours])
     assert not {orphan, mine, not_ours} & _listed()
+
+
+@pytest.mark.kernel
+def test_sysctls_are_written_inside_the_namespace() -> None:
+    key = "net/ipv4/ip_forward"
+    with open(f"/proc/sys/{key}", encoding="ascii") as f:
+        root_before = f.read()
+    with netns.scratch(PREFIX) as name:
+        netns.sysctls(name, {"net.ipv4.ip_forward": "1"})
+        inside = subprocess.run(
+            ["ip", "netns", "exec", name, "cat", f"/proc/sys/{key}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    with open(f"/proc/sys/{key}", encoding="ascii") as f:
+        assert f.read() == root_before  # the root namespace's value is untouched
+    assert inside.strip() == "1"
