@@ -18,6 +18,25 @@ every object in stored order. :meth:`Store.modify` holds an exclusive lock
 save is one transaction, so concurrent CLI calls are serialised and lose nothing.
 Anything wrong with the file (not SQLite, not ours, a newer format, a row that no
 longer parses) is a :class:`~svcnet.errors.StoreError` naming the file.
+
+A killed writer
+---------------
+The file keeps SQLite's default rollback journal (``journal_mode=DELETE``). A
+writer killed in the middle of its transaction leaves a *hot journal*
+(``<file>-journal``) holding the pages as they were before it; the next
+connection that reads must roll it back into the file first, which is a write.
+Readers therefore open the file read-write (``mode=rw``: it is never created by a
+read, and nothing is written unless a hot journal needs rolling back) rather than
+``mode=ro``, with which every read command failed ("attempt to write a readonly
+database") until some write command ran. The data read is always the last
+committed transaction: the old state or the new one, never a mix.
+
+Why not WAL (``journal_mode=WAL``), with which readers need no recovery: it adds
+two files beside the store (``-wal``, ``-shm``) that must move with it, needs
+shared memory that network filesystems do not give, and its read-only openings
+still need a writable ``-shm``. Only a reader that cannot write the file (another
+user's store) still cannot recover a hot journal; it gets a
+:class:`~svcnet.errors.StoreError` saying so.
 """
 
 from __future__ import annotations
@@ -178,7 +197,8 @@ class Store:
         elif not os.path.exists(self.path):
             raise FileNotFoundError(self.path)
         try:
-            uri = "file:" + os.path.abspath(self.path) + ("" if write else "?mode=ro")
+            # readers: read-write so that they can roll back a hot journal (see above)
+            uri = "file:" + os.path.abspath(self.path) + ("" if write else "?mode=rw")
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
         except sqlite3.Error as e:
             raise self._error(f"cannot open: {e}") from e
@@ -187,6 +207,11 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 self._check(conn, write)
             except sqlite3.DatabaseError as e:
+                if not write and os.path.exists(self.path + "-journal"):
+                    raise self._error(
+                        f"an interrupted write left {self.path}-journal, which only a user "
+                        f"who can write the store can roll back ({e})"
+                    ) from e
                 raise self._error(f"not a readable svcnet store ({e})") from e
             try:
                 yield conn

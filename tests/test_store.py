@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import glob
 import multiprocessing
+import os
 import pathlib
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -239,3 +243,44 @@ def test_thousands_of_objects_replay_quickly(tmp_path: pathlib.Path) -> None:
     elapsed = time.monotonic() - start
     _same(back, state)
     assert elapsed < 20, elapsed
+
+
+JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")  # a rollback journal's synced header
+_HOLD_WRITE = """
+import sys, time
+from svcnet import manifests
+from svcnet.state import Apply
+from svcnet.store import Store
+with Store(sys.argv[1]).modify() as s:
+    docs = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"new-{i}"},
+             "spec": {"ports": [{"port": 80}]}} for i in range(500)]
+    s.save(s.state.step(Apply(tuple(manifests.load(docs)))))
+    # more changed pages than the cache holds: SQLite syncs the journal and writes
+    # pages into the file before the commit, so that only the journal can undo them
+    s._conn.execute("PRAGMA cache_size = 10")
+    s._conn.execute("UPDATE objects SET manifest = manifest || printf('%4000s', '')")
+    print("written", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_writers_hot_journal_is_rolled_back_by_a_reader(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "s.db")
+    store = Store(path)
+    before = _save(store, _objects(EXTRA))
+    size_before = os.path.getsize(path)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_WRITE, path], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "written\n"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    with open(path + "-journal", "rb") as f:  # a hot journal: a synced header, pages in
+        assert f.read(8) == JOURNAL_MAGIC  # the file that only it can undo
+    assert os.path.getsize(path) > size_before
+    _same(store.load(), before)  # read-only commands work, and see the old state
+    assert store.synced("memory", "t", "node-a") is None
+    assert not os.path.exists(path + "-journal")  # the reader rolled it back
+    _same(_save(store, Configure(ClusterConfig())), store.load())  # and writes work
