@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -35,13 +36,16 @@ from svcnet.plan import (
     EndpointSet,
     Frontend,
     FrontendKind,
+    Plan,
     PlanEndpoint,
     PortPlan,
     ServiceRef,
     advance,
     compile,
+    incremental,
     update,
 )
+from svcnet.plan.compile import index_of
 from svcnet.probe import SourceKind
 from svcnet.state import Apply, ClusterState, Touched
 from svcnet.testing.strategies import NODE_NAMES as NODES
@@ -180,6 +184,37 @@ def test_diff_then_apply_gives_the_new_plan(a: ClusterState, b: ClusterState, no
     for svc in new.services.values():  # compile's tuples are what PortPlan.build makes
         for port in svc.ports:
             assert PortPlan.build(*attrs.astuple(port, recurse=False)) == port
+
+
+def test_the_compiler_keeps_its_index_beside_the_plan() -> None:
+    state = _cluster()
+    plan = compile(state, "node-a")
+    assert "claims" not in attrs.fields_dict(Plan)  # nothing of the compiler's inside
+    index = index_of(plan)
+    assert index is not None
+    copy = attrs.evolve(plan)  # an equal plan the compiler did not build: no index
+    assert copy == plan and index_of(copy) is None
+    gone = weakref.ref(index)
+    del plan, copy, index
+    assert gone() is None  # the index went with its plan
+
+
+def test_update_of_a_compiled_plan_is_incremental(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = _cluster()
+    plan = compile(state, "node-a")
+    pod = state.pods["default", "web-b"]
+    new_state = state.step(Apply((attrs.evolve(pod, ready=False),)))
+    expected = compile(new_state, "node-a")
+
+    def no_full_compile(*_: object) -> Plan:
+        raise AssertionError("update() compiled in full")
+
+    monkeypatch.setattr(incremental, "compile", no_full_compile)
+    new_plan, changes = advance(plan, state, new_state)
+    assert new_plan == expected and update(plan, state, new_state) == expected
+    assert [s.ref for s in changes.replaced] == [ServiceRef("default", "web")]
+    with pytest.raises(AssertionError, match="compiled in full"):  # no index: full compile
+        update(attrs.evolve(plan), state, new_state)
 
 
 @FAST

@@ -131,7 +131,7 @@ def _frontend_key(f: Frontend) -> tuple[str, str, int]:
 
 def _plan_endpoints(endpoints: list[Endpoint]) -> tuple[PlanEndpoint, ...]:
     # Addresses are used as the state holds them (manifests normalise them).
-    # Sorted and unique, as PortPlan's converter would make them (see _port_plan).
+    # Sorted and unique, as PortPlan wants them (what PortPlan.build would make).
     pairs = sorted({(e.ip, e.port) for e in endpoints})
     return tuple([PlanEndpoint(ip, port) for ip, port in pairs])
 
@@ -212,7 +212,7 @@ def without_lost(entry: ServicePlan, svc: Service, lost: Lost) -> ServicePlan:
 class Layer(Generic[K, V]):
     """A read-only map: ``top`` (a persistent map of the changes since) over ``base``
     (a dict :func:`compile` built and nobody changes afterwards). Sharing the
-    base spares compile_plan the cost of a persistent map of every claim, and an
+    base spares compile the cost of a persistent map of every claim, and an
     update still costs O(log n)."""
 
     __slots__ = ("_layered", "base", "top")
