@@ -13,7 +13,6 @@ the tests compare the incremental result with).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 
 from pyrsistent import PMap, pmap
@@ -28,6 +27,8 @@ from svcnet.model import (
     Service,
     ServicePort,
     ServiceType,
+    ip_family,
+    norm_ip,
 )
 
 
@@ -157,8 +158,8 @@ def slice_endpoints(
             for se in sl.endpoints:
                 if not se.addresses:
                     continue
-                ip = str(ipaddress.ip_address(se.addresses[0]))
-                if IPFamily.of(ip) is not sl.address_type:
+                ip = norm_ip(se.addresses[0])
+                if ip_family(ip) is not sl.address_type:
                     continue
                 found[sp.name].append(
                     Endpoint(
