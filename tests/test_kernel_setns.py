@@ -161,3 +161,27 @@ def test_net_admin_without_proc_falls_back_to_root(monkeypatch: pytest.MonkeyPat
     for euid, expected in ((0, True), (1000, False)):
         monkeypatch.setattr(caps.os, "geteuid", lambda e=euid: e)
         assert caps.has_net_admin() is expected
+
+
+@pytest.mark.kernel
+def test_entering_without_privilege_is_a_permission_error(two: tuple[str, str]) -> None:
+    import shutil
+    import sys
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux) to run a process without privileges")
+    a, _ = two
+    code = (
+        "from svcnet.kernel import NamespaceError, entered\n"
+        "try:\n"
+        f"    with entered({a!r}): print('inside')\n"
+        "except NamespaceError as e: print(e.kind.name)\n"
+    )
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    )
+    assert out.stdout.strip() == "PERMISSION"
