@@ -3,10 +3,9 @@
 Re-exported by :mod:`svcnet.plan` (``svcnet.plan.compile``, ``svcnet.compile``); the
 incremental form, ``update``/``advance``, is :mod:`svcnet.plan.incremental`. The
 types' docstring (:mod:`svcnet.plan.types`) says how a data plane reads what is
-built here. The rules
-(SEMANTICS.md) are folded into each :class:`PortPlan` ahead of time: the
-endpoint sets of this node, and one :class:`Route` per (internal or external
-frontend, source kind), so a data plane never needs the cluster state.
+built here. The rules (SEMANTICS.md) are folded into each :class:`PortPlan` ahead
+of time: the endpoint sets of this node, and one :class:`Route` per (internal or
+external frontend, source kind), so a data plane never needs the cluster state.
 
 Conflicting frontends are settled here, so that no data plane has to: a
 *claim* is one frontend of one service port, keyed by what a packet matches on
@@ -30,7 +29,9 @@ goes when the plan does), and :func:`index_of` finds it again. The incremental
 update uses it to recompile, with the services that changed, every service
 holding a claim on a key whose claimants changed (a deleted or changed winner
 hands its frontends back); a plan with no index (built otherwise, or a copy) is
-updated by a full compile.
+updated by a full compile. The table is the one piece of module state here: a
+memo, invisible in results (a plan with or without an index updates to the same
+plan), each entry written once and dropped with its plan.
 """
 
 from __future__ import annotations
