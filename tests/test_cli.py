@@ -131,7 +131,7 @@ def test_user_errors_are_one_line() -> None:
     import click
     from click.testing import CliRunner
 
-    from svcnet.cli.main import SvcnetGroup
+    from svcnet.cli.common import SvcnetGroup
     from svcnet.errors import ValidationError
 
     @click.group(cls=SvcnetGroup)
@@ -146,3 +146,29 @@ def test_user_errors_are_one_line() -> None:
     assert result.exit_code == 1
     assert result.output == "error: Service default/web: spec.ports[0].port: must be 1-65535\n"
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_subcommand_modules_never_import_the_app() -> None:
+    """svcnet.cli.main registers the subcommand modules; none of them imports it back
+    (no import circle), and each offers its commands as COMMANDS."""
+    import ast
+    import importlib
+
+    from svcnet.cli import main
+
+    cli_dir = pathlib.Path(main.__file__).parent
+    for path in sorted(cli_dir.glob("*.py")):
+        if path.name in ("main.py", "__init__.py"):
+            continue
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+                imported.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+        assert "svcnet.cli.main" not in imported, path.name
+    registered = {c.name for m in main.SUBCOMMAND_MODULES for c in m.COMMANDS}
+    assert registered == set(main.cli.commands)
+    for module in main.SUBCOMMAND_MODULES:
+        assert importlib.import_module(module.__name__).COMMANDS

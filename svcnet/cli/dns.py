@@ -16,6 +16,7 @@ import click
 
 from svcnet import dns as _dns
 from svcnet import manifests
+from svcnet.cli.common import current_store
 from svcnet.errors import NotFoundError
 from svcnet.model import KubeObject
 from svcnet.state import Apply, ClusterState
@@ -60,12 +61,7 @@ def dns_cmd(query: str, qtype: str, from_pod: str | None, files: Sequence[str]) 
     Prints one record per line; NXDOMAIN or REFUSED is printed on stderr with
     exit status 1; an existing name without such records prints nothing.
     """
-    if files:
-        state = _state_from_files(files)
-    else:
-        from svcnet.cli.objects import current_store
-
-        state = current_store().load()
+    state = _state_from_files(files) if files else current_store().load()
     pod = None
     if from_pod is not None:
         ns, sep, name = from_pod.partition("/")
@@ -84,4 +80,4 @@ def dns_cmd(query: str, qtype: str, from_pod: str | None, files: Sequence[str]) 
         click.echo(record)
 
 
-dns = dns_cmd  # the name svcnet.cli.main registers
+COMMANDS: tuple[click.Command, ...] = (dns_cmd,)

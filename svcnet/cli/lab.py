@@ -1,5 +1,6 @@
 """The lab's commands: ``svcnet lab up|down|status|exec``, ``svcnet demo``,
-``svcnet port-forward``, and ``svcnet scenario run --traffic`` (I/O).
+``svcnet port-forward`` (I/O). (``svcnet scenario run --traffic`` is in
+:mod:`svcnet.cli.scenario`.)
 
 Registered in :mod:`svcnet.cli.main`. The lab's record (``/run/svcnet/<lab>/lab.json``)
 keeps the manifests and the backend, so every command can rebuild what it needs.
@@ -16,18 +17,7 @@ from typing import Any
 
 import click
 
-
-def _error(message: str, exit_code: int = 1) -> click.ClickException:
-    """svcnet.cli.main's CliError (imported late: svcnet.cli.main imports this module)."""
-    from svcnet.cli.main import CliError
-
-    return CliError(message, exit_code)
-
-
-def backend_class(name: str) -> Any:
-    from svcnet.cli.main import backend_class as real
-
-    return real(name)
+from svcnet.cli.common import CliError, backend_class
 
 
 def _say(message: str) -> None:
@@ -45,7 +35,7 @@ def _lab_name(value: str) -> str:
 
 def _need_root(what: str) -> None:
     if os.geteuid() != 0:
-        raise _error(f"{what} needs root (it creates network namespaces)")
+        raise CliError(f"{what} needs root (it creates network namespaces)")
 
 
 def _load_documents(paths: Sequence[str]) -> list[Any]:
@@ -61,7 +51,7 @@ def _load_documents(paths: Sequence[str]) -> list[Any]:
                 with open(f, encoding="utf-8") as fh:
                     docs += [d for d in yaml.safe_load_all(fh) if d is not None]
             except (OSError, yaml.YAMLError) as e:
-                raise _error(f"{f}: {e}") from e
+                raise CliError(f"{f}: {e}") from e
     return docs
 
 
@@ -78,7 +68,7 @@ def _record(name: str) -> dict[str, Any]:
 
     record = read_record(name)
     if not record:
-        raise _error(f"no lab named {name!r} is up (svcnet lab up FILE... --name {name})")
+        raise CliError(f"no lab named {name!r} is up (svcnet lab up FILE... --name {name})")
     return record
 
 
@@ -124,7 +114,7 @@ def lab_up(paths: Sequence[str], name: str, backend_name: str) -> None:
     _need_root("svcnet lab up")
     cls = backend_class(backend_name)
     if not cls.capabilities.kernel:
-        raise _error(f"backend {backend_name!r} programs no kernel; the lab needs one")
+        raise CliError(f"backend {backend_name!r} programs no kernel; the lab needs one")
     docs = _load_documents(paths)
     state = _state_of(docs)
     lab = Lab(name, cls, progress=_say)
@@ -183,12 +173,12 @@ def _target_netns(name: str, kind: str, target: str) -> str:
     if kind == "pod":
         pod = topo.pod(target)
         if pod is None:
-            raise _error(f"pod {target} is not in lab {name}")
+            raise CliError(f"pod {target} is not in lab {name}")
         return str(pod.netns)
     if kind == "node":
         node = topo.node(target)
         if node is None:
-            raise _error(f"node {target} is not in lab {name}")
+            raise CliError(f"node {target} is not in lab {name}")
         return str(node.netns)
     from svcnet.lab.topology import ext_netns
 
@@ -213,7 +203,7 @@ def lab_exec(name: str, kind: str, target: str, command: Sequence[str]) -> None:
     if args and args[0] == "--":
         args = args[1:]
     if not args:
-        raise _error("no command given")
+        raise CliError("no command given")
     os.execvp("ip", ["ip", "netns", "exec", where, *args])
 
 
@@ -276,13 +266,13 @@ def port_forward(name: str, origin: str, address: str, destination: str, ports: 
         ns, _, svc = destination[4:].partition("/")
         service = state.services.get((ns, svc))
         if service is None or not service.cluster_ips:
-            raise _error(f"service {ns}/{svc} has no ClusterIP in lab {name}")
+            raise CliError(f"service {ns}/{svc} has no ClusterIP in lab {name}")
         dst_ip = service.cluster_ips[0]
     elif destination.startswith("pod/"):
         ns, _, pod_name = destination[4:].partition("/")
         pod = state.pods.get((ns, pod_name))
         if pod is None or not pod.pod_ips:
-            raise _error(f"pod {ns}/{pod_name} is not in lab {name}")
+            raise CliError(f"pod {ns}/{pod_name} is not in lab {name}")
         dst_ip = pod.pod_ips[0]
     else:
         dst_ip = destination
@@ -367,4 +357,6 @@ def demo(count: int, force_memory: bool, directory: str | None) -> None:
     click.echo(demo_mod.format_table(result))
 
 
-__all__ = ["demo", "lab_group", "port_forward"]
+COMMANDS: tuple[click.Command, ...] = (lab_group, demo, port_forward)
+
+__all__ = ["COMMANDS", "demo", "lab_group", "port_forward"]

@@ -1,11 +1,12 @@
 """kubectl-like commands over the CLI's store (I/O): ``apply``, ``delete``, ``get``,
-``describe``, ``config``, ``plan``, ``diff``, ``sync``, ``trace``.
+``describe``, ``config`` — reading and changing the cluster state. (What the state
+compiles to and its data planes: :mod:`svcnet.cli.plans`.)
 
-Registered in :mod:`svcnet.cli.main` by :func:`register`, which also gives the group its
-``--store PATH`` option (default ``$SVCNET_STORE`` or
-``~/.local/share/svcnet/store.db``). Every command that changes the state runs
-inside :meth:`svcnet.store.Store.modify`: the store is locked from load to save,
-and a step that fails (a validation error, a conflict) saves nothing.
+The store is the one the group's ``--store PATH`` option names (default
+``$SVCNET_STORE`` or ``~/.local/share/svcnet/store.db``; see
+:mod:`svcnet.cli.common`). Every command that changes the state runs inside
+:meth:`svcnet.store.Store.modify`: the store is locked from load to save, and a
+step that fails (a validation error, a conflict) saves nothing.
 """
 
 from __future__ import annotations
@@ -20,32 +21,21 @@ from typing import Any
 import click
 import yaml
 
-from svcnet import manifests, semantics
-from svcnet import plan as plan_mod
-from svcnet import probe as probe_mod
+from svcnet import manifests
+from svcnet.cli.common import current_store
 from svcnet.cli.views import (
-    _endpoints_manifest,
-    _get,
-    _rows,
-    _select,
-    _table,
     describe_service,
+    endpoints_manifest,
+    format_table,
+    get_object,
+    object_rows,
+    select_objects,
 )
 from svcnet.errors import ManifestError, NotFoundError
-from svcnet.model import (
-    ClusterConfig,
-    Kind,
-    KubeObject,
-    ObjectKey,
-    Protocol,
-    ServiceType,
-)
-from svcnet.probe import Probe, ProbeSource
-from svcnet.state import Apply, ClusterState, Configure, Delete
-from svcnet.store import Store, config_to_json
-
-META_KEY = "svcnet.store"
-NONE = "<none>"
+from svcnet.model import ClusterConfig, Kind, KubeObject, ObjectKey, ServiceType
+from svcnet.scenario.format import parse_config
+from svcnet.state import Apply, Configure, Delete
+from svcnet.store import config_to_json
 
 RESOURCES = {
     "svc": Kind.SERVICE, "service": Kind.SERVICE, "services": Kind.SERVICE,
@@ -60,23 +50,6 @@ SHORT = {
     Kind.NODE: "node",
     Kind.ENDPOINT_SLICE: "endpointslice",
 }
-
-
-def _error(message: str, exit_code: int = 1) -> click.ClickException:
-    from svcnet.cli.main import CliError  # late: svcnet.cli.main imports this module
-
-    return CliError(message, exit_code)
-
-
-def current_store() -> Store:
-    """The store chosen by the group's ``--store`` option (or the default)."""
-    ctx = click.get_current_context(silent=True)
-    path = ctx.meta.get(META_KEY) if ctx is not None else None
-    return Store(path)
-
-
-def _set_store(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
-    ctx.meta[META_KEY] = value
 
 
 # -- reading manifests ---------------------------------------------------------------
@@ -115,25 +88,6 @@ def _apply_objects(objects: Sequence[KubeObject]) -> Apply:
     return Apply(items)
 
 
-# -- the store option and registration -----------------------------------------------
-
-
-def register(group: click.Group) -> None:
-    """Add ``--store`` to ``group`` and every command of this module to it."""
-    group.params.append(
-        click.Option(
-            ["--store"],
-            metavar="PATH",
-            envvar="SVCNET_STORE",
-            expose_value=False,
-            callback=_set_store,
-            help="The state file (default: $SVCNET_STORE or ~/.local/share/svcnet/store.db).",
-        )
-    )
-    for cmd in COMMANDS:
-        group.add_command(cmd)
-
-
 # -- apply / delete ------------------------------------------------------------------
 
 filename_option = click.option(
@@ -169,7 +123,7 @@ def apply_cmd(files: Sequence[str]) -> None:
         if obj.key in seen:
             continue
         seen.add(obj.key)
-        before, after = _get(old, obj.key), _get(new, obj.key)
+        before, after = get_object(old, obj.key), get_object(new, obj.key)
         if before is None:
             verb = "created"
         elif after is not None and manifests.to_manifest(before) == manifests.to_manifest(after):
@@ -223,12 +177,12 @@ def get_cmd(
     r = resource.lower()
     state = current_store().load()
     if r in ENDPOINTS:
-        items = _select(state, Kind.SERVICE, name, namespace, all_ns)
+        items = select_objects(state, Kind.SERVICE, name, namespace, all_ns)
         items = [s for s in items if s.type is not ServiceType.EXTERNAL_NAME]
         what = "endpoints"
-        docs = [_endpoints_manifest(state, s) for s in items]
+        docs = [endpoints_manifest(state, s) for s in items]
     elif r in RESOURCES:
-        items = _select(state, RESOURCES[r], name, namespace, all_ns)
+        items = select_objects(state, RESOURCES[r], name, namespace, all_ns)
         what = RESOURCES[r].value
         docs = [manifests.to_manifest(o) for o in items]
     else:
@@ -249,12 +203,12 @@ def get_cmd(
         where = "" if all_ns or what == Kind.NODE.value else f" in {namespace} namespace"
         click.echo(f"No resources found{where}.", err=True)
         return
-    rows = _rows(state, what, items, output == "wide")
+    rows = object_rows(state, what, items, output == "wide")
     if all_ns and what != Kind.NODE.value:
         rows = [["NAMESPACE", *rows[0]]] + [
             [o.namespace, *row] for o, row in zip(items, rows[1:], strict=True)
         ]
-    click.echo(_table(rows))
+    click.echo(format_table(rows))
 
 
 # -- describe ------------------------------------------------------------------------
@@ -281,8 +235,6 @@ def _config_text(config: ClusterConfig) -> str:
 
 
 def _config_from_file(path: str, current: ClusterConfig) -> ClusterConfig:
-    from svcnet.scenario.format import _config, _Where  # the scenario format's reader
-
     text, name = next(_files([path]))
     try:
         doc = yaml.safe_load(text)
@@ -297,7 +249,7 @@ def _config_from_file(path: str, current: ClusterConfig) -> ClusterConfig:
     if not isinstance(doc, dict):
         raise ManifestError(f"{name}: expected a mapping (a scenario's `config`)")
     merged = {**config_to_json(current), **doc}  # keys not given keep their value
-    return _config(_Where(name, "config"), merged)
+    return parse_config(merged, name)
 
 
 def _cidrs(value: str, what: str) -> tuple[str, ...]:
@@ -364,210 +316,6 @@ def config_cmd(
     click.echo(_config_text(config))
 
 
-# -- plan / diff / sync --------------------------------------------------------------
+COMMANDS: tuple[click.Command, ...] = (apply_cmd, delete_cmd, get_cmd, describe_cmd, config_cmd)
 
-node_option = click.option("--node", "node", metavar="NAME", help="One node (default: all).")
-
-
-def _nodes(state: ClusterState, node: str | None) -> list[str]:
-    if node is not None:
-        if node not in state.nodes:
-            raise NotFoundError(f"Node {node}")
-        return [node]
-    if not state.nodes:
-        raise NotFoundError("Node (the state has no nodes; apply some first)")
-    return sorted(state.nodes)
-
-
-@click.command("plan")
-@node_option
-def plan_cmd(node: str | None) -> None:
-    """Print the rule plan of each node (or one)."""
-    state = current_store().load()
-    click.echo("\n\n".join(str(plan_mod.compile(state, n)) for n in _nodes(state, node)))
-
-
-def _target(backend: Any, lab: str | None, host: bool) -> str:
-    if lab is not None and host:
-        raise click.UsageError("give --lab or --host, not both")
-    if host:
-        return "host"
-    if lab is not None:
-        return f"lab/{lab}"
-    if backend.capabilities.kernel:
-        raise click.UsageError(
-            f"backend {backend.name!r} programs a kernel: give --lab LAB or --host"
-        )
-    return ""
-
-
-lab_option = click.option("--lab", metavar="LAB", help="Sync into lab LAB's node namespaces.")
-host_option = click.option("--host", is_flag=True, help="This host's root namespace (!).")
-backend_option = click.option("--backend", "backend_name", required=True, metavar="NAME")
-
-
-@click.command("diff")
-@node_option
-@backend_option
-@lab_option
-@host_option
-def diff_cmd(node: str | None, backend_name: str, lab: str | None, host: bool) -> None:
-    """What the next `svcnet sync` would change (vs the plan synced last)."""
-    from svcnet.cli.main import backend_class
-
-    cls = backend_class(backend_name)
-    target = _target(cls, lab, host)
-    store = current_store()
-    state = store.load()
-    blocks = []
-    for n in _nodes(state, node):
-        before = store.synced(backend_name, target, n)
-        previous = None
-        if before is not None and n in before.nodes:
-            previous = plan_mod.compile(before, n)
-        changes = plan_mod.compile(state, n).diff(previous)
-        blocks.append(f"node {n}:\n{changes}")
-    click.echo("\n".join(blocks))
-
-
-@click.command("sync")
-@node_option
-@backend_option
-@lab_option
-@host_option
-@click.option("--yes", is_flag=True, help="Do not ask before programming this host.")
-def sync_cmd(node: str | None, backend_name: str, lab: str | None, host: bool, yes: bool) -> None:
-    """Install the current plan with a backend (memory, a lab's nodes, or --host)."""
-    from svcnet.cli.main import backend_class
-
-    cls = backend_class(backend_name)
-    target = _target(cls, lab, host)
-    store = current_store()
-    if host and node is None:
-        raise click.UsageError("--host needs --node NAME (the node this host is)")
-    if host and not yes:
-        click.confirm(
-            f"Program this host's root network namespace with {backend_name} rules "
-            f"for node {node}?",
-            abort=True,
-        )
-    with store.modify() as session:
-        state = session.state
-        names = _nodes(state, node)
-        for n in names:
-            netns = None
-            if lab is not None:
-                from svcnet.lab.topology import node_netns
-
-                netns = node_netns(lab, n)
-                if not os.path.exists(os.path.join("/run/netns", netns)):
-                    raise _error(f"lab {lab} has no namespace {netns} (svcnet lab up?)")
-            plan = plan_mod.compile(state, n)
-            backend = cls(n, netns=netns) if netns is not None else cls(n)
-            try:
-                backend.sync(plan)
-            finally:
-                backend.close()
-            where = f" in {netns}" if netns else " on this host" if host else ""
-            click.echo(f"node {n}: synced {len(plan.services)} services ({backend_name}{where})")
-        session.record_sync(backend_name, target, names)
-
-
-# -- trace ---------------------------------------------------------------------------
-
-
-def _parse_to(text: str) -> tuple[str, int, Protocol]:
-    addr, _, proto = text.partition("/")
-    try:
-        protocol = Protocol(proto.upper()) if proto else Protocol.TCP
-    except ValueError as e:
-        raise click.BadParameter(f"unknown protocol {proto!r}", param_hint="TO") from e
-    if addr.startswith("["):
-        ip, _, port = addr[1:].partition("]:")
-    else:
-        ip, _, port = addr.rpartition(":")
-    try:
-        return str(ipaddress.ip_address(ip)), int(port), protocol
-    except ValueError as e:
-        raise click.BadParameter(f"expected IP:PORT[/PROTO], got {text!r}", param_hint="TO") from e
-
-
-def make_probe(state: ClusterState, source: str, to: str, node: str | None) -> Probe:
-    """A probe from ``pod/NS/NAME``, ``node/NAME`` or an IP, handled at ``node`` (default:
-    the pod's or the node's own; required for an IP), by :func:`svcnet.probe.make_probe`."""
-    dst, port, protocol = _parse_to(to)
-    if source.startswith("pod/"):
-        ns, _, name = source[4:].partition("/")
-        return probe_mod.make_probe(
-            state, ProbeSource(pod=(ns, name), via=node), dst, port, protocol
-        )
-    if source.startswith("node/"):
-        return probe_mod.make_probe(
-            state, ProbeSource(node=source[5:], via=node), dst, port, protocol
-        )
-    try:
-        src = str(ipaddress.ip_address(source))
-    except ValueError as e:
-        raise click.BadParameter(
-            f"expected pod/NS/NAME, node/NAME or an IP, got {source!r}", param_hint="FROM"
-        ) from e
-    if node is None:
-        raise click.UsageError("a source IP needs --node (the node the packet reaches)")
-    return probe_mod.make_probe(state, ProbeSource(address=src, via=node), dst, port, protocol)
-
-
-@click.command("trace")
-@click.argument("source", metavar="FROM")
-@click.argument("to", metavar="TO")
-@node_option
-@click.option("--backend", "backend_name", metavar="NAME", help="Also ask this backend.")
-def trace_cmd(source: str, to: str, node: str | None, backend_name: str | None) -> None:
-    """What happens to a connection FROM (pod/NS/NAME, node/NAME, IP) TO IP:PORT[/PROTO]."""
-    state = current_store().load()
-    probe = make_probe(state, source, to, node)
-    click.echo(f"probe: {probe}")
-    expected = semantics.evaluate(state, probe)
-    click.echo(f"semantics: {expected}")
-    if backend_name is not None:
-        from svcnet.cli.main import backend_class, backend_factory
-        from svcnet.scenario import same_outcome
-
-        cls = backend_class(backend_name)
-        with backend_factory(cls) as make:
-            backend = make(probe.node)
-            try:
-                backend.sync(plan_mod.compile(state, probe.node))
-                got = backend.evaluate(probe)
-                lines = backend.trace(probe)
-            finally:
-                backend.close()
-        exact = cls.capabilities.exact_probabilities
-        agree = same_outcome(expected, got, exact_probabilities=exact)
-        click.echo(f"{backend_name}: {got}" + ("" if agree else "   (DISAGREES with semantics)"))
-        for line in lines:
-            click.echo(f"  {line}")
-    click.echo("why:")
-    for line in semantics.explain(state, probe):
-        click.echo(f"  {line}")
-
-
-COMMANDS = (
-    apply_cmd,
-    delete_cmd,
-    get_cmd,
-    describe_cmd,
-    config_cmd,
-    plan_cmd,
-    diff_cmd,
-    sync_cmd,
-    trace_cmd,
-)
-
-__all__ = [
-    "COMMANDS",
-    "current_store",
-    "describe_service",
-    "make_probe",
-    "read_objects",
-    "register",
-]
+__all__ = ["COMMANDS", "read_objects"]

@@ -9,10 +9,21 @@ from svcnet.errors import NotFoundError
 from svcnet.model import Kind, KubeObject, ObjectKey, Service, ServiceType
 from svcnet.state import ClusterState
 
+__all__ = [
+    "NONE",
+    "describe_service",
+    "endpoints_manifest",
+    "format_table",
+    "get_object",
+    "object_rows",
+    "select_objects",
+]
+
 NONE = "<none>"
 
 
-def _get(state: ClusterState, key: ObjectKey) -> KubeObject | None:
+def get_object(state: ClusterState, key: ObjectKey) -> KubeObject | None:
+    """The object ``key`` names, or None."""
     k = (key.namespace, key.name)
     if key.kind is Kind.NODE:
         return state.nodes.get(key.name)
@@ -23,7 +34,8 @@ def _get(state: ClusterState, key: ObjectKey) -> KubeObject | None:
     return state.slices.get(k)
 
 
-def _table(rows: list[list[str]]) -> str:
+def format_table(rows: list[list[str]]) -> str:
+    """``rows`` (the header first) as kubectl-like aligned columns."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
@@ -72,7 +84,8 @@ def _endpoint_list(state: ClusterState, svc: Service, wide: bool) -> str:
     return ",".join(seen[:3]) + f" + {len(seen) - 3} more..."
 
 
-def _rows(state: ClusterState, what: str, items: list[Any], wide: bool) -> list[list[str]]:
+def object_rows(state: ClusterState, what: str, items: list[Any], wide: bool) -> list[list[str]]:
+    """The ``get`` table of ``items`` (of kind ``what``, or ``endpoints``), header first."""
     if what == "endpoints":
         header = ["NAME", "ENDPOINTS"]
         return [header] + [[s.name, _endpoint_list(state, s, wide)] for s in items]
@@ -113,9 +126,10 @@ def _rows(state: ClusterState, what: str, items: list[Any], wide: bool) -> list[
     return [header, *rows]
 
 
-def _select(
+def select_objects(
     state: ClusterState, kind: Kind, name: str | None, namespace: str, all_ns: bool
 ) -> list[Any]:
+    """The objects ``get`` shows: one by name (NotFoundError if missing) or all, sorted."""
     source: Any = {
         Kind.SERVICE: state.services,
         Kind.POD: state.pods,
@@ -124,7 +138,7 @@ def _select(
     }[kind]
     if name is not None:
         key = ObjectKey(kind, "" if kind is Kind.NODE else namespace, name)
-        obj = _get(state, key)
+        obj = get_object(state, key)
         if obj is None:
             raise NotFoundError(str(key))
         return [obj]
@@ -134,7 +148,8 @@ def _select(
     return items
 
 
-def _endpoints_manifest(state: ClusterState, svc: Service) -> dict[str, Any]:
+def endpoints_manifest(state: ClusterState, svc: Service) -> dict[str, Any]:
+    """A service's endpoints per port, as ``get endpoints -o yaml`` prints them."""
     ports = {}
     for port_name, eps in sorted(state.service_endpoints(svc.namespace, svc.name).items()):
         ports[port_name] = [

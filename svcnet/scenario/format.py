@@ -285,6 +285,12 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     return Scenario(path, name, description, config, steps)
 
 
+def parse_config(raw: object, name: str) -> ClusterConfig:
+    """A scenario's ``config`` mapping on its own (``svcnet config -f FILE``); a
+    :class:`~svcnet.errors.ScenarioError` naming ``name`` when it is malformed."""
+    return _config(_Where(name, "config"), raw)
+
+
 def _config(w: _Where, raw: object) -> ClusterConfig:
     keys = (
         "serviceCIDRs",

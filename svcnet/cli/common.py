@@ -1,0 +1,101 @@
+"""What every subcommand module of the ``svcnet`` command shares (I/O): the
+one-line error (:class:`CliError`), the group class that turns svcnet's own
+errors into it, backend lookup, the ``--store`` option and the store it names.
+
+Subcommand modules import this module and nothing of :mod:`svcnet.cli.main`,
+which builds the command from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import IO, Any
+
+import click
+
+from svcnet.backend import Backend, BackendFactory, load_backend
+from svcnet.errors import BackendNotFound, SvcnetError
+from svcnet.store import Store
+
+__all__ = [
+    "CliError",
+    "SvcnetGroup",
+    "backend_class",
+    "backend_factory",
+    "current_store",
+    "store_option",
+]
+
+
+class CliError(click.ClickException):
+    """A one-line ``error: ...`` on stderr and ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        # click declares exit_code a class variable; this instance's code shadows it.
+        vars(self)["exit_code"] = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", file=file or sys.stderr, err=True)
+
+
+class SvcnetGroup(click.Group):
+    """A group whose commands turn SvcnetError into ``error: ...`` (exit 1; an
+    unknown backend exits 2 like any other usage error)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BackendNotFound as e:
+            raise CliError(str(e), exit_code=2) from e
+        except SvcnetError as e:
+            raise CliError(str(e)) from e
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The installed backend ``name``; unknown -> CliError (exit 2) listing the installed."""
+    try:
+        return load_backend(name)
+    except BackendNotFound as e:
+        raise CliError(str(e), exit_code=2) from e
+
+
+@contextlib.contextmanager
+def backend_factory(cls: type[Backend]) -> Iterator[BackendFactory]:
+    """``make_backend(node)``: plain instances, or for kernel backends one fresh
+    ``svcnet-sc-*`` network namespace per node (removed on exit)."""
+    if cls.capabilities.kernel:
+        from svcnet.kernel import SCENARIO_PREFIX, kernel_backends
+
+        with kernel_backends(cls, SCENARIO_PREFIX) as make:
+            yield make
+    else:
+        yield cls
+
+
+# -- the store ---------------------------------------------------------------------------
+
+META_KEY = "svcnet.store"
+
+
+def _set_store(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    ctx.meta[META_KEY] = value
+
+
+store_option = click.option(
+    "--store",
+    metavar="PATH",
+    envvar="SVCNET_STORE",
+    expose_value=False,
+    callback=_set_store,
+    help="The state file (default: $SVCNET_STORE or ~/.local/share/svcnet/store.db).",
+)
+
+
+def current_store() -> Store:
+    """The store chosen by the group's ``--store`` option (or the default)."""
+    ctx = click.get_current_context(silent=True)
+    path = ctx.meta.get(META_KEY) if ctx is not None else None
+    return Store(path)

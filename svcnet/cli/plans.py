@@ -1,0 +1,205 @@
+"""What the cluster state compiles to, and its data planes (I/O): ``plan``,
+``diff``, ``sync``, ``trace``. The state is the CLI's store (``--store PATH``, see
+:mod:`svcnet.cli.common`); ``sync`` records in it what it installed where, so
+``diff`` can tell what the next ``sync`` would change.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any
+
+import click
+
+from svcnet import plan as plan_mod
+from svcnet import probe as probe_mod
+from svcnet import semantics
+from svcnet.cli.common import CliError, backend_class, backend_factory, current_store
+from svcnet.errors import NotFoundError
+from svcnet.model import Protocol
+from svcnet.probe import Probe, ProbeSource
+from svcnet.scenario import same_outcome
+from svcnet.state import ClusterState
+
+node_option = click.option("--node", "node", metavar="NAME", help="One node (default: all).")
+
+
+def _nodes(state: ClusterState, node: str | None) -> list[str]:
+    if node is not None:
+        if node not in state.nodes:
+            raise NotFoundError(f"Node {node}")
+        return [node]
+    if not state.nodes:
+        raise NotFoundError("Node (the state has no nodes; apply some first)")
+    return sorted(state.nodes)
+
+
+@click.command("plan")
+@node_option
+def plan_cmd(node: str | None) -> None:
+    """Print the rule plan of each node (or one)."""
+    state = current_store().load()
+    click.echo("\n\n".join(str(plan_mod.compile(state, n)) for n in _nodes(state, node)))
+
+
+def _target(backend: Any, lab: str | None, host: bool) -> str:
+    if lab is not None and host:
+        raise click.UsageError("give --lab or --host, not both")
+    if host:
+        return "host"
+    if lab is not None:
+        return f"lab/{lab}"
+    if backend.capabilities.kernel:
+        raise click.UsageError(
+            f"backend {backend.name!r} programs a kernel: give --lab LAB or --host"
+        )
+    return ""
+
+
+lab_option = click.option("--lab", metavar="LAB", help="Sync into lab LAB's node namespaces.")
+host_option = click.option("--host", is_flag=True, help="This host's root namespace (!).")
+backend_option = click.option("--backend", "backend_name", required=True, metavar="NAME")
+
+
+@click.command("diff")
+@node_option
+@backend_option
+@lab_option
+@host_option
+def diff_cmd(node: str | None, backend_name: str, lab: str | None, host: bool) -> None:
+    """What the next `svcnet sync` would change (vs the plan synced last)."""
+    cls = backend_class(backend_name)
+    target = _target(cls, lab, host)
+    store = current_store()
+    state = store.load()
+    blocks = []
+    for n in _nodes(state, node):
+        before = store.synced(backend_name, target, n)
+        previous = None
+        if before is not None and n in before.nodes:
+            previous = plan_mod.compile(before, n)
+        changes = plan_mod.compile(state, n).diff(previous)
+        blocks.append(f"node {n}:\n{changes}")
+    click.echo("\n".join(blocks))
+
+
+@click.command("sync")
+@node_option
+@backend_option
+@lab_option
+@host_option
+@click.option("--yes", is_flag=True, help="Do not ask before programming this host.")
+def sync_cmd(node: str | None, backend_name: str, lab: str | None, host: bool, yes: bool) -> None:
+    """Install the current plan with a backend (memory, a lab's nodes, or --host)."""
+    cls = backend_class(backend_name)
+    target = _target(cls, lab, host)
+    store = current_store()
+    if host and node is None:
+        raise click.UsageError("--host needs --node NAME (the node this host is)")
+    if host and not yes:
+        click.confirm(
+            f"Program this host's root network namespace with {backend_name} rules "
+            f"for node {node}?",
+            abort=True,
+        )
+    with store.modify() as session:
+        state = session.state
+        names = _nodes(state, node)
+        for n in names:
+            netns = None
+            if lab is not None:
+                from svcnet.lab.topology import node_netns
+
+                netns = node_netns(lab, n)
+                if not os.path.exists(os.path.join("/run/netns", netns)):
+                    raise CliError(f"lab {lab} has no namespace {netns} (svcnet lab up?)")
+            plan = plan_mod.compile(state, n)
+            backend = cls(n, netns=netns) if netns is not None else cls(n)
+            try:
+                backend.sync(plan)
+            finally:
+                backend.close()
+            where = f" in {netns}" if netns else " on this host" if host else ""
+            click.echo(f"node {n}: synced {len(plan.services)} services ({backend_name}{where})")
+        session.record_sync(backend_name, target, names)
+
+
+# -- trace ---------------------------------------------------------------------------
+
+
+def _parse_to(text: str) -> tuple[str, int, Protocol]:
+    addr, _, proto = text.partition("/")
+    try:
+        protocol = Protocol(proto.upper()) if proto else Protocol.TCP
+    except ValueError as e:
+        raise click.BadParameter(f"unknown protocol {proto!r}", param_hint="TO") from e
+    if addr.startswith("["):
+        ip, _, port = addr[1:].partition("]:")
+    else:
+        ip, _, port = addr.rpartition(":")
+    try:
+        return str(ipaddress.ip_address(ip)), int(port), protocol
+    except ValueError as e:
+        raise click.BadParameter(f"expected IP:PORT[/PROTO], got {text!r}", param_hint="TO") from e
+
+
+def make_probe(state: ClusterState, source: str, to: str, node: str | None) -> Probe:
+    """A probe from ``pod/NS/NAME``, ``node/NAME`` or an IP, handled at ``node`` (default:
+    the pod's or the node's own; required for an IP), by :func:`svcnet.probe.make_probe`."""
+    dst, port, protocol = _parse_to(to)
+    if source.startswith("pod/"):
+        ns, _, name = source[4:].partition("/")
+        return probe_mod.make_probe(
+            state, ProbeSource(pod=(ns, name), via=node), dst, port, protocol
+        )
+    if source.startswith("node/"):
+        return probe_mod.make_probe(
+            state, ProbeSource(node=source[5:], via=node), dst, port, protocol
+        )
+    try:
+        src = str(ipaddress.ip_address(source))
+    except ValueError as e:
+        raise click.BadParameter(
+            f"expected pod/NS/NAME, node/NAME or an IP, got {source!r}", param_hint="FROM"
+        ) from e
+    if node is None:
+        raise click.UsageError("a source IP needs --node (the node the packet reaches)")
+    return probe_mod.make_probe(state, ProbeSource(address=src, via=node), dst, port, protocol)
+
+
+@click.command("trace")
+@click.argument("source", metavar="FROM")
+@click.argument("to", metavar="TO")
+@node_option
+@click.option("--backend", "backend_name", metavar="NAME", help="Also ask this backend.")
+def trace_cmd(source: str, to: str, node: str | None, backend_name: str | None) -> None:
+    """What happens to a connection FROM (pod/NS/NAME, node/NAME, IP) TO IP:PORT[/PROTO]."""
+    state = current_store().load()
+    probe = make_probe(state, source, to, node)
+    click.echo(f"probe: {probe}")
+    expected = semantics.evaluate(state, probe)
+    click.echo(f"semantics: {expected}")
+    if backend_name is not None:
+        cls = backend_class(backend_name)
+        with backend_factory(cls) as make:
+            backend = make(probe.node)
+            try:
+                backend.sync(plan_mod.compile(state, probe.node))
+                got = backend.evaluate(probe)
+                lines = backend.trace(probe)
+            finally:
+                backend.close()
+        exact = cls.capabilities.exact_probabilities
+        agree = same_outcome(expected, got, exact_probabilities=exact)
+        click.echo(f"{backend_name}: {got}" + ("" if agree else "   (DISAGREES with semantics)"))
+        for line in lines:
+            click.echo(f"  {line}")
+    click.echo("why:")
+    for line in semantics.explain(state, probe):
+        click.echo(f"  {line}")
+
+
+COMMANDS: tuple[click.Command, ...] = (plan_cmd, diff_cmd, sync_cmd, trace_cmd)
+
+__all__ = ["COMMANDS", "make_probe"]
