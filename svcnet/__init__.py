@@ -3,8 +3,12 @@
 A pure core (manifests -> immutable cluster state -> per-node rule plan) and
 interchangeable data planes (memory, nftables, iptables) that install a plan,
 read it back from the kernel and answer what happens to a packet.
+
+The names in ``__all__`` and the modules listed in ``docs/reference/api.md`` are
+the public API, versioned with :data:`__version__`; everything else is internal.
 """
 
+from svcnet._version import __version__
 from svcnet.backend import Backend, Capabilities, available_backends, load_backend
 from svcnet.errors import (
     BackendError,
@@ -41,6 +45,7 @@ __all__ = [
     "SvcnetError",
     "ValidationError",
     "Verdict",
+    "__version__",
     "available_backends",
     "compile",
     "evaluate",
