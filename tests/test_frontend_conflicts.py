@@ -32,7 +32,7 @@ from svcnet.model import (
     ServiceType,
 )
 from svcnet.plan import FrontendKind, Plan, ServiceRef, advance, compile, update
-from svcnet.plan.compile import index_of
+from svcnet.plan.compiler import index_of
 from svcnet.probe import Outcome, Probe, SourceKind, Verdict
 from svcnet.semantics import evaluate, frontends_of
 from svcnet.state import Apply, ClusterState, Delete, Event

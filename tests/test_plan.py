@@ -45,7 +45,7 @@ from svcnet.plan import (
     incremental,
     update,
 )
-from svcnet.plan.compile import index_of
+from svcnet.plan.compiler import index_of
 from svcnet.probe import SourceKind
 from svcnet.state import Apply, ClusterState, Touched
 from svcnet.testing.strategies import NODE_NAMES as NODES

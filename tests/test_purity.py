@@ -48,7 +48,7 @@ EXPECTED = [
     "svcnet.state.endpoints",
     "svcnet.state.allocation",  # a module or a package: either way it must be there
     "svcnet.plan.types",
-    "svcnet.plan.compile",
+    "svcnet.plan.compiler",
     "svcnet.plan.text",
 ]
 # The modules that do I/O: a pure module imports none of them.

@@ -1,16 +1,16 @@
 """The rule plan: the public contract between the core and every backend.
 
 The types (:mod:`svcnet.plan.types`) are a leaf: they import nothing from the
-compiler or the state. The module :mod:`svcnet.plan.compile` builds a plan from a
+compiler or the state. The module :mod:`svcnet.plan.compiler` builds a plan from a
 cluster state; :mod:`svcnet.plan.incremental` brings one to a newer state;
 :mod:`svcnet.plan.text` prints one. This package exports the types and the
-functions ``compile``, ``update`` and ``advance`` (so ``svcnet.plan.compile`` is the
-function; ``from svcnet.plan.compile import ...`` still reaches the module).
+functions ``compile``, ``update`` and ``advance``. (The compiler module is not named
+``compile``: a submodule of that name would shadow the function on the package.)
 """
 
 from __future__ import annotations
 
-from svcnet.plan.compile import compile
+from svcnet.plan.compiler import compile
 from svcnet.plan.incremental import advance, update
 from svcnet.plan.types import (
     DROP,

@@ -3,12 +3,12 @@ by recompiling only what the change can reach.
 
 The state says which services and nodes changed since a revision
 (:meth:`ClusterState.changed_since`, a :class:`svcnet.state.Touched`). The
-compiler's :class:`~svcnet.plan.compile.FrontendIndex` of the old plan (kept
-beside it, :func:`~svcnet.plan.compile.index_of`) says which other services claim
+compiler's :class:`~svcnet.plan.compiler.FrontendIndex` of the old plan (kept
+beside it, :func:`~svcnet.plan.compiler.index_of`) says which other services claim
 the frontends those services claim(ed): they are recompiled too, since a frontend
 may have changed hands. Everything else is shared with the old plan.
 
-Falls back to a full :func:`~svcnet.plan.compile.compile` when the change is
+Falls back to a full :func:`~svcnet.plan.compiler.compile` when the change is
 unknown (too old for the state's log), the configuration changed, a node change
 matters to this node (its own addresses: NodePorts and source ranges; any zone
 label: PreferClose), or the plan has no index (not built by compile()/update()).
@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from svcnet.model import Node
-from svcnet.plan.compile import (
+from svcnet.plan.compiler import (
     NO_CLAIMS,
     Claim,
     ClaimKey,

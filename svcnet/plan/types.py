@@ -7,7 +7,7 @@ exhaustively) and is keyed by service, so that one event changes a handful of
 :class:`Changes`.
 
 This module is a leaf of the contract: it imports only the model, the probe
-vocabulary and the plan's text form, never the compiler (:mod:`svcnet.plan.compile`,
+vocabulary and the plan's text form, never the compiler (:mod:`svcnet.plan.compiler`,
 :mod:`svcnet.plan.incremental`) or the cluster state. A plan is a plain value:
 whatever the compiler keeps to update it incrementally, it keeps on its side.
 
@@ -16,7 +16,7 @@ How a data plane reads a plan, for a packet arriving at the plan's node:
 1. If the destination is a frontend (``PortPlan.frontends``: address, port and
    the port's protocol) of some port, that port handles it (a frontend is listed
    once in a plan: when services claim the same one, the compiler keeps only the
-   winner's, see :mod:`svcnet.plan.compile`):
+   winner's, see :mod:`svcnet.plan.compiler`):
    a. a ``LOAD_BALANCER`` frontend with ``source_ranges``: a source outside
       every range is dropped, before anything else;
    b. the source is classified (``SourceKind``): POD if inside

@@ -34,7 +34,7 @@ class Tables:
     # Every installed service, by reference: needed to remove it again.
     services: dict[ServiceRef, ServicePlan] = attrs.Factory(dict)
     # frontend -> the services claiming it -> (frontend, port plan); when several
-    # services claim one frontend the first reference wins (see svcnet.plan.compile).
+    # services claim one frontend the first reference wins (see svcnet.plan.compiler).
     frontends: dict[FrontendKey, dict[ServiceRef, tuple[Frontend, PortPlan]]] = attrs.Factory(dict)
     # ClusterIPs of proxied services (a port they do not define: reject) ...
     cluster_ips: dict[str, set[ServiceRef]] = attrs.Factory(dict)
@@ -53,11 +53,11 @@ class Tables:
         removed = set(changes.removed)
         for ref in changes.removed:
             if ref not in self.services:
-                raise BackendError(BackendErrorKind.STATE, f"memory: remove {ref}: not installed")
+                raise BackendError(BackendErrorKind.NOT_FOUND, f"memory: remove {ref}: not installed")
         for svc in changes.replaced:
             if svc.ref not in self.services or svc.ref in removed:
                 raise BackendError(
-                    BackendErrorKind.STATE, f"memory: replace {svc.ref}: not installed"
+                    BackendErrorKind.NOT_FOUND, f"memory: replace {svc.ref}: not installed"
                 )
         for svc in changes.added:
             if svc.ref in self.services and svc.ref not in removed:
