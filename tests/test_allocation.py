@@ -5,6 +5,7 @@ import pytest
 
 from svcnet.errors import ConflictError, ValidationError
 from svcnet.model import (
+    ClusterConfig,
     IPFamily,
     IPFamilyPolicy,
     Kind,
@@ -16,6 +17,7 @@ from svcnet.model import (
     ServiceType,
     TrafficPolicy,
 )
+from svcnet.state import Apply, ClusterState
 from svcnet.state.allocation import (
     PodAllocations,
     Pool,
@@ -293,3 +295,52 @@ def test_pods_wait_for_unknown_node() -> None:
     assert [c.pod_ips for c in changed] == [("10.244.9.2",)]
     a, gone = a.remove_node("later", changed)
     assert gone[0].pod_ips == () and a.pods_waiting("later") == 1
+
+
+# -- a batch that cannot fit its service CIDR is refused before any allocation --
+
+
+def _cip_service(name: str, **kw: object) -> Service:
+    return Service(namespace="default", name=name, ports=(ServicePort(80, "http"),), **kw)  # type: ignore[arg-type]
+
+
+def _small_cluster() -> ClusterState:
+    # 10.96.0.0/29: six usable ClusterIPs
+    return ClusterState.empty(ClusterConfig(service_cidrs=("10.96.0.0/29",)))
+
+
+def _first_failure_one_by_one(state: ClusterState, services: list[Service]) -> str:
+    """The error the step gives when the same services arrive one per step."""
+    for svc in services:
+        try:
+            state = state.step(Apply([svc]))
+        except ValidationError as e:
+            return str(e)
+    raise AssertionError("every service fitted")
+
+
+def test_exhausting_batch_refused_with_the_error_sequential_steps_give() -> None:
+    state = _small_cluster()
+    services = [_cip_service(f"s{i}") for i in range(9)]
+    with pytest.raises(ValidationError) as err:
+        state.step(Apply(services))
+    assert str(err.value) == _first_failure_one_by_one(state, services)
+    assert "Service default/s6" in str(err.value) and "spec.clusterIP" in str(err.value)
+    assert "no IPv4 ClusterIP left in service CIDR 10.96.0.0/29" in str(err.value)
+
+
+def test_batch_that_fits_only_because_an_update_frees_an_address_is_accepted() -> None:
+    state = _small_cluster().step(Apply([_cip_service(f"s{i}") for i in range(6)]))
+    freed = attrs.evolve(
+        state.services[("default", "s0")], type=ServiceType.EXTERNAL_NAME,
+        external_name="db.example.com", cluster_ips=(), ip_families=(), ip_family_policy=None,
+    )
+    after = state.step(Apply([freed, _cip_service("new")]))
+    assert after.services[("default", "new")].cluster_ips
+    assert after.services[("default", "s0")].cluster_ips == ()
+
+
+def test_same_service_twice_in_a_batch_counts_once() -> None:
+    state = _small_cluster().step(Apply([_cip_service(f"s{i}") for i in range(5)]))
+    after = state.step(Apply([_cip_service("last"), _cip_service("last")]))
+    assert len(after.services) == 6
