@@ -1,4 +1,4 @@
-"""Sessions: tests (unit + kernel), lint, typecheck, bench, demo.
+"""Sessions: tests (unit + kernel), lint, typecheck, bench, demo, wheels, docs.
 
 Run ``nox -s tests`` as root on Debian 12 with iptables, nftables, iproute2 and
 conntrack installed (``.ci/run`` installs them); kernel tests skip, saying why,
@@ -6,6 +6,8 @@ without root.
 """
 
 from __future__ import annotations
+
+import shutil
 
 import nox
 
@@ -21,6 +23,7 @@ PYTHON = "3.11"
 LINT_PATHS = ["svcnet", "tests", "backends", "noxfile.py", "bench"]
 # Keep in step with [tool.mypy] files in pyproject.toml.
 TYPED_PATHS = ["svcnet", *[f"{b}/src" for b in BACKENDS]]
+DOCS_OUT = "build/docs/html"  # ignored by git (build/)
 
 
 def _install(session: nox.Session) -> None:
@@ -85,3 +88,25 @@ def bench(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     _install(session)
     session.run("svcnet", "demo")
+
+
+@nox.session(python=PYTHON)
+def wheels(session: nox.Session) -> None:
+    """Build the sdists and wheels of the four distributions from a clean copy of the
+    checkout, install the wheels (not editable) into a fresh venv and use them there
+    (tests/test_wheels.py); the built files are left in ``dist/``."""
+    session.install("build", "pytest", "hypothesis")
+    shutil.rmtree("dist", ignore_errors=True)
+    args = ["-p", "no:cacheprovider", "tests/test_wheels.py", *session.posargs]
+    session.run("pytest", *args, env={"SVCNET_DIST_DIR": "dist"})
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The Python API reference from the docstrings (Sphinx, docs/conf.py), warnings
+    as errors, into ``DOCS_OUT``."""
+    _install(session)
+    session.install("sphinx>=7.2", "myst-parser>=2.0")
+    strict = ["-W", "--keep-going", "-E"]  # warnings are errors; read every file
+    where = ["-d", "build/docs/doctrees", "docs", DOCS_OUT]
+    session.run("sphinx-build", *strict, "-b", "html", *where)
