@@ -62,6 +62,31 @@ class SessionAffinity(enum.Enum):
     CLIENT_IP = "ClientIP"
 
 
+class TrafficDistribution(enum.StrEnum):
+    """``spec.trafficDistribution`` (Kubernetes 1.35). ``PreferClose`` is the older
+    name of ``PreferSameZone`` (same behaviour; kept as written so a manifest
+    round-trips). A ``str`` enum: members compare equal to, and print as, their
+    Kubernetes spelling."""
+
+    PREFER_CLOSE = "PreferClose"
+    PREFER_SAME_ZONE = "PreferSameZone"
+    PREFER_SAME_NODE = "PreferSameNode"
+
+    @property
+    def prefers_node(self) -> bool:
+        """A node's cluster endpoints are its own ready endpoints when it has any (then,
+        as every value does, the endpoints in its zone)."""
+        return self is TrafficDistribution.PREFER_SAME_NODE
+
+
+def _traffic_distribution(value: TrafficDistribution | str | None) -> TrafficDistribution | None:
+    """``None`` or ``""``: unset; otherwise the member spelled ``value`` (ValueError
+    for anything else: :mod:`svcnet.manifests` refuses it first, naming the values)."""
+    if value is None or value == "":
+        return None
+    return TrafficDistribution(value)
+
+
 class Kind(enum.Enum):
     NODE = "Node"
     POD = "Pod"
@@ -86,19 +111,37 @@ def _labels_converter(value: Mapping[str, str] | Iterable[tuple[str, str]] | Non
 
 @attrs.frozen
 class Labels(Mapping[str, str]):
-    """An immutable, hashable label map."""
+    """An immutable, hashable label map: equal and hashed by ``items_`` (sorted
+    pairs); lookups go through a dict built on the first one (O(1) each, not part
+    of equality or hashing)."""
 
     items_: tuple[tuple[str, str], ...] = ()
+    _index: dict[str, str] | None = attrs.field(
+        default=None, init=False, eq=False, hash=False, repr=False
+    )
 
     @classmethod
     def of(cls, value: Mapping[str, str] | Iterable[tuple[str, str]] | None = None) -> Labels:
         return _labels_converter(value)
 
+    def _lookup(self) -> dict[str, str]:
+        index = self._index
+        if index is None:
+            index = {}
+            for k, v in self.items_:
+                index.setdefault(k, v)  # the first of repeated keys, as a scan finds it
+            object.__setattr__(self, "_index", index)
+        return index
+
     def __getitem__(self, key: str) -> str:
-        for k, v in self.items_:
-            if k == key:
-                return v
-        raise KeyError(key)
+        return self._lookup()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._lookup()
+
+    def as_dict(self) -> dict[str, str]:
+        """A new dict of the labels (in key order)."""
+        return dict(self._lookup())
 
     def __iter__(self) -> Iterator[str]:
         return (k for k, _ in self.items_)
@@ -242,7 +285,9 @@ class Service:
     allocate_load_balancer_node_ports: bool = True
     external_name: str = ""
     publish_not_ready_addresses: bool = False
-    traffic_distribution: str = ""
+    traffic_distribution: TrafficDistribution | None = attrs.field(
+        default=None, converter=_traffic_distribution
+    )
     status_ingress: tuple[str, ...] = ()
     load_balancer_ips: tuple[str, ...] = ()
 

@@ -35,6 +35,7 @@ from svcnet.model import (
     ServicePort,
     ServiceType,
     SessionAffinity,
+    TrafficDistribution,
     TrafficPolicy,
     ip_family,
     norm_ip,
@@ -46,7 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Match", "evaluate", "explain", "frontends_of"]
 
-PREFER_CLOSE = "PreferClose"
+# Every trafficDistribution narrows to the zone (PreferSameNode after the node).
+SAME_ZONE = frozenset(TrafficDistribution)
 
 # Frontend kinds, ordered as the tie-break between colliding frontends.
 CLUSTER_IP = "ClusterIP"
@@ -150,13 +152,19 @@ def _fallback(endpoints: list[Endpoint]) -> list[Endpoint]:
 
 
 def cluster_endpoints(
-    service: Service, endpoints: list[Endpoint], node: Node | None
+    service: Service, endpoints: list[Endpoint], node_name: str, node: Node | None
 ) -> list[Endpoint]:
-    """SEMANTICS "Which endpoints" 1 and 7 (PreferClose)."""
+    """SEMANTICS "Which endpoints" 1 and 7 (trafficDistribution) on node ``node_name``
+    (``node``: its object, None when the state has none)."""
     ready = [e for e in endpoints if e.ready]
+    distribution = service.traffic_distribution
+    if distribution is TrafficDistribution.PREFER_SAME_NODE:
+        on_node = [e for e in ready if e.node_name == node_name]
+        if on_node:
+            return on_node
     zone = node.zone if node is not None else None
     if (
-        service.traffic_distribution == PREFER_CLOSE
+        distribution in SAME_ZONE
         and zone
         and all(e.zone for e in ready)
         and any(e.zone == zone for e in ready)
@@ -202,7 +210,7 @@ def _decide(state: ClusterState, probe: Probe, m: Match, why: list[str]) -> Outc
         return Outcome(Verdict.DROP)
     node = state.nodes.get(probe.node)
     endpoints = _port_endpoints(state, m)
-    cluster = cluster_endpoints(svc, endpoints, node)
+    cluster = cluster_endpoints(svc, endpoints, probe.node, node)
     if not cluster:
         why.append("the service has no endpoints at all: reject")
         return Outcome(Verdict.REJECT)

@@ -30,6 +30,7 @@ from svcnet.model import (
     SessionAffinity,
     SliceEndpoint,
     SlicePort,
+    TrafficDistribution,
     TrafficPolicy,
 )
 
@@ -128,6 +129,23 @@ def test_service_full() -> None:
     assert not svc.allocate_load_balancer_node_ports
     assert svc.publish_not_ready_addresses and svc.traffic_distribution == "PreferClose"
     assert parse_object(to_manifest(svc)) == svc
+
+
+@pytest.mark.parametrize("value", ["PreferClose", "PreferSameZone", "PreferSameNode"])
+def test_traffic_distribution_values_kept_as_written(value: str) -> None:
+    # Kubernetes 1.35: PreferSameZone is PreferClose's new name, PreferSameNode is GA
+    svc = parse_object(service(trafficDistribution=value))
+    assert isinstance(svc, Service)
+    assert svc.traffic_distribution is TrafficDistribution(value)
+    assert to_manifest(svc)["spec"]["trafficDistribution"] == value
+    assert parse_object(to_manifest(svc)) == svc
+
+
+def test_traffic_distribution_unset() -> None:
+    for spec in ({}, {"trafficDistribution": ""}):
+        svc = parse_object(service(**spec))
+        assert isinstance(svc, Service) and svc.traffic_distribution is None
+        assert "trafficDistribution" not in to_manifest(svc)["spec"]
 
 
 def test_service_cluster_ip_forms() -> None:
@@ -406,7 +424,8 @@ SVC_RULES: list[tuple[dict[str, Any], str, str]] = [
     ({"externalIPs": ["0.0.0.0"]}, "spec.externalIPs[0]", "unspecified"),
     ({"externalIPs": ["169.254.1.1"]}, "spec.externalIPs[0]", "link-local"),
     ({"externalIPs": ["224.0.0.1"]}, "spec.externalIPs[0]", "multicast"),
-    ({"trafficDistribution": "PreferSameRack"}, "spec.trafficDistribution", "PreferClose"),
+    ({"trafficDistribution": "PreferSameRack"}, "spec.trafficDistribution",
+     "supported values: 'PreferClose', 'PreferSameZone', 'PreferSameNode'"),
     ({"publishNotReadyAddresses": "yes"}, "spec.publishNotReadyAddresses", "true or false"),
     ({"selector": {"app": 7}}, "spec.selector[app]", "string"),
     ({"selector": {"app": "a b"}}, "spec.selector[app]", "label"),
@@ -747,7 +766,8 @@ def service_docs(draw: st.DrawFn) -> Doc:
         if draw(st.booleans()):
             spec["loadBalancerIP"] = "203.0.113.3"
     spec["publishNotReadyAddresses"] = draw(st.booleans())
-    spec["trafficDistribution"] = draw(st.sampled_from(["PreferClose", None, ""]))
+    spec["trafficDistribution"] = draw(st.sampled_from(
+        ["PreferClose", "PreferSameZone", "PreferSameNode", None, ""]))
     doc: Doc = {"apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": draw(names), "namespace": draw(names),
                              "labels": draw(labels)}, "spec": spec}

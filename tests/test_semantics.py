@@ -281,8 +281,10 @@ def test_choice_is_uniform() -> None:
     assert outcome.uniform and len(outcome.targets) == 3
 
 
-def test_prefer_close_keeps_the_node_zone() -> None:
-    svc = web(traffic_distribution="PreferClose")
+@pytest.mark.parametrize("value", ["PreferClose", "PreferSameZone"])
+def test_prefer_close_keeps_the_node_zone(value: str) -> None:
+    # PreferSameZone is PreferClose's new name (Kubernetes 1.35): same behaviour
+    svc = web(traffic_distribution=value)
     check(cluster(*two_pods(), svc, zones=("z1", "z2")), probe(POD, CIP), fwd(POD_A))
     # not every ready endpoint has a zone: all of them
     check(cluster(*two_pods(), svc, zones=("z1", "")), probe(POD, CIP), fwd(POD_A, POD_B))
@@ -295,6 +297,37 @@ def test_prefer_close_keeps_the_node_zone() -> None:
     )
     # without PreferClose zones do not matter
     check(cluster(*two_pods(), web(), zones=("z1", "z2")), probe(POD, CIP), fwd(POD_A, POD_B))
+
+
+def test_prefer_same_node_keeps_the_node_then_the_zone() -> None:
+    svc = web(traffic_distribution="PreferSameNode")
+    node_c = node("node-c", "192.168.56.13", "z1")
+    pod_c, pod_b2 = "10.244.3.2", "10.244.2.3"
+    pods = (
+        pod("web-b", "node-b", POD_B),
+        pod("web-b2", "node-b", pod_b2),
+        pod("web-c", "node-c", pod_c),
+    )
+    state = cluster(node_c, *pods, svc, zones=("z1", "z2"))
+    # node-b has ready endpoints of its own: those
+    check(state, probe(POD, CIP, at="node-b"), fwd(POD_B, pod_b2))
+    # node-a has none: those in its zone z1 (node-c's)
+    check(state, probe(POD, CIP), fwd(pod_c))
+    # an unready endpoint on node-a does not count as the node's own
+    unready = pod("web-a", "node-a", POD_A, ready=False)
+    check(cluster(node_c, unready, *pods, svc, zones=("z1", "z2")), probe(POD, CIP), fwd(pod_c))
+    # and once ready it is the only one node-a uses
+    ready = pod("web-a", "node-a", POD_A)
+    check(cluster(node_c, ready, *pods, svc, zones=("z1", "z2")), probe(POD, CIP), fwd(POD_A))
+    # no zones at all: the node's own, else every ready endpoint
+    check(cluster(node_c, *pods, svc), probe(POD, CIP, at="node-b"), fwd(POD_B, pod_b2))
+    check(cluster(*pods, svc), probe(POD, CIP), fwd(POD_B, pod_b2, pod_c))
+
+
+def test_prefer_same_node_ignored_by_local_sets() -> None:
+    svc = web(traffic_distribution="PreferSameNode", internal_traffic_policy=TrafficPolicy.LOCAL)
+    state = cluster(pod("web-b", "node-b", POD_B), svc)
+    check(state, probe(POD, CIP), DROP)  # node-a: no local endpoint, whatever the cluster set
 
 
 def test_local_sets_ignore_zones() -> None:

@@ -78,6 +78,7 @@ from svcnet.model import (
     SessionAffinity,
     SliceEndpoint,
     SlicePort,
+    TrafficDistribution,
     TrafficPolicy,
 )
 
@@ -154,8 +155,13 @@ def parse_object(doc: Mapping[str, Any]) -> KubeObject:
     return _slice(d, m, namespace, name, labels)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader without implicit timestamps: ``2024-01-01`` stays a string."""
+# libyaml's parser when PyYAML was built with it (about 6x faster on big files);
+# construction and resolution stay PyYAML's safe ones either way.
+_SafeBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_SafeBase):  # type: ignore[valid-type,misc]
+    """A safe loader without implicit timestamps: ``2024-01-01`` stays a string."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -471,9 +477,11 @@ def _service(d: Doc, m: Mapping[str, Any], namespace: str, name: str,
             d.fail("spec.externalName", "externalName is required for ExternalName services")
         d.check("spec.externalName", external_name, dns1123_subdomain_error(cname))
     distribution = d.text(spec.get("trafficDistribution"), "spec.trafficDistribution")
-    if distribution and distribution != "PreferClose":
+    supported = [t.value for t in TrafficDistribution]
+    if distribution and distribution not in supported:
         d.fail("spec.trafficDistribution",
-               f"unsupported value {distribution!r}: supported values: 'PreferClose'")
+               f"unsupported value {distribution!r}: supported values: "
+               + ", ".join(repr(v) for v in supported))
 
     status = d.mapping(m.get("status"), "status")
     lb_status = d.mapping(status.get("loadBalancer"), "status.loadBalancer")

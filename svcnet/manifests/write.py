@@ -38,7 +38,7 @@ def _metadata(name: str, namespace: str, labels: Labels) -> dict[str, Any]:
     if namespace:
         meta["namespace"] = namespace
     if labels:
-        meta["labels"] = dict(labels)
+        meta["labels"] = labels.as_dict()
     return meta
 
 
@@ -102,7 +102,7 @@ def _pod_manifest(pod: Pod) -> dict[str, Any]:
 def _service_manifest(svc: Service) -> dict[str, Any]:
     spec: dict[str, Any] = {"type": svc.type.value}
     if svc.selector:
-        spec["selector"] = dict(svc.selector)
+        spec["selector"] = svc.selector.as_dict()
     if svc.headless:
         spec["clusterIP"], spec["clusterIPs"] = "None", ["None"]
     elif svc.cluster_ips:
@@ -146,7 +146,7 @@ def _service_manifest(svc: Service) -> dict[str, Any]:
     if svc.publish_not_ready_addresses:
         spec["publishNotReadyAddresses"] = True
     if svc.traffic_distribution:
-        spec["trafficDistribution"] = svc.traffic_distribution
+        spec["trafficDistribution"] = svc.traffic_distribution.value
     doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Service",
                            "metadata": _metadata(svc.name, svc.namespace, svc.labels),
                            "spec": spec}
@@ -157,7 +157,7 @@ def _service_manifest(svc: Service) -> dict[str, Any]:
 
 
 def _slice_manifest(es: EndpointSlice) -> dict[str, Any]:
-    labels = Labels.of({**dict(es.labels), SERVICE_NAME_LABEL: es.service_name})
+    labels = Labels.of({**es.labels.as_dict(), SERVICE_NAME_LABEL: es.service_name})
     endpoints: list[dict[str, Any]] = []
     for e in es.endpoints:
         entry: dict[str, Any] = {

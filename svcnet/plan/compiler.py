@@ -116,10 +116,20 @@ def _ready_or_terminating(endpoints: list[Endpoint]) -> list[Endpoint]:
     return ready or [e for e in endpoints if e.serving and e.terminating]
 
 
-def _cluster_set(svc: Service, endpoints: list[Endpoint], zone: str | None) -> list[Endpoint]:
-    if zone and svc.traffic_distribution == "PreferClose":
+def _cluster_set(
+    svc: Service, endpoints: list[Endpoint], node_name: str, zone: str | None
+) -> list[Endpoint]:
+    """SEMANTICS "Which endpoints" 1 and 7: with a ``trafficDistribution``, this node's
+    ready endpoints (``PreferSameNode``), else those in its zone (every value, when
+    every ready endpoint has a zone), else the cluster set."""
+    distribution = svc.traffic_distribution
+    if distribution is not None:
         ready = [e for e in endpoints if e.ready]
-        if ready and all(e.zone for e in ready):
+        if distribution.prefers_node:
+            own = [e for e in ready if e.node_name == node_name]
+            if own:
+                return own
+        if zone and ready and all(e.zone for e in ready):
             close = [e for e in ready if e.zone == zone]
             if close:
                 return close
@@ -323,7 +333,7 @@ def compile_service(
                     rank = (namespace, name, index, _NPORT)
                     claims.append(((_claim_ip(np_ip), port.node_port, proto), rank))
             all_eps = [e for e in endpoints.get(port.name, ()) if ip_family(e.ip) is family]
-            cluster = _cluster_set(svc, all_eps, zone)
+            cluster = _cluster_set(svc, all_eps, node_name, zone)
             local = _ready_or_terminating([e for e in all_eps if e.node_name == node_name])
             cluster_plan = _plan_endpoints(cluster)
             local_plan = cluster_plan if local == cluster else _plan_endpoints(local)

@@ -47,6 +47,7 @@ from svcnet.model import (
     SessionAffinity,
     SliceEndpoint,
     SlicePort,
+    TrafficDistribution,
     TrafficPolicy,
 )
 from svcnet.probe import Probe, SourceKind
@@ -351,7 +352,8 @@ def draw_service(
     """A Service of any type with any option: headless, pinned or allocated
     ClusterIP(s) and NodePorts, externalIPs, both traffic policies, ClientIP
     affinity, LoadBalancer status/loadBalancerIP/source ranges, the
-    service-proxy-name label, publishNotReadyAddresses, PreferClose, named and
+    service-proxy-name label, publishNotReadyAddresses, every trafficDistribution
+    (PreferClose, PreferSameZone, PreferSameNode), named and
     numbered targetPorts, every declared protocol, dual-stack when the config is."""
     stype = pick(draw, list(ServiceType))
     namespace = namespace or pick(draw, NAMESPACES)
@@ -427,7 +429,7 @@ def draw_service(
         allocate_load_balancer_node_ports=not (lb and chance(draw, 4)),
         external_name="backend.example.com" if stype is ServiceType.EXTERNAL_NAME else "",
         publish_not_ready_addresses=chance(draw, 6),
-        traffic_distribution="PreferClose" if chance(draw, 3) else "",
+        traffic_distribution=pick(draw, list(TrafficDistribution)) if chance(draw, 3) else None,
         status_ingress=status,
         load_balancer_ips=status,
     )
