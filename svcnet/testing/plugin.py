@@ -1,6 +1,20 @@
 """The svcnet pytest plugin (entry point ``pytest11: svcnet``).
 
-* ``pytest --svcnet-backend NAME`` adds one test item, ``svcnet_conformance[NAME]``,
+It loads into every pytest run of an environment where svcnet is installed, so it
+stays out of the way: it only adds its command-line options and the ini option
+``svcnet``, and does nothing else — no marker, no skip, no fixture, no test item —
+unless it is asked for, by any of:
+
+* ``--svcnet-backend NAME`` on the command line;
+* ``svcnet = true`` in the project's pytest configuration (``[tool.pytest.ini_options]``,
+  ``pytest.ini``, ...), as svcnet and its backends have;
+* loading it explicitly with plugin autoloading off (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``
+  or ``--disable-plugin-autoload``, then ``-p svcnet.testing.plugin``, ``PYTEST_PLUGINS``
+  or ``pytest_plugins``).
+
+Asked for, it:
+
+* with ``--svcnet-backend NAME``, adds one test item, ``svcnet_conformance[NAME]``,
   that runs :func:`svcnet.testing.run_conformance` against the installed backend
   NAME (kernel backends get a fresh ``svcnet-t-*`` network namespace per node);
   ``--svcnet-max-examples N`` and ``--svcnet-scenarios PATH`` tune it.
@@ -31,6 +45,7 @@ from svcnet.kernel.factory import TEST_PREFIX, NetnsFactory, kernel_backends
 __all__ = [
     "ConformanceItem",
     "NetnsFactory",
+    "asked_for",
     "create_netns",
     "delete_netns",
     "kernel_unavailable",
@@ -38,6 +53,9 @@ __all__ = [
 
 NETNS_PREFIX = TEST_PREFIX
 DEFAULT_MAX_EXAMPLES = 200
+INI_ENABLE = "svcnet"  # the ini option a project opts in with
+ACTIVE_NAME = "svcnet-active"  # the acting half's name in the plugin manager
+KERNEL_MARKER = "kernel: needs root and network namespaces (skipped, with the reason, otherwise)"
 
 
 # -- network namespaces ------------------------------------------------------------
@@ -119,18 +137,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "kernel: needs root and network namespaces (skipped, with the reason, otherwise)",
+    parser.addini(
+        INI_ENABLE,
+        type="bool",
+        default=False,
+        help="let the svcnet plugin act in this project without --svcnet-backend: "
+        "the `kernel` marker (skipped unless root) and the svcnet_* fixtures",
     )
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("kernel") is not None:
-        reason = kernel_unavailable()
-        if reason is not None:
-            pytest.skip(reason)
+def asked_for(config: pytest.Config) -> str | None:
+    """Why the plugin acts in this run (see the module docstring), or None: it stays
+    out of the way."""
+    if config.getoption("--svcnet-backend"):
+        return "--svcnet-backend"
+    if config.getini(INI_ENABLE):
+        return f"the ini option {INI_ENABLE} = true"
+    autoload_off = bool(os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")) or bool(
+        getattr(config.option, "disable_plugin_autoload", False)
+    )
+    if autoload_off:  # then only an explicit request loads this module
+        return "loaded explicitly with plugin autoloading off"
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if asked_for(config) is None:
+        return
+    config.addinivalue_line("markers", KERNEL_MARKER)
+    config.pluginmanager.register(ActivePlugin(), ACTIVE_NAME)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    active = config.pluginmanager.get_plugin(ACTIVE_NAME)
+    if active is not None:
+        config.pluginmanager.unregister(active)
 
 
 def _scenario_paths(config: pytest.Config) -> list[Path] | None:
@@ -173,36 +214,46 @@ class ConformanceItem(pytest.Item):
         return self.path, None, f"svcnet conformance of backend {self.backend!r}"
 
 
-def pytest_collection_modifyitems(
-    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    name = config.getoption("--svcnet-backend")
-    if name:
-        items.append(
-            ConformanceItem.from_parent(session, name=f"svcnet_conformance[{name}]", backend=name)
-        )
+# -- the acting half: registered only when asked for --------------------------------
 
 
-# -- fixtures ----------------------------------------------------------------------
+class ActivePlugin:
+    """The hooks and fixtures that act; :func:`pytest_configure` registers an instance
+    only when the run asks for svcnet (:func:`asked_for`)."""
 
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if item.get_closest_marker("kernel") is not None:
+            reason = kernel_unavailable()
+            if reason is not None:
+                pytest.skip(reason)
 
-@pytest.fixture
-def svcnet_netns() -> Iterator[str]:
-    """A fresh ``svcnet-t-*`` network namespace, deleted after the test (skips
-    when kernel work is impossible here)."""
-    reason = kernel_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    from svcnet.kernel import netns
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        name = config.getoption("--svcnet-backend")
+        if name:
+            items.append(
+                ConformanceItem.from_parent(
+                    session, name=f"svcnet_conformance[{name}]", backend=name
+                )
+            )
 
-    with netns.scratch(NETNS_PREFIX) as name:
-        yield name
+    @pytest.fixture
+    def svcnet_netns(self) -> Iterator[str]:
+        """A fresh ``svcnet-t-*`` network namespace, deleted after the test (skips
+        when kernel work is impossible here)."""
+        reason = kernel_unavailable()
+        if reason is not None:
+            pytest.skip(reason)
+        from svcnet.kernel import netns
 
+        with netns.scratch(NETNS_PREFIX) as name:
+            yield name
 
-@pytest.fixture
-def svcnet_backend_factory(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """``make_backend(node)`` for ``--svcnet-backend`` (default: memory); kernel
-    backends get a fresh namespace per instance, deleted after the test."""
-    name = request.config.getoption("--svcnet-backend") or "memory"
-    with backend_factory(name) as factory:
-        yield factory
+    @pytest.fixture
+    def svcnet_backend_factory(self, request: pytest.FixtureRequest) -> Iterator[Any]:
+        """``make_backend(node)`` for ``--svcnet-backend`` (default: memory); kernel
+        backends get a fresh namespace per instance, deleted after the test."""
+        name = request.config.getoption("--svcnet-backend") or "memory"
+        with backend_factory(name) as factory:
+            yield factory
