@@ -254,6 +254,8 @@ def _read_yaml(text: str, path: str) -> object:
         docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
     except yaml.YAMLError as e:
         raise ScenarioError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: not valid YAML: nested too deeply") from None
     if len(docs) != 1:
         raise ScenarioError(f"{path}: expected one YAML document, found {len(docs)}")
     return docs[0]
@@ -470,7 +472,7 @@ def count_expectations(text: str) -> int:
     """How many expectations a file that does not load seems to hold (best effort)."""
     try:
         top = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return 0
     steps = top.get("steps") if isinstance(top, dict) else None
     if not isinstance(steps, list):

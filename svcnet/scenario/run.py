@@ -77,6 +77,8 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
             text = f.read()
     except OSError as e:
         raise ScenarioError(f"{name}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{name}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     return parse_scenario(text, name)
 
 
@@ -431,7 +433,7 @@ def _load_failure(path: str, error: ScenarioError) -> ScenarioResult:
     try:
         with open(path, encoding="utf-8") as f:
             n = count_expectations(f.read())
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         n = 0
     results = [
         ExpectationResult(
