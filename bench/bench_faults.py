@@ -1,0 +1,86 @@
+"""Benchmark: the figures of the fault-injection issue that are times, not tests.
+
+- Labels: a Service with N labels and an N-key selector, loaded, written back
+  (``to_manifest``, the writer that was quadratic) and loaded again, at 20,000
+  and 200,000 labels;
+- the worst case of the fuzzed inputs: the large inputs of
+  tests/faults/test_fuzz_inputs.py (deep nesting, huge maps, aliases), each
+  through ``svcnet.load`` and through ``parse_scenario``; the slowest is printed.
+
+Run: ``python bench/bench_faults.py`` (from the repository root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import svcnet
+from svcnet.errors import SvcnetError
+from svcnet.manifests import to_manifest
+from svcnet.scenario import parse_scenario
+
+
+def timed(call: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = call()
+    return time.perf_counter() - t0, out
+
+
+def labels_round_trip(n: int) -> None:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "big", "labels": {f"k{i}": f"v{i}" for i in range(n)}},
+        "spec": {"selector": {f"s{i}": "x" for i in range(n)}, "ports": [{"port": 80}]},
+    }
+    t_load, (svc,) = timed(lambda: svcnet.load([doc]))
+    t_write, manifest = timed(lambda: to_manifest(svc))
+    t_back, (back,) = timed(lambda: svcnet.load([manifest]))
+    assert back == svc
+    t_get, _ = timed(lambda: [svc.labels[f"k{i}"] for i in range(n)])
+    print(
+        f"labels {n:>7,}: load {t_load:6.2f} s  write {t_write:6.2f} s  "
+        f"load again {t_back:6.2f} s  round trip {t_load + t_write + t_back:6.2f} s  "
+        f"{n:,} lookups {t_get:5.2f} s"
+    )
+
+
+def fuzz_worst_case() -> None:
+    here = pathlib.Path(__file__).resolve().parent
+    sys.path.insert(0, str(here.parent / "tests" / "faults"))
+    from test_fuzz_inputs import LARGE
+
+    for what, call in (
+        ("svcnet.load", svcnet.load),
+        ("parse_scenario", lambda text: parse_scenario(text, "bench.yaml")),
+    ):
+        times = []
+        for i, text in enumerate(LARGE):
+
+            def run(text: str = text, call: Callable[[str], Any] = call) -> None:
+                with contextlib.suppress(SvcnetError):
+                    call(text)
+
+            t, _ = timed(run)
+            times.append((t, i, len(text)))
+        t, i, size = max(times)
+        total = sum(t for t, _, _ in times)
+        print(
+            f"fuzz worst case, {what}: {t:.2f} s (large input {i}, {size:,} characters); "
+            f"all {len(LARGE)} large inputs {total:.2f} s"
+        )
+
+
+def main() -> None:
+    for n in (20_000, 200_000):
+        labels_round_trip(n)
+    fuzz_worst_case()
+
+
+if __name__ == "__main__":
+    main()
