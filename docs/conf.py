@@ -4,7 +4,7 @@ Why Sphinx (autodoc + MyST): svcnet's docstrings are reStructuredText with Sphin
 cross-reference roles (``:class:``, ``:func:``, ``:mod:``), which autodoc reads as
 they are; MyST lets the pages stay Markdown like the rest of docs/. Both are
 long-lived, widely used projects. Build: ``nox -s docs`` (warnings are errors; the
-HTML goes to ``.nox/docs-html``, never into the tree).
+HTML goes to ``build/docs/html``, ignored by git).
 
 Only the API reference is built (``index.md`` and ``reference/python/``); the other
 pages of docs/ are read on GitHub as Markdown.
