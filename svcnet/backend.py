@@ -5,6 +5,12 @@ namespace (``netns``); the memory backend to nothing. Every backend, ours and
 third parties', registers a subclass of :class:`Backend` in the entry-point
 group ``svcnet.backends`` and is imported only when asked for by name.
 
+The contract is versioned (:data:`CONTRACT_VERSION`, ``major.minor``, the version
+plans carry too, see :mod:`svcnet.plan.serial`): a backend declares the version
+it implements as the class attribute ``contract = "1.0"``, and :func:`load_backend`
+refuses one declaring none, another major version, or a minor version newer than
+svcnet's.
+
 Life cycle: ``sync(plan)`` installs a whole plan (the first time, and for a
 periodic full resync); ``apply(changes)`` moves from the plan last installed
 to the next one, touching only what changed; both are atomic: on failure they
@@ -23,9 +29,10 @@ from typing import ClassVar
 
 import attrs
 
+from svcnet._version import __version__
 from svcnet.errors import BackendError, BackendErrorKind, BackendNotFound
 from svcnet.model import IPFamily, Protocol
-from svcnet.plan import Changes, Plan
+from svcnet.plan import CONTRACT_VERSION, Changes, Plan, contract_mismatch
 from svcnet.probe import Outcome, Probe
 
 GROUP = "svcnet.backends"
@@ -53,6 +60,9 @@ class Backend(abc.ABC):
 
     name: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # The backend contract version this backend implements ("major.minor"); each
+    # backend declares it: load_backend() refuses one without (see the module doc).
+    contract: ClassVar[str] = ""
 
     def __init__(self, node: str, *, netns: str | None = None) -> None:
         self.node = node
@@ -169,6 +179,27 @@ def load_backend(name: str) -> type[Backend]:
             cls = ep.load()
             if not (isinstance(cls, type) and issubclass(cls, Backend)):
                 raise BackendNotFound(f"entry point {name!r} in {GROUP} is not a Backend subclass")
+            _check_contract(name, cls, ep.dist.version if ep.dist is not None else None)
             return cls
     installed = ", ".join(available_backends()) or "none"
     raise BackendNotFound(f"no backend named {name!r} is installed (installed: {installed})")
+
+
+def _check_contract(name: str, cls: type[Backend], dist_version: str | None) -> None:
+    """Refuse a backend whose declared contract version this svcnet cannot drive."""
+    declared = cls.contract
+    who = f"backend {name!r} ({cls.__module__}.{cls.__qualname__}"
+    who += f", version {dist_version})" if dist_version else ")"
+    ours = f"svcnet {__version__} implements backend contract {CONTRACT_VERSION}"
+    if not declared:
+        raise BackendNotFound(
+            f"{who} declares no backend contract version; {ours} "
+            f"(a backend declares the one it implements: contract = {CONTRACT_VERSION!r})"
+        )
+    mismatch = contract_mismatch(declared)
+    if mismatch is not None:
+        raise BackendNotFound(
+            f"{who} implements backend contract {declared!r}, but {ours}: {mismatch}; "
+            f"install a version of the backend for contract {CONTRACT_VERSION.split('.')[0]}.x "
+            f"(at most {CONTRACT_VERSION})"
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import svcnet
+import svcnet.backend
 import svcnet.plan
-from svcnet.errors import ValidationError
+from svcnet.backend import Backend, available_backends, load_backend
+from svcnet.errors import BackendNotFound, ValidationError
 from svcnet.model import (
     ClusterConfig,
     ContainerPort,
@@ -215,3 +219,85 @@ def test_changes_shape() -> None:
         {"namespace": "default", "name": "web"}
     ]
     assert data["added"] == [] and data["replaced"] == [] and data["settingsChanged"] is False
+
+
+# -- the versioned backend contract ------------------------------------------------
+
+
+class _FakeEntryPoint:
+    """What load_backend reads of an entry point: name, dist.version, load()."""
+
+    def __init__(self, name: str, cls: type, version: str | None = "9.9.9") -> None:
+        self.name, self._cls = name, cls
+        self.dist = types.SimpleNamespace(version=version) if version else None
+
+    def load(self) -> type:
+        return self._cls
+
+
+def _backend_declaring(version: str | None) -> type[Backend]:
+    base = load_backend("memory")
+    attrs_ = {} if version is None else {"contract": version}
+    return type("Declaring", (base,), attrs_)
+
+
+def _load_fake(monkeypatch: pytest.MonkeyPatch, cls: type) -> type[Backend]:
+    fake = _FakeEntryPoint("fake", cls)
+    monkeypatch.setattr(svcnet.backend, "entry_points", lambda group: [fake])
+    return load_backend("fake")
+
+
+def test_our_backends_declare_the_contract() -> None:
+    for name in available_backends():
+        if name in ("memory", "nftables", "iptables"):
+            assert load_backend(name).contract == CONTRACT_VERSION
+    assert svcnet.backend.CONTRACT_VERSION == CONTRACT_VERSION
+
+
+def test_load_backend_accepts_the_same_major_and_an_older_minor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(svcnet.backend, "CONTRACT_VERSION", "1.2")
+    monkeypatch.setattr(
+        svcnet.backend, "contract_mismatch", lambda v: contract_mismatch(v, "1.2")
+    )
+    for cls in [_backend_declaring(version) for version in ("1.0", "1.2")]:
+        assert _load_fake(monkeypatch, cls) is cls
+
+
+@pytest.mark.parametrize(
+    ("declared", "fragment"),
+    [
+        ("2.0", "another major version"),
+        ("0.1", "another major version"),
+        ("1.1", "newer than svcnet's"),
+        ("one", "not of the form"),
+    ],
+)
+def test_load_backend_refuses_a_contract_mismatch(
+    monkeypatch: pytest.MonkeyPatch, declared: str, fragment: str
+) -> None:
+    with pytest.raises(BackendNotFound) as e:
+        _load_fake(monkeypatch, _backend_declaring(declared))
+    message = str(e.value)
+    # names the backend, its version and contract, and svcnet's
+    assert "backend 'fake'" in message and "version 9.9.9" in message
+    assert f"contract {declared!r}" in message and fragment in message
+    assert f"svcnet {svcnet.__version__} implements backend contract {CONTRACT_VERSION}" in (
+        message
+    )
+
+
+def test_load_backend_refuses_a_backend_declaring_no_contract(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Undeclared(Backend):  # what a backend written before the contract had
+        name = "fake"
+
+        def _install(self, changes: Changes, target: Plan, *, full: bool) -> None: ...
+        def observe(self) -> object: ...
+        def evaluate(self, probe: Any) -> Any: ...
+        def cleanup(self) -> None: ...
+
+    with pytest.raises(BackendNotFound, match="declares no backend contract version"):
+        _load_fake(monkeypatch, Undeclared)

@@ -74,6 +74,7 @@ class IptablesBackend(Backend):
 
     name: ClassVar[str] = "iptables"
     capabilities: ClassVar[Capabilities] = Capabilities(kernel=True)
+    contract: ClassVar[str] = "1.0"  # the backend contract version implemented
 
     def __init__(
         self,

@@ -39,6 +39,7 @@ class Snapshot:
 class MemoryBackend(Backend):
     name = "memory"
     capabilities = Capabilities(kernel=False)
+    contract = "1.0"  # the backend contract version implemented (svcnet.backend)
 
     def __init__(self, node: str, *, netns: str | None = None) -> None:
         super().__init__(node, netns=netns)

@@ -34,6 +34,7 @@ class NftablesBackend(Backend):
 
     name = "nftables"
     capabilities = Capabilities(kernel=True)
+    contract = "1.0"  # the backend contract version implemented (svcnet.backend)
 
     def __init__(self, node: str, *, netns: str | None = None) -> None:
         super().__init__(node, netns=netns)
