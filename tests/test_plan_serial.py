@@ -4,6 +4,7 @@ clusters, the documented shape, stability, and refusals that name the field."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -301,3 +302,32 @@ def test_load_backend_refuses_a_backend_declaring_no_contract(
 
     with pytest.raises(BackendNotFound, match="declares no backend contract version"):
         _load_fake(monkeypatch, Undeclared)
+
+
+# -- svcnet plan -o json -------------------------------------------------------------
+
+
+def _svcnet(store: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "svcnet", "--store", str(store), *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_cli_plan_output_json(tmp_path: Path) -> None:
+    store = tmp_path / "store.db"
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo"
+    _svcnet(store, "apply", "-f", str(demo))
+    one = plan_from_json(_svcnet(store, "plan", "--node", "node-a", "-o", "json"))
+    assert one.node == "node-a" and one.services
+    # the same plan the text form shows
+    text = _svcnet(store, "plan", "--node", "node-a")
+    assert text.strip() == str(one).strip()
+    every = json.loads(_svcnet(store, "plan", "--output", "json"))
+    plans = [svcnet.plan.from_data(d) for d in every]
+    assert [p.node for p in plans if isinstance(p, Plan)] == sorted(
+        {p.node for p in plans if isinstance(p, Plan)}
+    )
+    assert one in plans and len(plans) >= 2

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from typing import Any
 
@@ -37,10 +38,19 @@ def _nodes(state: ClusterState, node: str | None) -> list[str]:
 
 @click.command("plan")
 @node_option
-def plan_cmd(node: str | None) -> None:
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text",
+    help="json: the plan JSON of docs/reference/plan-json.md (a list of them for all nodes).",
+)
+def plan_cmd(node: str | None, output: str) -> None:
     """Print the rule plan of each node (or one)."""
     state = current_store().load()
-    click.echo("\n\n".join(str(plan_mod.compile(state, n)) for n in _nodes(state, node)))
+    plans = [plan_mod.compile(state, n) for n in _nodes(state, node)]
+    if output == "json":
+        data: Any = [plan_mod.to_data(p) for p in plans]
+        click.echo(json.dumps(data[0] if node is not None else data, sort_keys=True, indent=2))
+        return
+    click.echo("\n\n".join(str(p) for p in plans))
 
 
 def _target(backend: Any, lab: str | None, host: bool) -> str:
