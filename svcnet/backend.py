@@ -15,6 +15,10 @@ Life cycle: ``sync(plan)`` installs a whole plan (the first time, and for a
 periodic full resync); ``apply(changes)`` moves from the plan last installed
 to the next one, touching only what changed; both are atomic: on failure they
 raise :class:`~svcnet.errors.BackendError` and leave what was installed before.
+Drift: ``check()`` is a cheap look at the data plane (what it looks at is each
+backend's choice); ``apply()`` calls it first and installs by a full ``sync()``
+when it reports damage, when what is installed is unknown (an earlier sync
+failed half-way), or, once, when the incremental install itself fails.
 ``observe()`` reads back what is installed (from the kernel, never a cache),
 ``evaluate(probe)`` answers a probe from that read-back alone, ``cleanup()``
 removes everything the backend owns and nothing else.
@@ -30,7 +34,7 @@ from typing import ClassVar
 import attrs
 
 from svcnet._version import __version__
-from svcnet.errors import BackendError, BackendErrorKind, BackendNotFound
+from svcnet.errors import BackendError, BackendErrorKind, BackendNotFound, SvcnetError
 from svcnet.model import IPFamily, Protocol
 from svcnet.plan import CONTRACT_VERSION, Changes, Plan, contract_mismatch
 from svcnet.probe import Outcome, Probe
@@ -67,7 +71,33 @@ class Backend(abc.ABC):
     def __init__(self, node: str, *, netns: str | None = None) -> None:
         self.node = node
         self.netns = netns
-        self.installed: Plan | None = None  # the plan last installed successfully
+        self._installed: Plan | None = None
+        # the plan the next apply()'s changes start from: the last one installed
+        # successfully, kept when an install failed half-way (installed unknown)
+        self._basis: Plan | None = None
+        self.fallbacks = 0  # full syncs apply() did instead of an incremental install
+        self.last_fallback = ""  # why the last one was done
+
+    @property
+    def installed(self) -> Plan | None:
+        """The plan the data plane holds; None when nothing is installed or when it is
+        unknown (a failed install may have changed part of it)."""
+        return self._installed
+
+    @installed.setter
+    def installed(self, plan: Plan | None) -> None:
+        self._installed = plan
+        self._basis = plan
+
+    def _mark_unknown(self) -> None:
+        """What is installed is no longer known (an install failed after changing part
+        of the data plane): the next ``apply()`` does a full sync."""
+        self._installed = None
+
+    def check(self) -> tuple[str, ...]:
+        """Damage a cheap look at the data plane finds in what this backend installed
+        (empty: none found). The default finds none; kernel backends override it."""
+        return ()
 
     # -- programming -------------------------------------------------------
     def sync(self, plan: Plan) -> None:
@@ -77,14 +107,33 @@ class Backend(abc.ABC):
         self.installed = plan
 
     def apply(self, changes: Changes) -> None:
-        """Move from the installed plan to the next one by ``changes``."""
-        if self.installed is None:
+        """Move from the installed plan to the next one by ``changes``: incrementally
+        when :meth:`check` finds no damage, else (and, once, when the incremental
+        install fails) by a full :meth:`sync` of the target."""
+        basis = self._installed if self._installed is not None else self._basis
+        if basis is None:
             raise BackendError(BackendErrorKind.STATE, f"{self.name}: apply() before sync()")
         self._check_node(changes.settings.node)
-        self._check_changes(changes, self.installed)
-        target = changes.apply_to(self.installed)
-        self._install(changes, target, full=False)
+        self._check_changes(changes, basis)
+        target = changes.apply_to(basis)
+        if self._installed is None:
+            self._fall_back(target, "what is installed is unknown (an install failed)")
+            return
+        damage = self.check()
+        if damage:
+            self._fall_back(target, "damage: " + "; ".join(damage))
+            return
+        try:
+            self._install(changes, target, full=False)
+        except SvcnetError as e:
+            self._fall_back(target, f"the incremental install failed: {e}")
+            return
         self.installed = target
+
+    def _fall_back(self, target: Plan, why: str) -> None:
+        self.fallbacks += 1
+        self.last_fallback = why
+        self.sync(target)
 
     def update(self, plan: Plan) -> None:
         """``sync`` the first time, ``apply(plan.diff(installed))`` after."""

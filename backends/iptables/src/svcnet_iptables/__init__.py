@@ -15,20 +15,23 @@ from contextlib import contextmanager
 from typing import ClassVar, Protocol
 
 from svcnet.backend import Backend, Capabilities
-from svcnet.errors import BackendError, BackendErrorKind
+from svcnet.errors import BackendError, BackendErrorKind, SvcnetError
 from svcnet.model import IPFamily
 from svcnet.plan import Changes, Plan
 from svcnet.probe import Outcome, Probe
 
 from .interpret import Interpreter, InterpretError
-from .readback import Ruleset
+from .readback import Ruleset, parse_save
 from .render import (
     FAMILIES,
+    FILTER_TABLE,
+    SHARED_CHAINS,
     TABLES,
     Existing,
     Renderer,
     cleanup_text,
-    full_sync,
+    filter_intact,
+    filter_sync,
     full_sync_stream,
     partial_sync,
 )
@@ -51,8 +54,28 @@ def _existing(rs: Ruleset) -> dict[tuple[IPFamily, str], Existing]:
     for family in FAMILIES:
         for table in TABLES:
             t = rs.table(family, table)
-            out[(family, table)] = Existing(t.own_chains, t.jumps)
+            intact = table == FILTER_TABLE and filter_intact(t)
+            out[(family, table)] = Existing(t.own_chains, t.jumps, intact)
     return out
+
+
+def refuse_foreign_references(renderer: Renderer, plan: Plan, rs: Ruleset) -> None:
+    """Raise, before anything is written, when a rule of another tool jumps to an
+    svcnet chain that a full sync to ``plan`` would delete (the restore deleting it
+    would be refused, possibly after the other family's had committed)."""
+    for (family, table), t in rs.tables.items():
+        if not t.foreign_refs:
+            continue
+        keep = set(SHARED_CHAINS[table])
+        for svc in plan.services.values():
+            keep.update(renderer.service(svc, plan.settings, family).chains[table])
+        doomed = sorted(t.foreign_refs - keep)
+        if doomed:
+            raise BackendError(
+                BackendErrorKind.REFUSED,
+                f"{family.value} {table}: rules of another tool jump to svcnet chains "
+                f"this sync would delete ({', '.join(doomed[:5])}); nothing was changed",
+            )
 
 
 @contextmanager
@@ -115,25 +138,125 @@ class IptablesBackend(Backend):
             self._checked = True
 
     def _install(self, changes: Changes, target: Plan, *, full: bool) -> None:
+        """One restore per table written: the static filter tables first (only where
+        they are not intact), then one nat restore per family. Each restore is
+        atomic and the filter is the same for every plan, so each family holds the
+        old plan or the new one, whole. If a restore fails or the rendering raises
+        after some restore committed, the kernel may hold the new plan in one family
+        and the old in the other: ``installed`` becomes unknown (None) and the next
+        sync is full."""
         self._check()
         self._readback.clear()
+        committed: list[tuple[IPFamily, str]] = []
+        try:
+            self._write(changes, target, full=full, committed=committed)
+        except BaseException:
+            if committed:
+                self._mark_unknown()
+            raise
+
+    def _write(
+        self,
+        changes: Changes,
+        target: Plan,
+        *,
+        full: bool,
+        committed: list[tuple[IPFamily, str]],
+    ) -> None:
         if full or self.installed is None:
-            existing = _existing(self.driver.read())
-            stream = getattr(self.driver, "apply_stream", None)
-            if stream is not None:
-                # the restore process parses while the rest is joined and written
-                streams = full_sync_stream(self._renderer, target, existing)
+            rs = self.driver.read()
+            refuse_foreign_references(self._renderer, target, rs)
+            existing = _existing(rs)
+            texts = filter_sync(existing)
+            self._apply_each(texts, committed)
+            streams = full_sync_stream(self._renderer, target, existing)
+            restore_stream = getattr(self.driver, "restore_stream", None)
+            restore = getattr(self.driver, "restore", None)
+            if restore_stream is not None and restore is not None:
+                # the first (IPv4 nat) restore parses while its text is still being
+                # rendered; the other family's text is rendered meanwhile
+                items = list(streams.items())
+                rest: list[str] = []
+
+                def render_rest() -> None:
+                    rest.extend("".join(chunks) for _key, chunks in items[1:])
+
                 with gc_paused():
-                    written = stream(streams)
-                self.last_texts = dict(zip(streams, written, strict=True))
+                    first_key, first = items[0]
+                    texts[first_key] = restore_stream(first_key[0], first, meanwhile=render_rest)
+                committed.append(first_key)
+                for (key, _chunks), text in zip(items[1:], rest, strict=True):
+                    restore(key[0], text)
+                    committed.append(key)
+                    texts[key] = text
+                self.last_texts = texts
                 return
             with gc_paused():
-                texts = full_sync(self._renderer, target, existing)
-        else:
-            with gc_paused():
-                texts = partial_sync(self._renderer, self.installed, changes, target)
-        self.driver.apply(texts)
+                nat = {key: "".join(chunks) for key, chunks in streams.items()}
+            self._apply_each(nat, committed)
+            self.last_texts = {**texts, **nat}
+            return
+        with gc_paused():
+            # the restore tools run -C lines (libiptc's driver does not)
+            checks = self.driver.name == "restore"
+            texts = partial_sync(self._renderer, self.installed, changes, target, checks=checks)
+        try:
+            self._apply_each(texts, committed)
+        except BaseException:
+            if committed:
+                self._roll_back(self.installed, target, committed)
+            raise
         self.last_texts = texts
+
+    def _roll_back(
+        self, previous: Plan, target: Plan, committed: list[tuple[IPFamily, str]]
+    ) -> None:
+        """After one family's incremental restore committed and the other's failed
+        (another tool's rule referring to a chain being deleted, say): put the
+        committed family back as ``previous`` had it, so the failed apply changes
+        nothing. If that fails too, ``committed`` stays and what is installed
+        becomes unknown."""
+        with gc_paused():
+            back = partial_sync(self._renderer, target, previous.diff(target), previous)
+        try:
+            for key in list(committed):
+                if key in back:
+                    self.driver.apply({key: back[key]})
+                committed.remove(key)
+        except SvcnetError:
+            pass
+
+    def _apply_each(
+        self, texts: dict[tuple[IPFamily, str], str], committed: list[tuple[IPFamily, str]]
+    ) -> None:
+        """One driver transaction per table, in order, noting each that committed."""
+        for key, text in texts.items():
+            self.driver.apply({key: text})
+            committed.append(key)
+
+    def check(self) -> tuple[str, ...]:
+        """A cheap look for damage: each family's filter table (``*-save -t
+        filter``: a few rules, as svcnet's part is static; ~16 ms per family at any
+        number of services) must hold exactly svcnet's static chain and its three
+        jumps. The nat table, which grows with the services (reading it costs ~1 s
+        per family at 10,000 services with legacy), is not read here: every
+        incremental nat restore starts with ``-C`` lines for svcnet's nat jumps and
+        the fixed rules of its shared chains (:func:`render.nat_canaries`), so a
+        flushed table or shared chain or a deleted jump makes the restore refuse,
+        changing nothing, and :meth:`apply` falls back to a full sync."""
+        if self.installed is None:
+            return ()
+        self._check()
+        problems = []
+        for family in FAMILIES:
+            if self.driver.name == "restore":
+                text = self.driver.save_text(family, FILTER_TABLE)
+                table = parse_save(text, family).get(FILTER_TABLE)
+            else:
+                table = self.driver.read((family,)).table(family, FILTER_TABLE)
+            if table is None or not filter_intact(table):
+                problems.append(f"{family.value} filter: svcnet's static chain or jumps differ")
+        return tuple(problems)
 
     def observe(self) -> Ruleset:
         self._check()

@@ -14,13 +14,14 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
+from svcnet.errors import SvcnetError
 from svcnet.model import IPFamily
 
 PREFIX = "SVCNET-"
 BUILTIN = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
 
 
-class ParseError(ValueError):
+class ParseError(SvcnetError, ValueError):
     """A rule line could not be read."""
 
 
@@ -64,6 +65,8 @@ class Table:
     family: IPFamily
     name: str
     chains: Mapping[str, tuple[Rule, ...]]  # svcnet's chains, and built-ins (jumps only)
+    # svcnet chains that rules of other tools' chains jump to (iptables-save only)
+    foreign_refs: frozenset[str] = frozenset()
 
     @property
     def own_chains(self) -> frozenset[str]:
@@ -215,6 +218,7 @@ def parse_save(text: str, family: IPFamily) -> dict[str, Table]:
     tables: dict[str, Table] = {}
     current: str | None = None
     chains: dict[str, list[Rule]] = {}
+    refs: set[str] = set()
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -222,10 +226,11 @@ def parse_save(text: str, family: IPFamily) -> dict[str, Table]:
         if line.startswith("*"):
             current = line[1:]
             chains = {}
+            refs = set()
             continue
         if line == "COMMIT":
             if current is not None:
-                tables[current] = _table(family, current, chains)
+                tables[current] = _table(family, current, chains, frozenset(refs))
             current = None
             continue
         if line.startswith(":"):
@@ -242,11 +247,18 @@ def parse_save(text: str, family: IPFamily) -> dict[str, Table]:
             rule = parse_rule(chain, argv[2:], line)
             if chain.startswith(PREFIX) or (chain in BUILTIN and rule.target.startswith(PREFIX)):
                 chains.setdefault(chain, []).append(rule)
+            elif rule.target.startswith(PREFIX):
+                refs.add(rule.target)
     return tables
 
 
-def _table(family: IPFamily, name: str, chains: dict[str, list[Rule]]) -> Table:
-    return Table(family, name, {c: tuple(rs) for c, rs in chains.items()})
+def _table(
+    family: IPFamily,
+    name: str,
+    chains: dict[str, list[Rule]],
+    foreign_refs: frozenset[str] = frozenset(),
+) -> Table:
+    return Table(family, name, {c: tuple(rs) for c, rs in chains.items()}, foreign_refs)
 
 
 def build(

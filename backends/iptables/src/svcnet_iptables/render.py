@@ -1,6 +1,8 @@
 """Plan / Changes -> ``iptables-restore --noflush`` text, per IP family and table (pure).
 
-Layout (kube-proxy's proven one, with svcnet's own prefix):
+Layout (kube-proxy's proven one, with svcnet's own prefix). Every per-service
+decision lives in the nat table; the filter table is STATIC (the same rules for
+every plan), so a sync of one family is one nat restore: one atomic transaction.
 
 nat table
   PREROUTING, OUTPUT  -> SVCNET-SERVICES        (one jump each, inserted first)
@@ -8,38 +10,50 @@ nat table
   SVCNET-SERVICES     one rule per ClusterIP / external IP / LoadBalancer frontend
                       (``-d ip -p proto --dport``) -> SVCNET-SVC-h (internal) or
                       SVCNET-EXT-h (external) or SVCNET-FW-h (LB with source ranges);
-                      last rule -> SVCNET-NODEPORTS
+                      then -> SVCNET-NODEPORTS; then per proxied ClusterIP
+                      -> SVCNET-MARK-REJECT (undefined port), per unproxied ClusterIP
+                      RETURN, per service CIDR -> SVCNET-MARK-DROP (unallocated)
   SVCNET-NODEPORTS    one rule per NodePort frontend (``-d node-ip``) -> SVCNET-EXT-h
-  SVCNET-FW-h         ``-s range -j SVCNET-EXT-h`` per range; the rest falls through
-                      un-NATed and is dropped by the filter table's SVCNET-FW-h
+  SVCNET-FW-h         ``-s range -j SVCNET-EXT-h`` per range, then -> SVCNET-MARK-DROP
   SVCNET-SVC-h/EXT-h  the port's three routes by source kind: ``-s <cluster CIDR>``
                       (pod), ``-m addrtype --src-type LOCAL`` (node), anything else
                       (external); forward = optional SVCNET-MARK-MASQ, then
                       SVCNET-CLU-h (cluster set) or SVCNET-LOC-h (local set);
-                      reject/drop = RETURN (left for the filter table)
+                      reject/drop = -> SVCNET-MARK-REJECT / SVCNET-MARK-DROP, then
+                      RETURN (the packet leaves nat un-NATed, marked)
   SVCNET-CLU-h/LOC-h  session affinity (``-m recent --rcheck``) then the uniform
                       random cascade (``--probability 1/(n-i)``, last unconditional)
   SVCNET-SEP-e        ``-s <ep> -j SVCNET-MARK-MASQ`` (hairpin), then DNAT
                       (``-m recent --set`` with affinity)
   SVCNET-MARK-MASQ    sets MASQ_MARK; SVCNET-POSTROUTING masquerades marked packets
+  SVCNET-MARK-REJECT  sets REJECT_MARK unless DROP_MARK is set
+  SVCNET-MARK-DROP    sets DROP_MARK unless REJECT_MARK is set (the first decision
+                      a packet meets wins; svcnet never sets both bits)
 
-filter table
+filter table (static)
   INPUT, FORWARD, OUTPUT -> SVCNET-FILTER (``--ctstate NEW``)
-  SVCNET-FILTER       LB frontends with source ranges -> SVCNET-FW-h (RETURN for
-                      each range, else DROP); frontends of ports with a reject/drop
-                      route -> SVCNET-FSVC-h / SVCNET-FEXT-h (the same three source
-                      kinds: REJECT, DROP or RETURN); then per proxied ClusterIP
-                      REJECT (undefined port), per unproxied ClusterIP RETURN,
-                      per service CIDR DROP (unallocated).
+  SVCNET-FILTER       ``-m mark --mark DROP_MARK/DROP_MARK -j DROP``,
+                      ``-m mark --mark REJECT_MARK/REJECT_MARK -j REJECT``
 
-The filter table only sees packets the nat table did not DNAT, so a frontend whose
-route forwards never reaches its filter rules.
+Marks (bits of the packet mark, kube-proxy's convention for the first two):
+MASQ_MARK 0x4000, DROP_MARK 0x8000 (kube-proxy's old KUBE-MARK-DROP bit),
+REJECT_MARK 0x2000.
+
+Why this is exact across interrupted syncs: every NEW packet passes nat before
+filter (nat PREROUTING before filter INPUT/FORWARD, nat OUTPUT before filter
+OUTPUT), so the marks nat sets are read by filter on the same packet; filter is
+identical for every plan, so whichever nat a family holds (the old plan's or the
+new one's, never a mix: one restore is one transaction) decides alone. A
+rejected or dropped packet's conntrack entry is never confirmed, so a retry is
+NEW again and passes nat again. IPv4 and IPv6 are separate tools: a sync
+interrupted between them leaves one family old and the other new (each exact).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 
@@ -61,13 +75,19 @@ from svcnet.plan import (
     ServiceRef,
 )
 
+from .readback import Table, parse_rule
+
 PREFIX = "SVCNET-"
 SERVICES = "SVCNET-SERVICES"
 NODEPORTS = "SVCNET-NODEPORTS"
 POSTROUTING = "SVCNET-POSTROUTING"
 MARK_MASQ = "SVCNET-MARK-MASQ"
+MARK_REJECT = "SVCNET-MARK-REJECT"
+MARK_DROP = "SVCNET-MARK-DROP"
 FILTER = "SVCNET-FILTER"
 MASQ_MARK = 0x4000
+DROP_MARK = 0x8000
+REJECT_MARK = 0x2000
 NAT = "nat"
 FILTER_TABLE = "filter"
 TABLES = (NAT, FILTER_TABLE)
@@ -96,11 +116,28 @@ JUMPS: tuple[tuple[str, str, str], ...] = (
 )
 
 SHARED_CHAINS: dict[str, tuple[str, ...]] = {
-    NAT: (SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ),
+    NAT: (SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ, MARK_REJECT, MARK_DROP),
     FILTER_TABLE: (FILTER,),
 }
 
 Chains = dict[str, list[str]]  # chain -> rule specs (after "-A CHAIN ")
+
+
+def static_filter(family: IPFamily) -> Chains:
+    """The filter table's svcnet chains: the same for every plan (see the module doc)."""
+    return {
+        FILTER: [
+            f'-m mark --mark {DROP_MARK:#x}/{DROP_MARK:#x} -m comment --comment "svcnet drop" '
+            "-j DROP",
+            f"-m mark --mark {REJECT_MARK:#x}/{REJECT_MARK:#x} "
+            '-m comment --comment "svcnet reject" '
+            f"-j REJECT --reject-with {reject_with(family)}",
+        ]
+    }
+
+
+def _mark_chain(action: Action) -> str:
+    return MARK_REJECT if action is Action.REJECT else MARK_DROP
 
 
 def _hash(text: str) -> str:
@@ -161,10 +198,10 @@ class PortChains:
     """The chains of one port, by table, and its dispatch rules in the shared chains."""
 
     nat: Chains
-    filter: Chains
+    filter: Chains  # always empty: the filter table is static
     services: list[str]  # rules for SVCNET-SERVICES
     nodeports: list[str]  # rules for SVCNET-NODEPORTS
-    filter_dispatch: list[str]  # rules for SVCNET-FILTER
+    filter_dispatch: list[str]  # always empty
 
 
 def _routes(port: PortPlan, external: bool) -> tuple[Route, Route, Route]:
@@ -194,32 +231,14 @@ def _dispatch_nat(routes: tuple[Route, Route, Route], pod_matches: list[str], h:
                 out.append(f"{match} -j {MARK_MASQ}")
             out.append(f"{match} -j {_set_chain(route, h)}")
         else:
+            out.append(f"{match} -j {_mark_chain(route.action)}")
             out.append(f"{match} -j RETURN")
     if ext.action is Action.FORWARD:
         if ext.masquerade:
             out.append(f"-j {MARK_MASQ}")
         out.append(f"-j {_set_chain(ext, h)}")
-    return out
-
-
-def _dispatch_filter(
-    routes: tuple[Route, Route, Route], pod_matches: list[str], family: IPFamily
-) -> list[str]:
-    def verdict(route: Route) -> str:
-        if route.action is Action.REJECT:
-            return f"REJECT --reject-with {reject_with(family)}"
-        if route.action is Action.DROP:
-            return "DROP"
-        return "RETURN"
-
-    pod, node, ext = routes
-    out: list[str] = []
-    classes = [(m, pod) for m in pod_matches[:-1]] + [(pod_matches[-1], node)]
-    for match, route in classes:
-        if verdict(route) != verdict(ext):
-            out.append(f"{match} -j {verdict(route)}")
-    if ext.action is not Action.FORWARD:
-        out.append(f"-j {verdict(ext)}")
+    else:
+        out.append(f"-j {_mark_chain(ext.action)}")
     return out
 
 
@@ -268,9 +287,7 @@ class PortShape:
     has_external: bool
     used: tuple[EndpointSet, ...]  # endpoint sets some route forwards to, in order
     ranges: tuple[str, ...] | None  # this family's loadBalancerSourceRanges, if any
-    fsvc: bool  # filter chain for the internal frontends (a route rejects or drops)
-    fext: bool
-    firewall: bool  # SVCNET-FW-h in nat and filter (source ranges on an LB frontend)
+    firewall: bool  # SVCNET-FW-h (source ranges on an LB frontend)
 
 
 def port_shape(svc: ServicePlan, port: PortPlan) -> PortShape:
@@ -293,8 +310,6 @@ def port_shape(svc: ServicePlan, port: PortPlan) -> PortShape:
         has_external=has_external,
         used=tuple(sorted(used, key=lambda e: e.value)),
         ranges=ranges,
-        fsvc=has_internal and any(r.action is not Action.FORWARD for r in internal),
-        fext=has_external and any(r.action is not Action.FORWARD for r in external),
         firewall=ranges is not None
         and any(fe.kind is FrontendKind.LOAD_BALANCER for fe in port.frontends),
     )
@@ -308,7 +323,6 @@ def port_chain_names(port: PortPlan, shape: PortShape) -> dict[str, list[str]]:
     """The chains :func:`render_port` creates for ``port``, per table."""
     h = shape.h
     nat: list[str] = []
-    flt: list[str] = []
     if shape.has_internal:
         nat.append("SVCNET-SVC-" + h)
     if shape.has_external:
@@ -316,15 +330,10 @@ def port_chain_names(port: PortPlan, shape: PortShape) -> dict[str, list[str]]:
     for which in shape.used:
         nat.append(_set_chain_of(which, h))
         nat += [endpoint_chain(h, ep) for ep in port.endpoints(which)]
-    if shape.fsvc:
-        flt.append("SVCNET-FSVC-" + h)
-    if shape.fext:
-        flt.append("SVCNET-FEXT-" + h)
     if shape.firewall:
         nat.append("SVCNET-FW-" + h)
-        flt.append("SVCNET-FW-" + h)
     # an endpoint in both the cluster and the local set has one chain
-    return {NAT: list(dict.fromkeys(nat)), FILTER_TABLE: flt}
+    return {NAT: list(dict.fromkeys(nat)), FILTER_TABLE: []}
 
 
 def render_port(
@@ -336,10 +345,8 @@ def render_port(
     h = shape.h
     label = f"{svc.ref}:{port.name}" if port.name else str(svc.ref)
     nat: Chains = {}
-    flt: Chains = {}
     services: list[str] = []
     nodeports: list[str] = []
-    fdispatch: list[str] = []
     pod_matches = _source_classes(settings, family)
     internal, external, ranges = shape.internal, shape.external, shape.ranges
     if shape.has_internal:
@@ -362,14 +369,11 @@ def render_port(
                 f"-s {_host(ep.ip)} -j {MARK_MASQ}",
                 f"-p {proto}{sticky} -j DNAT --to-destination {ep}",
             ]
-    if shape.fsvc:
-        flt["SVCNET-FSVC-" + h] = _dispatch_filter(internal, pod_matches, family)
-    if shape.fext:
-        flt["SVCNET-FEXT-" + h] = _dispatch_filter(external, pod_matches, family)
     if shape.firewall:
         assert ranges is not None
-        nat["SVCNET-FW-" + h] = [f"-s {r} -j SVCNET-EXT-{h}" for r in ranges]
-        flt["SVCNET-FW-" + h] = [f"-s {r} -j RETURN" for r in ranges] + ["-j DROP"]
+        nat["SVCNET-FW-" + h] = [f"-s {r} -j SVCNET-EXT-{h}" for r in ranges] + [
+            f"-j {MARK_DROP}"
+        ]
     for fe in port.frontends:
         match = _frontend_match(fe, proto, f"{label} {fe.kind.value}")
         if fe.kind is FrontendKind.CLUSTER_IP:
@@ -378,15 +382,9 @@ def render_port(
             nodeports.append(f"{match} -j SVCNET-EXT-{h}")
         elif fe.kind is FrontendKind.LOAD_BALANCER and ranges is not None:
             services.append(f"{match} -j SVCNET-FW-{h}")
-            fdispatch.append(f"{match} -j SVCNET-FW-{h}")
         else:
             services.append(f"{match} -j SVCNET-EXT-{h}")
-    for fe in port.frontends:
-        chain = ("SVCNET-FEXT-" if fe.kind.external else "SVCNET-FSVC-") + h
-        if chain in flt:
-            match = _frontend_match(fe, proto, f"{label} {fe.kind.value}")
-            fdispatch.append(f"{match} -j {chain}")
-    return PortChains(nat, flt, services, nodeports, fdispatch)
+    return PortChains(nat, {}, services, nodeports, [])
 
 
 @attrs.frozen
@@ -429,7 +427,7 @@ def render_service(
         if svc.proxied:
             cips.append(
                 f'-d {_host(ip)} -m comment --comment "{svc.ref} has no such port" '
-                f"-j REJECT --reject-with {reject_with(family)}"
+                f"-j {MARK_REJECT}"
             )
         else:
             cips.append(f'-d {_host(ip)} -m comment --comment "{svc.ref} another proxy" -j RETURN')
@@ -525,23 +523,21 @@ class Renderer:
         settings = plan.settings
         services: list[str] = []
         nodeports: list[str] = []
-        fdispatch: list[str] = []
         unproxied: list[str] = []
         proxied: list[str] = []
         for _ref, svc in sorted(plan.services.items(), key=lambda kv: _ref_key(kv[0])):
             sc = self.service(svc, settings, family)
             services += sc.services
             nodeports += sc.nodeports
-            fdispatch += sc.filter_dispatch
             (proxied if svc.proxied else unproxied).extend(sc.cluster_ips)
         services.append(f"-j {NODEPORTS}")
         drops = [
-            f'-d {c} -m comment --comment "unallocated service address" -j DROP'
+            f'-d {c} -m comment --comment "unallocated service address" -j {MARK_DROP}'
             for c in _of_family(settings.service_cidrs, family)
         ]
         return {
             NAT: {
-                SERVICES: services,
+                SERVICES: services + proxied + unproxied + drops,
                 NODEPORTS: nodeports,
                 MARK_MASQ: [f"-j MARK --or-mark {MASQ_MARK:#x}"],
                 POSTROUTING: [
@@ -550,8 +546,16 @@ class Renderer:
                     '-m comment --comment "svcnet service traffic requiring SNAT" '
                     "-j MASQUERADE --random-fully",
                 ],
+                MARK_REJECT: [
+                    f"-m mark --mark {DROP_MARK:#x}/{DROP_MARK:#x} -j RETURN",
+                    f"-j MARK --or-mark {REJECT_MARK:#x}",
+                ],
+                MARK_DROP: [
+                    f"-m mark --mark {REJECT_MARK:#x}/{REJECT_MARK:#x} -j RETURN",
+                    f"-j MARK --or-mark {DROP_MARK:#x}",
+                ],
             },
-            FILTER_TABLE: {FILTER: fdispatch + proxied + unproxied + drops},
+            FILTER_TABLE: static_filter(family),
         }
 
 
@@ -561,6 +565,9 @@ class Existing:
 
     chains: frozenset[str] = frozenset()
     jumps: tuple[tuple[str, str], ...] = ()  # (built-in chain, rule spec)
+    # filter only: the table holds exactly the static chain and its jumps
+    # (see :func:`filter_intact`); a full sync rewrites it only when False
+    intact: bool = False
 
 
 def restore_text(
@@ -569,15 +576,19 @@ def restore_text(
     delete: Iterable[str] = (),
     jumps_delete: Iterable[tuple[str, str]] = (),
     jumps_insert: Iterable[tuple[str, str]] = (),
+    checks: Iterable[tuple[str, str]] = (),
 ) -> str:
     """One ``iptables-restore --noflush`` transaction for ``table``.
 
-    Every declared chain is created or flushed, then filled; ``delete`` chains
-    are flushed and removed; jump rules are deleted and inserted first in their
-    built-in chains. Nothing else in the table is touched.
+    ``checks`` (chain, rule spec) come first, as ``-C`` lines: a rule missing
+    makes the tool refuse the whole transaction. Every declared chain is created
+    or flushed, then filled; ``delete`` chains are flushed and removed; jump rules
+    are deleted and inserted first in their built-in chains. Nothing else in the
+    table is touched.
     """
     gone = sorted(set(delete) - set(declare))
     lines: list[str] = [f"*{table}"]
+    lines += [f"-C {chain} {spec}" for chain, spec in checks]
     # Chains are declared in descending name order: iptables-nft (1.8.x) keeps its
     # chain cache sorted by name and inserts new chains from the front, so this
     # order makes each insert O(1) (ascending order made a 2,000-service load 25%
@@ -598,28 +609,60 @@ def expected_jumps(table: str) -> list[tuple[str, str]]:
     return [(chain, spec) for t, chain, spec in JUMPS if t == table]
 
 
+def filter_intact(table: Table) -> bool:
+    """Whether a read-back filter table holds exactly svcnet's static chain (rule by
+    rule, compared as parsed) and one jump from each of INPUT, FORWARD and OUTPUT."""
+    if table.own_chains != {FILTER}:
+        return False
+    want = [
+        attrs.evolve(parse_rule(FILTER, shlex.split(spec), ""), text="")
+        for spec in static_filter(table.family)[FILTER]
+    ]
+    have = [attrs.evolve(r, text="") for r in table.chains[FILTER]]
+    if have != want:
+        return False
+    return _jump_changes(FILTER_TABLE, Existing(table.own_chains, table.jumps)) == ([], [])
+
+
+def filter_sync(existing: dict[tuple[IPFamily, str], Existing]) -> dict[tuple[IPFamily, str], str]:
+    """Restore texts writing the static filter table of each family where it is not
+    intact (normally only the first sync, or after damage): written before nat."""
+    out: dict[tuple[IPFamily, str], str] = {}
+    for family in FAMILIES:
+        ex = existing.get((family, FILTER_TABLE), Existing())
+        if ex.intact:
+            continue
+        dels, ins = _jump_changes(FILTER_TABLE, ex)
+        out[(family, FILTER_TABLE)] = restore_text(
+            FILTER_TABLE, static_filter(family), ex.chains, dels, ins
+        )
+    return out
+
+
 def full_sync(
     renderer: Renderer, plan: Plan, existing: dict[tuple[IPFamily, str], Existing]
 ) -> dict[tuple[IPFamily, str], str]:
-    """Restore texts rewriting every svcnet chain of every family and table."""
-    return {
-        key: "".join(chunks) for key, chunks in full_sync_stream(renderer, plan, existing).items()
-    }
+    """Restore texts of a full sync, in the order to apply them: the filter tables
+    that are not intact, then one nat text per family."""
+    out = filter_sync(existing)
+    for key, chunks in full_sync_stream(renderer, plan, existing).items():
+        out[key] = "".join(chunks)
+    return out
 
 
 def full_sync_stream(
     renderer: Renderer, plan: Plan, existing: dict[tuple[IPFamily, str], Existing]
 ) -> dict[tuple[IPFamily, str], Iterator[str]]:
-    """The restore texts of a full sync, per family and table, as lazy chunks: a
-    restore process creates the chains (declared first, in descending name order,
-    see :func:`restore_text`; their names come from :func:`service_chain_names`
-    without rendering) while the services' rules are rendered and written."""
+    """The nat restore texts of a full sync, per family, as lazy chunks: a restore
+    process creates the chains (declared first, in descending name order, see
+    :func:`restore_text`; their names come from :func:`service_chain_names`
+    without rendering) while the services' rules are rendered and written. The
+    filter tables are :func:`filter_sync`'s (to be applied first)."""
     return {
-        (family, table): _stream_table(
-            renderer, plan, family, table, existing.get((family, table), Existing())
+        (family, NAT): _stream_table(
+            renderer, plan, family, NAT, existing.get((family, NAT), Existing())
         )
         for family in FAMILIES
-        for table in TABLES
     }
 
 
@@ -698,12 +741,31 @@ def _jump_changes(table: str, ex: Existing) -> tuple[list[tuple[str, str]], list
     return list(ex.jumps), want
 
 
+def nat_canaries(renderer: Renderer, plan: Plan, family: IPFamily) -> list[tuple[str, str]]:
+    """Rules a partial sync checks (``-C``) before changing a family's nat table:
+    svcnet's three jumps and the fixed rules of its shared chains. A flushed table
+    or chain, a deleted jump or shared chain makes the restore fail: nothing
+    changes and the backend falls back to a full sync."""
+    shared = renderer.shared(plan, family)[NAT]
+    out = [(chain, spec) for chain, spec in expected_jumps(NAT)]
+    out.append((SERVICES, f"-j {NODEPORTS}"))
+    for chain in (MARK_MASQ, MARK_REJECT, MARK_DROP, POSTROUTING):
+        out.append((chain, shared[chain][-1]))
+    return out
+
+
 def partial_sync(
-    renderer: Renderer, previous: Plan, changes: Changes, target: Plan
+    renderer: Renderer,
+    previous: Plan,
+    changes: Changes,
+    target: Plan,
+    *,
+    checks: bool = False,
 ) -> dict[tuple[IPFamily, str], str]:
     """Restore texts rewriting the changed services' chains and those shared chains
-    whose rules differ from the installed plan's; a table with nothing to change
-    gets no text (an endpoint change touches one family's nat table only)."""
+    whose rules differ from the installed plan's: nat only (the filter table is
+    static); a family with nothing to change gets no text. ``checks``: each text
+    starts with :func:`nat_canaries` of the installed plan, as ``-C`` lines."""
     out: dict[tuple[IPFamily, str], str] = {}
     old_refs = [s.ref for s in changes.replaced] + list(changes.removed)
     new_svcs = list(changes.added) + list(changes.replaced)
@@ -748,9 +810,12 @@ def partial_sync(
             sc = renderer.service(svc, target.settings, family)
             for t in TABLES:
                 declare[t].update(sc.chains[t])
-        for t in TABLES:
-            if declare[t] or old_chains[t]:
-                out[(family, t)] = restore_text(t, declare[t], old_chains[t])
+        # the filter table is static: a partial sync is one nat text per family
+        if declare[NAT] or old_chains[NAT]:
+            canaries = nat_canaries(renderer, previous, family) if checks else []
+            out[(family, NAT)] = restore_text(
+                NAT, declare[NAT], old_chains[NAT], checks=canaries
+            )
     renderer.forget(changes.removed)
     return out
 
