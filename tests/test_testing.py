@@ -22,19 +22,22 @@ from mutants import (
 from svcnet_memory import MemoryBackend
 
 from svcnet import manifests
-from svcnet.backend import Backend, Capabilities
-from svcnet.errors import SvcnetError
+from svcnet.backend import Backend, Capabilities, available_backends, load_backend
+from svcnet.errors import BackendError, BackendErrorKind, SvcnetError
 from svcnet.model import IPFamily, Protocol, ServiceType
+from svcnet.plan import Changes
 from svcnet.probe import Outcome, SourceKind, Target, Verdict
 from svcnet.scenario import run_files
 from svcnet.state import Apply, ClusterState
 from svcnet.testing import (
+    check_error_kinds,
     default_scenario_paths,
     differences,
     make_agreement_machine,
     run_conformance,
     strategies,
 )
+from svcnet.testing.agreement import ShrinkBudget
 from svcnet.testing.plugin import NetnsFactory, kernel_unavailable
 
 pytest_plugins = ["pytester"]
@@ -294,3 +297,69 @@ def test_netns_factory_gives_each_backend_its_own_namespace() -> None:
 def test_backend_factory_fixture_defaults_to_memory(svcnet_backend_factory: object) -> None:
     assert svcnet_backend_factory is MemoryBackend
 
+
+
+# -- error kinds ---------------------------------------------------------------------
+
+
+class StateForMissing(MemoryBackend):
+    """Refuses removing a missing service with the wrong kind (as memory once did)."""
+
+    name = "mutant-state-for-missing"
+
+    def apply(self, changes: Changes) -> None:
+        installed = self.installed.services if self.installed is not None else {}
+        if any(ref not in installed for ref in changes.removed):
+            raise BackendError(BackendErrorKind.STATE, "remove: not installed")
+        super().apply(changes)
+
+
+def test_memory_refuses_mistakes_with_the_common_error_kinds() -> None:
+    assert check_error_kinds(MemoryBackend) == []
+
+
+def test_a_wrong_error_kind_is_reported() -> None:
+    problems = check_error_kinds(StateForMissing)
+    assert problems == [
+        "remove a service that is not installed: expected NOT_FOUND, raised STATE "
+        "(state: remove: not installed)"
+    ]
+    with pytest.raises(AssertionError) as err:
+        run_conformance(StateForMissing, max_examples=1, scenario_paths=[])
+    assert "error kinds: backend 'mutant-state-for-missing' answers mistakes differently" in str(
+        err.value
+    )
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("name", ["nftables", "iptables"])
+def test_kernel_backends_refuse_mistakes_with_the_common_error_kinds(name: str) -> None:
+    if name not in available_backends():
+        pytest.skip(f"backend {name!r} is not installed")
+    with NetnsFactory(load_backend(name)) as factory:
+        assert check_error_kinds(factory) == []
+
+
+# -- the shrink budget -----------------------------------------------------------------
+
+
+def test_shrink_budget_lets_only_failing_runs_go_on_once_spent() -> None:
+    unbounded = ShrinkBudget(None)
+    unbounded.failure(["a", "b"])
+    assert unbounded.allows(["x"])
+    spent = ShrinkBudget(0)
+    assert spent.allows(["x"])  # no failure yet: the budget has not started
+    spent.failure(["a", "b"])
+    assert spent.allows(["a"]) and spent.allows(["a", "b"])
+    assert not spent.allows(["x"]) and not spent.allows(["a", "c"])
+    assert not spent.allows(["a", "b", "c"])
+
+
+def test_a_mutant_with_no_shrink_budget_left_still_fails_with_a_report() -> None:
+    with pytest.raises(AssertionError) as err:
+        run_conformance(
+            RejectsInsteadOfDropping, scenario_paths=[], max_examples=MUTANT_EXAMPLES,
+            shrink_seconds=0,
+        )
+    _assert_actionable(str(err.value), RejectsInsteadOfDropping)
+    assert DIFFERS[RejectsInsteadOfDropping] in str(err.value)

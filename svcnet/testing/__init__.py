@@ -3,8 +3,9 @@
 * :mod:`svcnet.testing.strategies` — Hypothesis strategies for clusters, events and probes;
 * :func:`make_agreement_machine` — a ``RuleBasedStateMachine`` checking a backend
   against :func:`svcnet.semantics.evaluate` after every event;
-* :func:`run_conformance` — that machine plus the scenario files, derandomised,
-  raising an AssertionError with a readable report;
+* :func:`check_error_kinds` — the same error kind for the same mistake on every backend;
+* :func:`run_conformance` — those checks, that machine and the scenario files,
+  derandomised, raising an AssertionError with a readable report;
 * the pytest plugin (:mod:`svcnet.testing.plugin`, entry point ``svcnet``):
   ``pytest --svcnet-backend NAME`` and the fixtures ``svcnet_netns`` and
   ``svcnet_backend_factory``.
@@ -14,6 +15,7 @@ Needs the ``testing`` extra (Hypothesis, pytest): ``pip install svcnet[testing]`
 
 from svcnet.testing.agreement import (
     capabilities_of,
+    check_error_kinds,
     default_scenario_paths,
     make_agreement_machine,
     run_conformance,
@@ -23,6 +25,7 @@ from svcnet.testing.report import cluster_yaml, differences, failure_report, rep
 
 __all__ = [
     "capabilities_of",
+    "check_error_kinds",
     "cluster_yaml",
     "default_scenario_paths",
     "differences",

@@ -19,17 +19,26 @@ AssertionError whose message is a report: the shrunk cluster as Kubernetes
 YAML, the probe, both outcomes, the reference's explanation, the backend's
 trace and a scenario file that replays the failure.
 
-A factory may carry ``capabilities`` (a backend class does) and ``release(backend)``,
+:func:`check_error_kinds` (also part of :func:`run_conformance`) makes each
+backend commit the obvious mistakes — apply before sync, remove or replace a
+service that is not installed, add one that is, a plan for another node — and
+checks the :class:`~svcnet.errors.BackendErrorKind` of each refusal and that it
+changed nothing: the same mistake is the same error on every backend.
+
+A factory is a :class:`~svcnet.backend.BackendFactory`; a
+:class:`~svcnet.backend.ManagedBackendFactory` also names its backend, declares
+its capabilities (a backend class does both) and has ``release(backend)``,
 called after a backend has been cleaned up and closed (to delete its network
 namespace, for instance).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-from collections.abc import Iterator, Sequence
+import time
+import types
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +54,23 @@ from hypothesis.stateful import (
 import svcnet
 from svcnet import manifests, semantics
 from svcnet import plan as plan_mod
-from svcnet.backend import Backend, BackendFactory, Capabilities
-from svcnet.errors import SvcnetError
-from svcnet.model import IPFamily, KubeObject, ObjectKey
-from svcnet.plan import Plan
-from svcnet.probe import Outcome
+from svcnet.backend import Backend, BackendFactory, Capabilities, ManagedBackendFactory
+from svcnet.errors import BackendError, BackendErrorKind, SvcnetError
+from svcnet.model import (
+    ClusterConfig,
+    ContainerPort,
+    IPFamily,
+    KubeObject,
+    Labels,
+    Node,
+    ObjectKey,
+    Pod,
+    Protocol,
+    Service,
+    ServicePort,
+)
+from svcnet.plan import Changes, Plan, ServicePlan, ServiceRef
+from svcnet.probe import Outcome, Probe, SourceKind
 from svcnet.scenario import ScenarioResult, Status, format_report, run_files, same_outcome
 from svcnet.state import Apply, ClusterState, Delete, Event
 from svcnet.testing import strategies
@@ -58,6 +79,7 @@ from svcnet.testing.report import backend_error_report, failure_report
 __all__ = [
     "BACKEND_KINDS",
     "capabilities_of",
+    "check_error_kinds",
     "default_scenario_paths",
     "make_agreement_machine",
     "run_conformance",
@@ -71,34 +93,39 @@ BACKEND_KINDS = frozenset({"probe", "apply", "delete", "cleanup", "file"})
 Step = tuple[str, list[dict[str, Any]]]  # ("apply" | "delete", documents)
 
 
-def _target(factory: object) -> object:
-    while isinstance(factory, functools.partial):
-        factory = factory.func
-    return factory
+def _backend_class(factory: BackendFactory) -> type[Backend] | None:
+    """The Backend subclass a factory is (or a functools.partial of one wraps)."""
+    target: object = factory
+    while isinstance(target, functools.partial):
+        target = target.func
+    return target if isinstance(target, type) and issubclass(target, Backend) else None
 
 
-def capabilities_of(backend_factory: object) -> Capabilities:
+def capabilities_of(backend_factory: BackendFactory) -> Capabilities:
     """The capabilities a factory declares (a Backend class, a partial of one, or
-    any callable with a ``capabilities`` attribute); all of them otherwise."""
-    for obj in (backend_factory, _target(backend_factory)):
-        caps = getattr(obj, "capabilities", None)
-        if isinstance(caps, Capabilities):
-            return caps
+    a :class:`~svcnet.backend.ManagedBackendFactory`); all of them otherwise."""
+    cls = _backend_class(backend_factory)
+    if cls is not None:
+        return cls.capabilities
+    if isinstance(backend_factory, ManagedBackendFactory):
+        return backend_factory.capabilities
     return Capabilities()
 
 
-def _name_of(backend_factory: object) -> str:
-    for obj in (backend_factory, _target(backend_factory)):
-        name = getattr(obj, "name", None)
-        if isinstance(name, str) and name:
-            return name
-    return getattr(_target(backend_factory), "__name__", "backend")
+def _name_of(backend_factory: BackendFactory) -> str:
+    cls = _backend_class(backend_factory)
+    if cls is not None and cls.name:
+        return cls.name
+    if isinstance(backend_factory, ManagedBackendFactory) and backend_factory.name:
+        return backend_factory.name
+    if isinstance(backend_factory, types.FunctionType):
+        return backend_factory.__name__
+    return "backend"
 
 
-def _release(factory: object, backend: Backend) -> None:
-    release = getattr(factory, "release", None)
-    if callable(release):
-        release(backend)
+def _release(factory: BackendFactory, backend: Backend) -> None:
+    if isinstance(factory, ManagedBackendFactory):
+        factory.release(backend)
 
 
 def _documents(event: Event) -> Step:
@@ -139,6 +166,35 @@ _EVENT_SEED = _seed(20)
 _PROBE_SEED = _seed(32)
 
 
+class ShrinkBudget:
+    """Bounds the time Hypothesis spends shrinking a failure, with its public API
+    only: once ``seconds`` have passed since the first failure, a run goes on
+    only while its rule calls follow those of a run that failed; any other run
+    stops programming backends and passes at once. The shrinker then finds nothing
+    smaller and ends quickly, and its final replay (a run that failed) still
+    fails the same way. ``None``: shrink as Hypothesis likes (up to its own
+    limit, five minutes)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.since: float | None = None
+        self.failed: list[tuple[object, ...]] = []  # the rule calls of each failing run
+
+    def failure(self, calls: Sequence[object]) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+        self.failed.append(tuple(calls))
+
+    def allows(self, calls: Sequence[object]) -> bool:
+        """Whether a run whose rule calls so far are ``calls`` may go on."""
+        if self.seconds is None or self.since is None:
+            return True
+        if time.monotonic() - self.since < self.seconds:
+            return True
+        n = len(calls)
+        return any(f[:n] == tuple(calls) for f in self.failed)
+
+
 def make_agreement_machine(
     backend_factory: BackendFactory,
     *,
@@ -146,6 +202,7 @@ def make_agreement_machine(
     probes_per_step: int = 6,
     capabilities: Capabilities | None = None,
     backend_name: str | None = None,
+    shrink_seconds: float | None = None,
 ) -> type[RuleBasedStateMachine]:
     """A state machine class checking ``backend_factory``'s backends against the
     reference semantics (use its ``TestCase`` attribute as a unittest/pytest test,
@@ -153,11 +210,14 @@ def make_agreement_machine(
 
     ``config_strategy`` draws the :class:`~svcnet.model.ClusterConfig` (default:
     :func:`strategies.configs` over the declared families); ``capabilities``
-    defaults to what the factory declares; ``backend_name`` names it in reports.
+    defaults to what the factory declares; ``backend_name`` names it in reports;
+    ``shrink_seconds`` bounds shrinking (:class:`ShrinkBudget`, counted from the
+    class's first failure).
     """
     caps = capabilities if capabilities is not None else capabilities_of(backend_factory)
     configs = config_strategy if config_strategy is not None else strategies.configs(caps)
     name = backend_name or _name_of(backend_factory)
+    budget = ShrinkBudget(shrink_seconds)
 
     class AgreementMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
@@ -167,18 +227,37 @@ def make_agreement_machine(
             self.plans: dict[str, Plan] = {}
             self.steps: list[Step] = []
             self.refused = 0
+            self.calls: list[object] = []  # every rule's arguments, for the ShrinkBudget
+            self.idle = False  # past the shrink budget: this run does nothing more
+
+        def _run(self, args: object, body: Callable[[], None]) -> None:
+            self.calls.append(args)
+            if self.idle or not budget.allows(self.calls):
+                self.idle = True
+                return
+            try:
+                body()
+            except AssertionError:
+                budget.failure(self.calls)
+                raise
 
         @initialize(config=configs, cluster=_CLUSTER_SEED, probes=_PROBE_SEED)
         def build_cluster(self, config: Any, cluster: int, probes: int) -> None:
-            self.state = ClusterState.empty(config)
-            digits = strategies.Digits(cluster)
-            objects = strategies.draw_cluster_objects(digits, config, caps)
-            self._change(Apply(tuple(objects)), probes)
+            def body() -> None:
+                self.state = ClusterState.empty(config)
+                digits = strategies.Digits(cluster)
+                objects = strategies.draw_cluster_objects(digits, config, caps)
+                self._change(Apply(tuple(objects)), probes)
+
+            self._run((config, cluster, probes), body)
 
         @rule(event=_EVENT_SEED, probes=_PROBE_SEED)
         def change(self, event: int, probes: int) -> None:
-            digits = strategies.Digits(event)
-            self._change(strategies.draw_event(digits, self.state, caps), probes)
+            def body() -> None:
+                digits = strategies.Digits(event)
+                self._change(strategies.draw_event(digits, self.state, caps), probes)
+
+            self._run((event, probes), body)
 
         # -- driving ---------------------------------------------------------------
         def _change(self, event: Event, probes: int) -> None:
@@ -272,6 +351,7 @@ def make_agreement_machine(
                 except Exception as e:
                     errors.append(f"cleanup of node {node}: {type(e).__name__}: {e}")
             if errors:
+                budget.failure(self.calls)
                 raise AssertionError(f"backend {name!r} failed to clean up: " + "; ".join(errors))
 
     AgreementMachine.__name__ = AgreementMachine.__qualname__ = f"AgreementMachine[{name}]"
@@ -332,23 +412,6 @@ def run_scenarios(
 # -- the whole suite ---------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _shrinking_limited_to(seconds: int) -> Iterator[None]:
-    """Bound Hypothesis' shrinking time (its engine's module constant; 300 s by
-    default, far too long for a suite whose every example programs backends)."""
-    from hypothesis.internal.conjecture import engine
-
-    before = getattr(engine, "MAX_SHRINKING_SECONDS", None)
-    if before is None:  # a Hypothesis without the knob: shrink as it likes
-        yield
-        return
-    engine.MAX_SHRINKING_SECONDS = seconds
-    try:
-        yield
-    finally:
-        engine.MAX_SHRINKING_SECONDS = before
-
-
 def run_conformance(
     backend_factory: BackendFactory,
     *,
@@ -360,7 +423,7 @@ def run_conformance(
     stateful_step_count: int = 8,
     config_strategy: st.SearchStrategy[Any] | None = None,
     backend_name: str | None = None,
-    shrink_seconds: int = 60,
+    shrink_seconds: float | None = 60,
 ) -> None:
     """Check a backend against svcnet's reference semantics; raise AssertionError
     with a readable report if it disagrees anywhere.
@@ -370,10 +433,19 @@ def run_conformance(
     ``max_examples`` random clusters of up to ``stateful_step_count`` events each
     through :func:`make_agreement_machine`. ``derandomize`` (the default) makes
     every run check the same examples. Shrinking a failure stops after about
-    ``shrink_seconds`` (the report then shows the smallest cluster found so far).
+    ``shrink_seconds`` (the report then shows the smallest cluster found so far;
+see :class:`ShrinkBudget`). The error kinds of obvious mistakes are checked
+first (:func:`check_error_kinds`).
     """
     name = backend_name or _name_of(backend_factory)
     reports: list[str] = []
+    caps = capabilities if capabilities is not None else capabilities_of(backend_factory)
+    mistakes = check_error_kinds(backend_factory, capabilities=caps)
+    if mistakes:
+        reports.append(
+            f"error kinds: backend {name!r} answers mistakes differently\n  "
+            + "\n  ".join(mistakes)
+        )
     paths = default_scenario_paths() if scenario_paths is None else list(scenario_paths)
     if paths:
         _, scenario_report = run_scenarios(backend_factory, paths)
@@ -385,6 +457,7 @@ def run_conformance(
         probes_per_step=probes_per_step,
         capabilities=capabilities,
         backend_name=name,
+        shrink_seconds=shrink_seconds,
     )
     options: dict[str, Any] = {}
     if derandomize:
@@ -399,8 +472,7 @@ def run_conformance(
         **options,
     )
     try:
-        with _shrinking_limited_to(shrink_seconds):
-            run_state_machine_as_test(machine, settings=run_settings)  # type: ignore[no-untyped-call,unused-ignore]
+        run_state_machine_as_test(machine, settings=run_settings)  # type: ignore[no-untyped-call,unused-ignore]
     except AssertionError as e:
         reports.append(f"random clusters (shrunk): {e}")
     if reports:
@@ -408,3 +480,93 @@ def run_conformance(
             f"svcnet conformance: backend {name!r} FAILED\n\n" + "\n\n".join(reports)
         )
 
+
+
+# -- error kinds -------------------------------------------------------------------------
+
+_MISTAKE_NODE = "node-a"
+
+
+def _mistake_plan(node: str) -> Plan:
+    """One node, one ClusterIP service with one ready endpoint (IPv4, TCP)."""
+    objects: list[KubeObject] = [
+        Node(node, pod_cidrs=("10.244.1.0/24",), addresses=("192.168.56.11",)),
+        Pod("default", "web-1", labels=Labels.of({"app": "web"}), node_name=node,
+            ports=(ContainerPort(8080),), pod_ips=("10.244.1.10",), ready=True),
+        Service("default", "web", selector=Labels.of({"app": "web"}),
+                ports=(ServicePort(80, target_port=8080),), cluster_ips=("10.96.0.10",)),
+    ]  # fmt: skip
+    state = ClusterState.empty(ClusterConfig()).step(Apply(tuple(objects)))
+    return plan_mod.compile(state, node)
+
+
+def check_error_kinds(
+    backend_factory: BackendFactory, *, capabilities: Capabilities | None = None
+) -> list[str]:
+    """What is wrong with how the backend refuses obvious mistakes ([] = nothing).
+
+    Every backend must raise :class:`~svcnet.errors.BackendError` of the same kind
+    for the same mistake, and change nothing: ``apply()`` before ``sync()`` is
+    ``STATE``, a plan for another node ``STATE``, removing or replacing a service
+    that is not installed ``NOT_FOUND``, adding one that is ``EXISTS``. Skipped
+    (``[]``) for a backend without IPv4 or TCP."""
+    caps = capabilities if capabilities is not None else capabilities_of(backend_factory)
+    if IPFamily.IPv4 not in caps.families or Protocol.TCP not in caps.protocols:
+        return []
+    plan = _mistake_plan(_MISTAKE_NODE)
+    (web,) = plan.services.values()
+    ghost = ServicePlan(ServiceRef("default", "ghost"), web.cluster_ips, web.ports)
+    probe = Probe(SourceKind.POD, "10.244.1.99", _MISTAKE_NODE, "10.96.0.10", 80)
+    problems: list[str] = []
+
+    def expect(
+        what: str, kind: BackendErrorKind, backend: Backend, act: Callable[[], None]
+    ) -> None:
+        installed = backend.installed
+        before = backend.evaluate(probe) if installed is not None else None
+        try:
+            act()
+        except BackendError as e:
+            if e.kind is not kind:
+                problems.append(f"{what}: expected {kind.name}, raised {e.kind.name} ({e})")
+        except Exception as e:
+            problems.append(f"{what}: expected BackendError {kind.name}, raised "
+                            f"{type(e).__name__}: {e}")
+        else:
+            problems.append(f"{what}: expected BackendError {kind.name}, nothing raised")
+        if backend.installed is not installed:
+            problems.append(f"{what}: the refused call changed the installed plan")
+        elif before is not None and backend.evaluate(probe) != before:
+            problems.append(f"{what}: the refused call changed what is installed")
+
+    settings_ = plan.settings
+    mistakes: list[tuple[str, BackendErrorKind, Callable[[Backend], None]]] = [
+        ("apply() before sync()", BackendErrorKind.STATE,
+         lambda b: b.apply(Changes(settings_, added=(web,)))),
+    ]  # fmt: skip
+    installed: list[tuple[str, BackendErrorKind, Callable[[Backend], None]]] = [
+        ("remove a service that is not installed", BackendErrorKind.NOT_FOUND,
+         lambda b: b.apply(Changes(settings_, removed=(ghost.ref,)))),
+        ("replace a service that is not installed", BackendErrorKind.NOT_FOUND,
+         lambda b: b.apply(Changes(settings_, replaced=(ghost,)))),
+        ("add a service that is installed", BackendErrorKind.EXISTS,
+         lambda b: b.apply(Changes(settings_, added=(web,)))),
+        ("sync() a plan for another node", BackendErrorKind.STATE,
+         lambda b: b.sync(_mistake_plan("node-z"))),
+    ]  # fmt: skip
+    backend = backend_factory(_MISTAKE_NODE)
+    try:
+        for what, kind, act in mistakes:
+            expect(what, kind, backend, functools.partial(act, backend))
+        backend.sync(plan)
+        for what, kind, act in installed:
+            expect(what, kind, backend, functools.partial(act, backend))
+    finally:
+        try:
+            backend.cleanup()
+        finally:
+            try:
+                backend.close()
+            finally:
+                _release(backend_factory, backend)
+    return problems

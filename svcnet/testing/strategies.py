@@ -18,6 +18,7 @@ what is declared: no SCTP service for a backend without SCTP, and so on).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ import attrs
 from hypothesis import strategies as st
 
 from svcnet.backend import Capabilities
+from svcnet.errors import ProbeError
 from svcnet.model import (
     SERVICE_NAME_LABEL,
     SERVICE_PROXY_NAME_LABEL,
@@ -50,7 +52,7 @@ from svcnet.model import (
     TrafficDistribution,
     TrafficPolicy,
 )
-from svcnet.probe import Probe, SourceKind
+from svcnet.probe import Probe, ProbeSource, SourceKind, resolve_source
 from svcnet.state import Apply, ClusterState, Delete, Event
 
 __all__ = [
@@ -668,14 +670,8 @@ def _hairpin_sources(state: ClusterState, dst: Destination) -> list[Source]:
             pod = state.pods.get((svc.namespace, name))
             if pod is None or pod.node_name not in state.nodes:
                 continue
-            if pod.host_network:
-                address = state.nodes[pod.node_name].address(family)
-                if address is not None:
-                    out.append((SourceKind.NODE, address, pod.node_name))
-            else:
-                address = pod.ip(family)
-                if address is not None:
-                    out.append((SourceKind.POD, address, pod.node_name))
+            with contextlib.suppress(ProbeError):  # no address of the family
+                out.append(resolve_source(state, ProbeSource(pod=(pod.namespace, name)), family))
     return out
 
 
@@ -688,13 +684,12 @@ def _sources(state: ClusterState, family: IPFamily) -> list[Source]:
     out: list[Source] = []
     for key in sorted(state.pods):
         pod = state.pods[key]
-        ip = pod.ip(family)
-        if pod.host_network or ip is None or pod.node_name not in state.nodes:
+        if pod.host_network or pod.ip(family) is None or pod.node_name not in state.nodes:
             continue
-        out.append((SourceKind.POD, ip, pod.node_name))
+        out.append(resolve_source(state, ProbeSource(pod=key), family))
         nxt = names[(names.index(pod.node_name) + 1) % len(names)]
         if nxt != pod.node_name:
-            out.append((SourceKind.POD, ip, nxt))
+            out.append(resolve_source(state, ProbeSource(pod=key, via=nxt), family))
     for name in names:
         ip = state.nodes[name].address(family)
         if ip is not None:

@@ -181,11 +181,11 @@ def test_refuses_changes_that_do_not_fit() -> None:
     before = str(b.observe())
     with pytest.raises(BackendError) as err:
         b.apply(Changes(SETTINGS, removed=(ServiceRef("default", "nope"),)))
-    assert err.value.kind is BackendErrorKind.STATE
+    assert err.value.kind is BackendErrorKind.NOT_FOUND
     with pytest.raises(BackendError) as err:
         b.apply(Changes(SETTINGS, added=(plan.services[WEB],)))
     assert err.value.kind is BackendErrorKind.EXISTS
-    with pytest.raises(BackendError):
+    with pytest.raises(BackendError) as err:
         b.apply(
             Changes(
                 SETTINGS,
@@ -193,6 +193,7 @@ def test_refuses_changes_that_do_not_fit() -> None:
                 removed=(WEB,),
             )
         )
+    assert err.value.kind is BackendErrorKind.NOT_FOUND
     assert str(b.observe()) == before  # all or nothing
     with pytest.raises(BackendError):
         b.sync(Plan(NodeSettings("n2", (), (), ())))

@@ -53,7 +53,9 @@ class Tables:
         removed = set(changes.removed)
         for ref in changes.removed:
             if ref not in self.services:
-                raise BackendError(BackendErrorKind.NOT_FOUND, f"memory: remove {ref}: not installed")
+                raise BackendError(
+                    BackendErrorKind.NOT_FOUND, f"memory: remove {ref}: not installed"
+                )
         for svc in changes.replaced:
             if svc.ref not in self.services or svc.ref in removed:
                 raise BackendError(
