@@ -160,11 +160,11 @@ def parse_object(doc: Mapping[str, Any]) -> KubeObject:
 _SafeBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_SafeBase):  # type: ignore[valid-type,misc]
+class YamlLoader(_SafeBase):  # type: ignore[valid-type,misc]
     """A safe loader without implicit timestamps: ``2024-01-01`` stays a string."""
 
 
-_Loader.yaml_implicit_resolvers = {
+YamlLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
@@ -172,7 +172,7 @@ _Loader.yaml_implicit_resolvers = {
 
 def _yaml_documents(text: str, filename: str) -> list[Any]:
     try:
-        return list(yaml.load_all(text, Loader=_Loader))  # a SafeLoader: no Python objects
+        return list(yaml.load_all(text, Loader=YamlLoader))  # a SafeLoader: no Python objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""

@@ -22,6 +22,7 @@ import attrs
 import yaml
 
 from svcnet.errors import ScenarioError
+from svcnet.manifests.parse import YamlLoader
 from svcnet.model import ClusterConfig, IPFamily, Protocol, format_endpoint, parse_endpoint
 from svcnet.probe import Verdict
 
@@ -239,19 +240,9 @@ def norm_endpoint(text: str) -> str:
     return format_endpoint(ip, port)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader without implicit timestamps (``deletionTimestamp`` stays a string)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 def _read_yaml(text: str, path: str) -> object:
     try:
-        docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=YamlLoader) if d is not None]
     except yaml.YAMLError as e:
         raise ScenarioError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     except RecursionError:
@@ -471,7 +462,7 @@ def norm_record(qtype: str, text: str) -> str:
 def count_expectations(text: str) -> int:
     """How many expectations a file that does not load seems to hold (best effort)."""
     try:
-        top = yaml.load(text, Loader=_Loader)
+        top = yaml.load(text, Loader=YamlLoader)
     except (yaml.YAMLError, RecursionError):
         return 0
     steps = top.get("steps") if isinstance(top, dict) else None
