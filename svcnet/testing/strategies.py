@@ -18,17 +18,12 @@ what is declared: no SCTP service for a backend without SCTP, and so on).
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import ipaddress
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 import attrs
 from hypothesis import strategies as st
 
 from svcnet.backend import Capabilities
-from svcnet.errors import ProbeError
 from svcnet.model import (
     SERVICE_NAME_LABEL,
     SERVICE_PROXY_NAME_LABEL,
@@ -36,7 +31,6 @@ from svcnet.model import (
     ClusterConfig,
     ContainerPort,
     EndpointSlice,
-    IPFamily,
     IPFamilyPolicy,
     KubeObject,
     Labels,
@@ -52,167 +46,72 @@ from svcnet.model import (
     TrafficDistribution,
     TrafficPolicy,
 )
-from svcnet.probe import Probe, ProbeSource, SourceKind, resolve_source
 from svcnet.state import Apply, ClusterState, Delete, Event
+from svcnet.testing.probes import draw_probe, frontends, other_places, probe_space
+from svcnet.testing.vocabulary import (
+    CLIENTS,
+    CLUSTER_CIDR,
+    LABELS,
+    LB_POOL,
+    NAMESPACES,
+    NODE_NAMES,
+    NODE_PORT_RANGE,
+    POD_NAMES,
+    PORT_NAMES,
+    SERVICE_CIDR,
+    SERVICE_NAMES,
+    SOURCE_RANGES,
+    V4,
+    V6,
+    ZONES,
+    Digits,
+    Draw,
+    chance,
+    external_ips_of,
+    flip,
+    integer,
+    node_ip,
+    pick,
+    pinned_ip,
+    pod_cidr,
+    status_ips_of,
+    subset,
+)
 
 __all__ = [
+    # the strategies
     "ALL_CAPABILITIES",
+    # the building blocks, for harnesses that draw their own objects
+    "CLIENTS",
     "NODE_NAMES",
+    "NODE_PORT_RANGE",
+    "Digits",
+    "Draw",
+    "chance",
     "cluster_objects",
     "configs",
+    "draw_cluster_objects",
+    "draw_config",
+    "draw_event",
+    "draw_probe",
+    "draw_service",
     "endpoint_slices",
     "events",
+    "frontends",
+    "integer",
+    "node_ip",
     "nodes",
+    "other_places",
+    "pick",
+    "pinned_ip",
+    "pod_cidr",
     "pods",
+    "probe_space",
     "probes",
     "services",
 ]
 
-V4, V6 = IPFamily.IPv4, IPFamily.IPv6
 ALL_CAPABILITIES = Capabilities()
-
-# -- the vocabulary ----------------------------------------------------------------
-
-NODE_NAMES = ("node-a", "node-b", "node-c")
-NAMESPACES = ("default", "default", "default", "default", "shop")
-POD_NAMES = ("p0", "p1", "p2", "p3", "p4", "p5")
-SERVICE_NAMES = ("web", "api", "db", "dns")
-ZONES = ("", "zone-1", "zone-2")
-LABELS = (("app", ("web", "api")), ("tier", ("front", "back")))
-PORT_NAMES = ("http", "metrics")
-
-SERVICE_CIDR = {V4: "10.96.0.0/24", V6: "fd00:96::/120"}
-CLUSTER_CIDR = {V4: "10.244.0.0/16", V6: "fd00:244::/56"}
-LB_POOL = {V4: "203.0.113.0/29", V6: "2001:db8:1b::/125"}
-NODE_PORT_RANGE = (30000, 30063)
-
-
-def _service_index(namespace: str, name: str) -> int:
-    known = sorted({(ns, n) for ns in NAMESPACES for n in SERVICE_NAMES})
-    if (namespace, name) in known:
-        return known.index((namespace, name))
-    return len(known) + sum(f"{namespace}/{name}".encode()) % (40 - len(known))
-
-
-# One address per family that any service may list among its externalIPs and its
-# LoadBalancer status ingress, so that frontends conflict now and then.
-SHARED_IPS = {V4: "198.51.100.98", V6: "2001:db8:e::1"}
-
-
-def status_ips_of(namespace: str, name: str, family: IPFamily) -> tuple[str, str]:
-    """Two ``status.loadBalancer.ingress`` addresses, outside the pool (a status
-    address is not reserved in the pool): one of this service alone, then the
-    :data:`SHARED_IPS` address (a conflict, see :func:`external_ips_of`)."""
-    index = _service_index(namespace, name)
-    if family is V4:
-        return (f"192.0.2.{100 + 2 * index}", SHARED_IPS[V4])
-    return (f"2001:db8:1c::{100 + 2 * index:x}", SHARED_IPS[V6])
-
-
-def external_ips_of(namespace: str, name: str, family: IPFamily) -> tuple[str, str]:
-    """Two externalIPs: one that belongs to this service alone, then the
-    :data:`SHARED_IPS` address, which other services may list too.
-
-    Kubernetes lets services claim one address, port and protocol together (the
-    same externalIP, or an externalIP equal to another service's — or the
-    service's own — LoadBalancer ingress); the first service by namespace/name
-    wins, then its first port, then the first frontend kind, and the compiled plan
-    holds only the winner's frontend (docs/reference/semantics.md, "Conflicting
-    frontends"). The shared address is drawn second, so shrinking drops it first.
-    """
-    index = _service_index(namespace, name)
-    if family is V4:
-        return (f"198.51.100.{100 + 2 * index}", SHARED_IPS[V4])
-    return (f"2001:db8:e::{100 + 2 * index:x}", SHARED_IPS[V6])
-
-
-# Clients: the first is inside SOURCE_RANGES[family][0], the second outside all.
-CLIENTS = {V4: ("198.51.100.7", "192.0.2.9"), V6: ("2001:db8:c::7", "2001:db8:d::9")}
-SOURCE_RANGES = {
-    V4: ("198.51.100.0/28", "192.168.56.0/24", "10.244.0.0/17"),
-    V6: ("2001:db8:c::/64", "fd00:56::/64"),
-}
-
-
-def node_ip(family: IPFamily, index: int) -> str:
-    return f"192.168.56.{11 + index}" if family is V4 else f"fd00:56::{11 + index:x}"
-
-
-def pod_cidr(family: IPFamily, index: int) -> str:
-    return f"10.244.{index + 1}.0/24" if family is V4 else f"fd00:244:0:{index + 1}::/64"
-
-
-def pinned_ip(cidr: str, offset: int) -> str:
-    """The ``offset``-th address of ``cidr``."""
-    return str(ipaddress.ip_network(cidr)[offset])
-
-
-# -- drawing cheaply ----------------------------------------------------------------
-#
-# Every strategy here is a plain ``draw_*(draw, ...)`` function over a few cached
-# integer strategies (building strategy objects per draw dominates a run's time);
-# the public strategies at the end of the module wrap them with st.composite.
-
-Draw = Callable[[st.SearchStrategy[Any]], Any]
-T = TypeVar("T")
-
-
-@functools.cache
-def _between(lo: int, hi: int) -> st.SearchStrategy[int]:
-    return st.integers(lo, hi)
-
-
-class Digits:
-    """A ``draw`` that decodes every choice from one big integer (mixed radix).
-
-    Hypothesis spends far more time per draw than the harness spends per probe,
-    so the agreement machine draws one integer per event (and one per batch of
-    probes) and decodes it with the same ``draw_*`` functions; 0 decodes to the
-    first choice everywhere, so shrinking the integer simplifies the object.
-    """
-
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-    def __call__(self, strategy: st.SearchStrategy[Any]) -> Any:
-        raise TypeError("Digits only decodes integer()/pick()/chance()/flip()/subset()")
-
-    def take(self, n: int) -> int:
-        self.value, digit = divmod(self.value, n)
-        return digit
-
-
-def integer(draw: Draw, lo: int, hi: int) -> int:
-    """An integer in [lo, hi], shrinking towards ``lo``."""
-    if hi <= lo:
-        return lo
-    if isinstance(draw, Digits):
-        return lo + draw.take(hi - lo + 1)
-    return int(draw(_between(lo, hi)))
-
-
-def pick(draw: Draw, items: Sequence[T]) -> T:
-    """One of ``items``, shrinking towards the first."""
-    return items[integer(draw, 0, len(items) - 1)]
-
-
-def chance(draw: Draw, n: int) -> bool:
-    """True with probability 1/n (shrinks to False)."""
-    return integer(draw, 0, n - 1) == n - 1
-
-
-def flip(draw: Draw) -> bool:
-    return integer(draw, 0, 1) == 1
-
-
-def subset(draw: Draw, items: Sequence[T], lo: int, hi: int) -> tuple[T, ...]:
-    """Between ``lo`` and ``hi`` distinct items, in the order drawn."""
-    rest = list(items)
-    out: list[T] = []
-    for _ in range(integer(draw, lo, min(hi, len(rest)))):
-        out.append(rest.pop(integer(draw, 0, len(rest) - 1)))
-    return tuple(out)
-
 
 # -- configuration -----------------------------------------------------------------
 
@@ -574,209 +473,6 @@ def draw_event(
     if choice == 10:
         return Apply(tuple(draw_cluster_objects(draw, config, capabilities)))
     return Delete((Pod(pick(draw, NAMESPACES), "gone").key,))  # refused
-
-
-# -- probes ------------------------------------------------------------------------
-#
-# Drawing is the expensive part of a Hypothesis run, so a probe costs three draws:
-# a kind of destination, one destination of that kind and one source for it, each
-# an index into a list computed once per state (simplest first, so it shrinks well).
-
-Destination = tuple[str, int, Protocol]
-Source = tuple[SourceKind, str, str]  # (kind, source address, handling node)
-
-
-@functools.lru_cache(maxsize=4096)
-def _norm(ip: str) -> str:
-    return str(ipaddress.ip_address(ip))
-
-
-def _family(ip: str) -> IPFamily:
-    return V4 if ":" not in ip else V6
-
-
-def _sorted(items: set[Destination]) -> list[Destination]:
-    return sorted(items, key=lambda d: (d[0], d[1], d[2].value))
-
-
-def frontends(state: ClusterState) -> list[Destination]:
-    """Every would-be frontend: ClusterIP:port, externalIP:port, LB IP:port and
-    every node address:nodePort, for every service (handled or not)."""
-    out: set[Destination] = set()
-    for svc in state.services.values():
-        for p in svc.ports:
-            for ip in (*svc.cluster_ips, *svc.external_ips, *svc.load_balancer_ips):
-                out.add((_norm(ip), p.port, p.protocol))
-            if p.node_port:
-                for node in state.nodes.values():
-                    out.update((_norm(ip), p.node_port, p.protocol) for ip in node.addresses)
-    return _sorted(out)
-
-
-def near_frontends(state: ClusterState, fronts: Sequence[Destination]) -> list[Destination]:
-    """Next to a frontend: port + 1, another protocol, the same port on a node
-    address of the other family."""
-    out: set[Destination] = set()
-    other_family = {f: [_norm(a) for n in state.nodes.values() for a in n.addresses
-                        if _family(a) is not f] for f in (V4, V6)}
-    for ip, port, protocol in fronts:
-        out.add((ip, port + 1, protocol))
-        out.update((ip, port, p) for p in Protocol if p is not protocol)
-        out.update((a, port, protocol) for a in other_family[_family(ip)])
-    return _sorted(out - set(fronts))
-
-
-def other_places(state: ClusterState) -> list[Destination]:
-    """Addresses that are no frontend: unallocated service-CIDR addresses, pod
-    IPs, node addresses on a plain port, loopback, the internet."""
-    used = {_norm(ip) for s in state.services.values() for ip in s.cluster_ips}
-    out: list[Destination] = []
-    for cidr in state.config.service_cidrs:
-        net = ipaddress.ip_network(cidr)
-        for offset in (10, 11, 250):
-            ip = str(net[offset])
-            if ip not in used:
-                out.append((ip, 80, Protocol.TCP))
-                break
-    for pod in state.pods.values():
-        out += [(_norm(ip), 8080, Protocol.TCP) for ip in pod.pod_ips]
-    for node in state.nodes.values():
-        out += [(_norm(ip), 22, Protocol.TCP) for ip in node.addresses]
-    out += [
-        ("127.0.0.1", NODE_PORT_RANGE[0], Protocol.TCP),
-        ("::1", NODE_PORT_RANGE[0], Protocol.TCP),
-        ("8.8.8.8", 80, Protocol.TCP),
-        ("2001:4860::8888", 53, Protocol.UDP),
-    ]
-    return out
-
-
-def _hairpin_sources(state: ClusterState, dst: Destination) -> list[Source]:
-    """A pod of the service ``dst`` belongs to, sending to it from its own node."""
-    ip, port, protocol = dst
-    family = _family(ip)
-    node_ips = {_norm(a) for n in state.nodes.values() for a in n.addresses}
-    out: list[Source] = []
-    for key in sorted(state.services):
-        svc = state.services[key]
-        if not any(p.protocol is protocol and port in (p.port, p.node_port) for p in svc.ports):
-            continue
-        own = {_norm(a) for a in (*svc.cluster_ips, *svc.external_ips, *svc.load_balancer_ips)}
-        if ip not in own and ip not in node_ips:
-            continue
-        names = sorted({e.pod for eps in state.service_endpoints(*key).values()
-                        for e in eps if e.pod})
-        for name in names:
-            pod = state.pods.get((svc.namespace, name))
-            if pod is None or pod.node_name not in state.nodes:
-                continue
-            with contextlib.suppress(ProbeError):  # no address of the family
-                out.append(resolve_source(state, ProbeSource(pod=(pod.namespace, name)), family))
-    return out
-
-
-def _sources(state: ClusterState, family: IPFamily) -> list[Source]:
-    """Every source the scenario format can name, for a destination of ``family``:
-    pods on their node and arriving at the next node, each node itself, and
-    external clients (inside and outside source ranges, the other nodes, the
-    LoadBalancer IPs) via each node."""
-    names = sorted(state.nodes)
-    out: list[Source] = []
-    for key in sorted(state.pods):
-        pod = state.pods[key]
-        if pod.host_network or pod.ip(family) is None or pod.node_name not in state.nodes:
-            continue
-        out.append(resolve_source(state, ProbeSource(pod=key), family))
-        nxt = names[(names.index(pod.node_name) + 1) % len(names)]
-        if nxt != pod.node_name:
-            out.append(resolve_source(state, ProbeSource(pod=key, via=nxt), family))
-    for name in names:
-        ip = state.nodes[name].address(family)
-        if ip is not None:
-            out.append((SourceKind.NODE, ip, name))
-    lb_ips = sorted({_norm(a) for s in state.services.values() for a in s.load_balancer_ips
-                     if _family(a) is family})
-    for name in names:
-        clients = [*CLIENTS[family], *lb_ips]
-        clients += [a for n in names if n != name for a in state.nodes[n].addresses
-                    if _family(a) is family]
-        out += [(SourceKind.EXTERNAL, c, name) for c in clients]
-    return out
-
-
-@attrs.frozen
-class ProbeSpace:
-    """The places :func:`probes` aims at, computed once per state."""
-
-    state: ClusterState = attrs.field(eq=False)
-    kinds: tuple[tuple[Destination, ...], ...]
-    cache: dict[Destination, tuple[Source, ...]] = attrs.field(factory=dict, eq=False)
-    by_family: dict[IPFamily, list[Source]] = attrs.field(factory=dict, eq=False)
-
-    @classmethod
-    def of(cls, state: ClusterState) -> ProbeSpace:
-        fronts = frontends(state)
-        kinds = tuple(tuple(k) for k in (fronts, near_frontends(state, fronts),
-                                         other_places(state)) if k)
-        return cls(state, kinds)
-
-    def sources(self, dst: Destination) -> tuple[Source, ...]:
-        found = self.cache.get(dst)
-        if found is None:
-            family = _family(dst[0])
-            hairpin = _hairpin_sources(self.state, dst)
-            common = self.by_family.get(family)
-            if common is None:
-                common = self.by_family[family] = _sources(self.state, family)
-            every = hairpin + common
-            owner = self.owners().get(dst[0])
-            if owner is not None:
-                # A node's own address: the packet is handled where it arrives, on
-                # the owner (a pod elsewhere reaches it "via" the owner).
-                every = [(k, ip, owner) for k, ip, n in every
-                         if k is not SourceKind.NODE or n == owner]
-            found = self.cache[dst] = tuple(dict.fromkeys(every))
-        return found
-
-    def owners(self) -> dict[str, str]:
-        """Node address -> node name."""
-        return {_norm(a): n.name for n in self.state.nodes.values() for a in n.addresses}
-
-
-_SPACES: dict[int, ProbeSpace] = {}
-
-
-def probe_space(state: ClusterState) -> ProbeSpace:
-    """:class:`ProbeSpace` of ``state`` (the last few are kept)."""
-    space = _SPACES.get(id(state))
-    if space is None or space.state is not state:
-        if len(_SPACES) > 8:
-            _SPACES.clear()
-        space = _SPACES[id(state)] = ProbeSpace.of(state)
-    return space
-
-
-# Weights of the three kinds of destination: frontends, next to one, elsewhere.
-_KIND = (0, 0, 0, 0, 0, 0, 0, 0, 1, 2)
-
-
-def draw_probe(
-    draw: Draw, state: ClusterState) -> Probe:
-    """A probe at one of the cluster's interesting places — a frontend (80%),
-    next to one (port + 1, the other protocols, the other family), or no frontend
-    (an unallocated service address, a pod, a node, loopback, the internet) —
-    from a source a scenario can name: a pod of the service itself (hairpin),
-    a pod on its own node or arriving at the next node, a node itself, or an
-    external client via a node (inside and outside LoadBalancer source ranges,
-    another node, a LoadBalancer IP). ``state`` must have a node."""
-    assert state.nodes, "probes need a node to handle them"
-    space = probe_space(state)
-    kind = min(pick(draw, _KIND), len(space.kinds) - 1)
-    dsts = space.kinds[kind]
-    dst = dsts[integer(draw, 0, len(dsts) - 1)]
-    sources = space.sources(dst)
-    source_kind, source_ip, node = sources[integer(draw, 0, len(sources) - 1)]
-    return Probe(source_kind, source_ip, node, *dst)
 
 
 # -- the public strategies ----------------------------------------------------------
