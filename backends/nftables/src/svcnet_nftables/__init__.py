@@ -6,6 +6,7 @@ Only :mod:`svcnet_nftables.libnft` does I/O; :mod:`.render`, :mod:`.readback` an
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 
@@ -18,6 +19,11 @@ from svcnet_nftables import interpret, readback, render
 from svcnet_nftables.libnft import LibnftablesError, Nft
 
 __all__ = ["NftablesBackend"]
+
+#: The chains :meth:`NftablesBackend.check` lists: the fixed skeleton whose rules
+#: do not depend on the plan (base chains with the jumps, the dispatch chain using
+#: every set and map, the reject chain).
+WATCHED = ("nat-prerouting", "nat-output", "nat-postrouting", "services", "do-reject")
 
 
 def _kind(message: str) -> BackendErrorKind:
@@ -55,6 +61,8 @@ class NftablesBackend(Backend):
                 kind = BackendErrorKind.UNSUPPORTED
             raise BackendError(kind, f"nf_tables is not usable here: {e.message}") from e
         self._refs: Counter[tuple[str, str, str]] = Counter()
+        # the watched chains as listed right after the last full sync
+        self._fingerprint: tuple[tuple[str, str, str], ...] = ()
 
     # -- programming -----------------------------------------------------------------
     def _run(self, text: str) -> None:
@@ -75,6 +83,52 @@ class NftablesBackend(Backend):
         text, refs = render.render_full(plan)
         self._run(text)
         self._refs = refs
+        try:
+            self._fingerprint = self._watched()
+        except BackendError:  # installed all the same; check() finds nothing until next
+            self._fingerprint = ()
+
+    def _watched(self) -> tuple[tuple[str, str, str], ...]:
+        """(family, chain, its rules as canonical JSON without handles) per watched
+        chain; a chain or table that is missing lists as ``"missing"``."""
+        out = []
+        for fam in render.FAMILIES.values():
+            for chain in WATCHED:
+                try:
+                    listing = self._nft.list_json(f"chain {fam} {render.TABLE} {chain}")
+                except LibnftablesError as e:
+                    if "no such file" in e.message.lower():
+                        out.append((fam, chain, "missing"))
+                        continue
+                    raise BackendError(_kind(e.message), e.message) from e
+                rules = []
+                for item in listing.get("nftables", []):
+                    if "rule" in item:
+                        rule = {k: v for k, v in item["rule"].items() if k != "handle"}
+                        rules.append(rule)
+                    elif "chain" in item:
+                        rules.append({k: v for k, v in item["chain"].items() if k != "handle"})
+                out.append((fam, chain, json.dumps(rules, sort_keys=True)))
+        return tuple(out)
+
+    def check(self) -> tuple[str, ...]:
+        """A cheap look for damage: the watched chains (:data:`WATCHED`, the fixed
+        skeleton of each family's table: the hooks' jumps and the dispatch rule
+        over the frontend map) are listed (10 small listings; set and map elements
+        are not read) and compared with their listing after the last full sync. It
+        sees a flushed or deleted table (``nft flush ruleset`` too), a deleted or
+        changed jump, a rule inserted into or deleted from those chains. Elements
+        (one missing among thousands) and the shared forwarding chains are left to
+        the periodic full sync."""
+        if self.installed is None or not self._fingerprint:
+            return ()
+        now = self._watched()
+        return tuple(
+            f"{fam} {render.TABLE} chain {chain}: "
+            + ("missing" if new == "missing" else "rules differ")
+            for (fam, chain, old), (_f, _c, new) in zip(self._fingerprint, now, strict=True)
+            if old != new
+        )
 
     def _install(self, changes: Changes, target: Plan, *, full: bool) -> None:
         if full or self.installed is None:
@@ -128,6 +182,7 @@ class NftablesBackend(Backend):
         )
         self.installed = None
         self._refs = Counter()
+        self._fingerprint = ()
 
     def close(self) -> None:
         self._nft.close()

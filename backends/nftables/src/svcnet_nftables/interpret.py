@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from svcnet.errors import SvcnetError
 from svcnet.probe import Outcome, Probe, SourceKind, Target, Verdict
 from svcnet_nftables.readback import MISS, Ruleset, SetDump, TableDump, atom, matches
 
@@ -28,7 +29,7 @@ _MAX_DEPTH = 32
 _MISS = MISS
 
 
-class InterpretError(ValueError):
+class InterpretError(SvcnetError, ValueError):
     """The read-back holds something the interpreter does not understand."""
 
 

@@ -16,11 +16,13 @@ from typing import Any, Final
 
 import attrs
 
+from svcnet.errors import SvcnetError
+
 PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
 VERDICTS = ("accept", "drop", "continue", "return", "jump", "goto")
 
 
-class ReadbackError(ValueError):
+class ReadbackError(SvcnetError, ValueError):
     """The JSON does not look like an nft listing."""
 
 
