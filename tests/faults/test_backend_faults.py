@@ -38,6 +38,7 @@ import pytest
 
 from svcnet import manifests, semantics
 from svcnet.backend import Backend
+from svcnet.errors import SvcnetError
 from svcnet.model import ClusterConfig, IPFamily, Protocol
 from svcnet.plan import Plan, compile
 from svcnet.probe import Outcome, Probe, SourceKind
@@ -488,5 +489,47 @@ def test_damage_is_detected_and_repaired(
             assert be.check() == ()
             assert agrees(be, state2, _all_probes(DAMAGE_N + 1)), "not repaired"
         finally:
+            be.cleanup()
+            be.close()
+
+
+# -- another tool's rule referring to svcnet's chains ---------------------------------------
+
+
+@pytest.mark.parametrize("kind", IPTS)
+def test_foreign_reference_fails_cleanly(kind: str) -> None:
+    """Another tool's IPv6 nat chain jumps to the chain of a service the next plan
+    removes: the full sync (and an apply) raise an SvcnetError before changing
+    anything - IPv4's tables stay as they were too - and ``installed`` stays.
+    (nftables: rules cannot jump across tables, and svcnet's tables are its own.)"""
+    _skip()
+    v = kind.split("-")[1]
+    _state, plan = generation(DAMAGE_N, 0)
+    _state2, smaller = generation(DAMAGE_N - 1, 0)  # the last service removed
+    with netns() as ns:
+        be = BACKENDS[kind](ns)
+        try:
+            be.sync(plan)
+            nat6 = be.observe().table(IPFamily.IPv6, "nat")  # type: ignore[attr-defined]
+            last = f"f/s{DAMAGE_N - 1}:http"
+            chain = next(
+                r.target for r in nat6.chains["SVCNET-SERVICES"] if last in (r.comment or "")
+            )
+            tool = f"ip6tables-{v} -t nat"
+            sh(ns, f"{tool} -N OTHER-TOOL && {tool} -A OTHER-TOOL -j {chain}")
+            before = saved(ns, kind)
+            with pytest.raises(SvcnetError):
+                be.sync(smaller)
+            assert saved(ns, kind) == before
+            assert be.installed == plan
+            with pytest.raises(SvcnetError):
+                be.apply(smaller.diff(plan))
+            assert saved(ns, kind) == before
+            assert be.installed == plan
+            sh(ns, f"{tool} -F OTHER-TOOL && {tool} -X OTHER-TOOL")
+            be.apply(smaller.diff(plan))
+            assert be.installed == smaller
+        finally:
+            sh(ns, f"ip6tables-{v} -t nat -F OTHER-TOOL; ip6tables-{v} -t nat -X OTHER-TOOL; true")
             be.cleanup()
             be.close()
