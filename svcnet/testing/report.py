@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,7 +9,7 @@ import yaml
 
 from svcnet import manifests, semantics
 from svcnet.backend import Backend
-from svcnet.model import IPFamily
+from svcnet.model import IPFamily, norm_ip
 from svcnet.probe import Outcome, Probe, SourceKind, Verdict
 from svcnet.scenario.format import API_VERSION
 from svcnet.state import ClusterState
@@ -22,10 +21,6 @@ __all__ = [
     "failure_report",
     "replay_scenario",
 ]
-
-
-def _norm(ip: str) -> str:
-    return str(ipaddress.ip_address(ip))
 
 
 def differences(expected: Outcome, observed: Outcome, *, exact_probabilities: bool) -> list[str]:
@@ -96,17 +91,17 @@ def _source(state: ClusterState, probe: Probe) -> dict[str, str] | None:
     if probe.source_kind is SourceKind.EXTERNAL:
         return {"external": probe.source_ip, "via": probe.node}
     family = IPFamily.of(probe.source_ip)
-    src = _norm(probe.source_ip)
+    src = norm_ip(probe.source_ip)
     if probe.source_kind is SourceKind.NODE:
         node = state.nodes.get(probe.node)
         own = node.address(family) if node is not None else None
-        if own is not None and _norm(own) == src:
+        if own is not None and norm_ip(own) == src:
             return {"node": probe.node}
         return None
     for key in sorted(state.pods):
         pod = state.pods[key]
         ip = pod.ip(family)
-        if not pod.host_network and ip is not None and _norm(ip) == src:
+        if not pod.host_network and ip is not None and norm_ip(ip) == src:
             out = {"pod": f"{pod.namespace}/{pod.name}"}
             if probe.node != pod.node_name:
                 out["via"] = probe.node
