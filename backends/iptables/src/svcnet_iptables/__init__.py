@@ -20,6 +20,7 @@ from svcnet.model import IPFamily
 from svcnet.plan import Changes, Plan
 from svcnet.probe import Outcome, Probe
 
+from .generation import generation
 from .interpret import Interpreter, InterpretError
 from .readback import Ruleset, parse_save
 from .render import (
@@ -127,6 +128,7 @@ class IptablesBackend(Backend):
             )
         self._renderer = Renderer()
         self._checked = False
+        self._gen: int | None = None  # nf_tables generation after the last install
         self.last_texts: dict[tuple[IPFamily, str], str] = {}
         # Interpreters over what the kernel returned, per family, since this backend
         # last changed the tables; any install or cleanup (also a failed one) drops them.
@@ -148,12 +150,24 @@ class IptablesBackend(Backend):
         self._check()
         self._readback.clear()
         committed: list[tuple[IPFamily, str]] = []
+        self._gen = None
         try:
             self._write(changes, target, full=full, committed=committed)
         except BaseException:
             if committed:
                 self._mark_unknown()
             raise
+        self._gen = self._generation()
+
+    def _generation(self) -> int | None:
+        """The nf_tables generation of the namespace, for the nft variant (None:
+        legacy, or it cannot be read)."""
+        if getattr(self.driver, "variant", None) != "nft":
+            return None
+        try:
+            return generation(self.netns)
+        except SvcnetError:
+            return None
 
     def _write(
         self,
@@ -236,9 +250,13 @@ class IptablesBackend(Backend):
 
     def check(self) -> tuple[str, ...]:
         """A cheap look for damage: each family's filter table (``*-save -t
-        filter``: a few rules, as svcnet's part is static; ~16 ms per family at any
-        number of services) must hold exactly svcnet's static chain and its three
-        jumps. The nat table, which grows with the services (reading it costs ~1 s
+        filter``: svcnet's part is static; legacy: 13 ms for both families at
+        10,000 services) must hold exactly svcnet's static chain and its three
+        jumps. The nft variant's save tool fills its cache from every table (~0.5 s
+        at 2,000 services), so it first compares the namespace's nf_tables
+        generation (:mod:`.generation`, one netlink request) with the one read after
+        its own last restore, and reads filter only when someone else committed.
+        The nat table, which grows with the services (reading it costs ~1 s
         per family at 10,000 services with legacy), is not read here: every
         incremental nat restore starts with ``-C`` lines for svcnet's nat jumps and
         the fixed rules of its shared chains (:func:`render.nat_canaries`), so a
@@ -247,6 +265,9 @@ class IptablesBackend(Backend):
         if self.installed is None:
             return ()
         self._check()
+        gen = self._generation()
+        if gen is not None and gen == self._gen:
+            return ()  # nft variant: no nf_tables transaction since this backend's last
         problems = []
         for family in FAMILIES:
             if self.driver.name == "restore":
@@ -256,6 +277,8 @@ class IptablesBackend(Backend):
                 table = self.driver.read((family,)).table(family, FILTER_TABLE)
             if table is None or not filter_intact(table):
                 problems.append(f"{family.value} filter: svcnet's static chain or jumps differ")
+        if not problems:
+            self._gen = gen
         return tuple(problems)
 
     def observe(self) -> Ruleset:
