@@ -533,3 +533,44 @@ def test_foreign_reference_fails_cleanly(kind: str) -> None:
             sh(ns, f"ip6tables-{v} -t nat -F OTHER-TOOL; ip6tables-{v} -t nat -X OTHER-TOOL; true")
             be.cleanup()
             be.close()
+
+
+@pytest.mark.parametrize("kind", IPTS)
+def test_sync_failing_between_families_is_repaired(kind: str) -> None:
+    """The window a kill -9 rarely hits: IPv4's nat restore committed, IPv6's fails.
+    Each family is exact (IPv4 new, IPv6 old), ``installed`` becomes unknown, and
+    the next apply() is a full sync that makes both new."""
+    _skip()
+    from svcnet.errors import BackendError, BackendErrorKind
+
+    plans = {g: generation(DAMAGE_N, g)[1] for g in (0, 1, 2)}
+    probes = {f: sample_probes(DAMAGE_N, f, DAMAGE_N, seed=0) for f in IPFamily}
+    want = {(g, f): reference(plans[g], probes[f]) for g in plans for f in IPFamily}
+    with netns() as ns:
+        be = BACKENDS[kind](ns)
+        try:
+            be.sync(plans[0])
+            driver = be.driver  # type: ignore[attr-defined]
+            restore = driver.restore
+
+            def failing(family: IPFamily, text: str) -> None:
+                if family is IPFamily.IPv6 and text.startswith("*nat"):
+                    raise BackendError(BackendErrorKind.REFUSED, "injected: IPv6 nat refused")
+                restore(family, text)
+
+            driver.restore = failing
+            with pytest.raises(SvcnetError, match="injected"):
+                be.sync(plans[1])
+            del driver.restore
+            named = {f: {"old": want[0, f], "new": want[1, f]} for f in IPFamily}
+            assert holds(be, named[IPFamily.IPv4], probes[IPFamily.IPv4]) == "new"
+            assert holds(be, named[IPFamily.IPv6], probes[IPFamily.IPv6]) == "old"
+            assert be.installed is None
+            be.apply(plans[2].diff(plans[0]))  # the caller's view: plan 0 is installed
+            assert be.fallbacks == 1 and "unknown" in be.last_fallback
+            assert be.installed == plans[2]
+            for f in IPFamily:
+                assert holds(be, {"1": want[1, f], "2": want[2, f]}, probes[f]) == "2"
+        finally:
+            be.cleanup()
+            be.close()
