@@ -8,7 +8,9 @@ import pathlib
 import subprocess
 import sys
 
-SHARED_EXAMPLES = str(__import__("pathlib").Path(__file__).resolve().parent / "shared_examples")
+SHARED_EXAMPLES = str(
+    __import__("pathlib").Path(__file__).resolve().parents[1] / "svcnet" / "scenarios" / "examples"
+)
 
 EXAMPLES = sorted(glob.glob(SHARED_EXAMPLES + "/*.yaml"))
 
@@ -115,8 +117,17 @@ def test_backends_lists_memory() -> None:
 def test_usage() -> None:
     proc = svcnet("--help")
     assert proc.returncode == 0 and "scenario" in proc.stdout and "backends" in proc.stdout
-    proc = svcnet("scenario", "run")
-    assert proc.returncode == 2 and "Missing argument" in proc.stderr
+    proc = svcnet("scenario", "run", "--backend", "no-such-backend")
+    assert proc.returncode != 0 and "no-such-backend" in proc.stderr
+
+
+def test_scenario_run_without_files_runs_every_shipped_file() -> None:
+    from svcnet.scenario import packaged_scenarios
+
+    proc = svcnet("scenario", "run", "--backend", "memory", "--json")
+    assert proc.returncode == 0, proc.stderr
+    ran = {r["file"] for r in __import__("json").loads(proc.stdout)["results"]}
+    assert ran == {str(p) for p in packaged_scenarios()}
 
 
 def test_console_script_entry_point() -> None:

@@ -33,7 +33,9 @@ from svcnet.model import (
 )
 from svcnet.state import Apply, ClusterState, Delete, Event
 
-SHARED_EXAMPLES = str(__import__("pathlib").Path(__file__).resolve().parent / "shared_examples")
+SHARED_EXAMPLES = str(
+    __import__("pathlib").Path(__file__).resolve().parents[1] / "svcnet" / "scenarios" / "examples"
+)
 
 D = "cluster.local"
 

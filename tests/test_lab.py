@@ -24,7 +24,9 @@ from svcnet.probe import Verdict
 from svcnet.scenario.format import Expected, ProbeSpec, Source
 from svcnet.state import Apply, ClusterState
 
-SHARED_EXAMPLES = str(__import__("pathlib").Path(__file__).resolve().parent / "shared_examples")
+SHARED_EXAMPLES = str(
+    __import__("pathlib").Path(__file__).resolve().parents[1] / "svcnet" / "scenarios" / "examples"
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "examples", "demo")

@@ -26,7 +26,9 @@ from svcnet.lab.control import resolv_conf
 from svcnet.model import Kind, ObjectKey
 from svcnet.state import Apply, ClusterState, Delete
 
-SHARED_EXAMPLES = str(__import__("pathlib").Path(__file__).resolve().parent / "shared_examples")
+SHARED_EXAMPLES = str(
+    __import__("pathlib").Path(__file__).resolve().parents[1] / "svcnet" / "scenarios" / "examples"
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "examples", "demo")

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-SCENARIO = Path(__file__).parent / "scenarios" / "clusterip-forwards-per-port.yaml"
+SCENARIOS = Path(__file__).resolve().parents[1] / "svcnet" / "scenarios"
+SCENARIO = SCENARIOS / "clusterip-forwards-per-port.yaml"
 NOBODY = 65534
 PROJECT_MARKER = "kernel: this project's own meaning: talks to the kernel"
 SVCNET_MARKER = "needs root and network namespaces"  # svcnet's description of `kernel`

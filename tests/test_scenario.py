@@ -16,7 +16,9 @@ from svcnet.errors import ScenarioError
 from svcnet.model import ClusterConfig, Protocol
 from svcnet.probe import Outcome, Probe, SourceKind, Target, Verdict
 
-SHARED_EXAMPLES = str(__import__("pathlib").Path(__file__).resolve().parent / "shared_examples")
+SHARED_EXAMPLES = str(
+    __import__("pathlib").Path(__file__).resolve().parents[1] / "svcnet" / "scenarios" / "examples"
+)
 
 EXAMPLES = sorted(glob.glob(SHARED_EXAMPLES + "/*.yaml"))
 HERE = pathlib.Path(__file__).resolve().parent

@@ -231,7 +231,8 @@ def test_plugin_adds_a_conformance_item(
     pytester: pytest.Pytester, plugin_args: list[str]
 ) -> None:
     pytester.makepyfile("def test_nothing():\n    assert True\n")
-    scenario = Path(__file__).parent / "scenarios" / "clusterip-forwards-per-port.yaml"
+    scenarios = Path(__file__).resolve().parents[1] / "svcnet" / "scenarios"
+    scenario = scenarios / "clusterip-forwards-per-port.yaml"
     result = pytester.runpytest_subprocess(
         "--svcnet-backend", "memory", "--svcnet-max-examples", "5",
         "--svcnet-scenarios", str(scenario), "-v", *plugin_args,

@@ -223,11 +223,6 @@ def test_readme_library_example_prints_what_the_readme_says(user_env: Path, tmp_
     assert out.strip() == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="svcnet/testing/plugin.py does not print how many scenario files it ran yet, "
-    "and no scenario file is packaged under svcnet/scenarios/ yet (issue 20 item 1)",
-)
 def test_conformance_from_an_empty_folder_runs_every_packaged_scenario(
     user_env: Path, tmp_path: Path
 ) -> None:

@@ -10,7 +10,13 @@ import click
 
 from svcnet.backend import available_backends, load_backend
 from svcnet.cli.common import CliError, SvcnetGroup, backend_class, backend_factory
-from svcnet.scenario import format_report, results_to_json, run_files, totals
+from svcnet.scenario import (
+    format_report,
+    packaged_scenarios,
+    results_to_json,
+    run_files,
+    totals,
+)
 
 __all__ = ["COMMANDS", "backends_cmd", "scenario_group"]
 
@@ -39,7 +45,7 @@ def scenario_group() -> None:
 
 
 @scenario_group.command("run")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option(
     "--backend",
     "backend_name",
@@ -55,8 +61,11 @@ def scenario_group() -> None:
     help="Also send every probe as real packets in a lab (root, kernel backend).",
 )
 def scenario_run(files: Sequence[str], backend_name: str, as_json: bool, traffic: bool) -> None:
-    """Run scenario FILEs on a backend; exit 1 when an expectation fails."""
+    """Run scenario FILEs on a backend (no FILE: every scenario file shipped with
+    svcnet); exit 1 when an expectation fails."""
     cls = backend_class(backend_name)
+    if not files:
+        files = [str(p) for p in packaged_scenarios()]
     if traffic:
         if not cls.capabilities.kernel:
             raise CliError(f"--traffic needs a kernel backend; {backend_name!r} is not one")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from svcnet import manifests, semantics
@@ -60,6 +61,7 @@ __all__ = [
     "TrafficHook",
     "compare",
     "load_scenario",
+    "packaged_scenarios",
     "probe_source",
     "run_files",
     "run_scenario",
@@ -67,6 +69,18 @@ __all__ = [
 ]
 
 DISAGREES = "backend disagrees with reference semantics"
+
+
+def packaged_scenarios() -> list[Path]:
+    """Every scenario file shipped inside the package (``svcnet/scenarios/**/*.yaml``:
+    the project's own suite and, under ``examples/``, the public examples); raises
+    :class:`~svcnet.errors.ScenarioError` if there is none (a broken install), so a
+    conformance run never passes by running nothing."""
+    root = Path(__file__).resolve().parent.parent / "scenarios"
+    found = sorted(root.rglob("*.yaml"))
+    if not found:
+        raise ScenarioError(f"no scenario file under {root}: is svcnet installed whole?")
+    return found
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:

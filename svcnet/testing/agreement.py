@@ -51,7 +51,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-import svcnet
 from svcnet import manifests, semantics
 from svcnet import plan as plan_mod
 from svcnet.backend import Backend, BackendFactory, Capabilities, ManagedBackendFactory
@@ -71,7 +70,14 @@ from svcnet.model import (
 )
 from svcnet.plan import Changes, Plan, ServicePlan, ServiceRef
 from svcnet.probe import Outcome, Probe, SourceKind
-from svcnet.scenario import ScenarioResult, Status, format_report, run_files, same_outcome
+from svcnet.scenario import (
+    ScenarioResult,
+    Status,
+    format_report,
+    packaged_scenarios,
+    run_files,
+    same_outcome,
+)
 from svcnet.state import Apply, ClusterState, Delete, Event
 from svcnet.testing import strategies
 from svcnet.testing.report import backend_error_report, failure_report
@@ -362,13 +368,10 @@ def make_agreement_machine(
 
 
 def default_scenario_paths() -> list[Path]:
-    """The scenario files shipped with svcnet: ``svcnet/scenarios/*.yaml`` when
-    packaged, else ``tests/scenarios/*.yaml`` of the checkout svcnet runs from."""
-    package = Path(svcnet.__file__).resolve().parent
-    packaged = sorted((package / "scenarios").glob("*.yaml"))
-    if packaged:
-        return packaged
-    return sorted((package.parent / "tests" / "scenarios").glob("*.yaml"))
+    """The scenario files shipped with svcnet
+    (:func:`svcnet.scenario.packaged_scenarios`: ``svcnet/scenarios/**/*.yaml``);
+    raises if there is none rather than let a suite run nothing."""
+    return packaged_scenarios()
 
 
 class _Tracking:
@@ -434,8 +437,8 @@ def run_conformance(
     through :func:`make_agreement_machine`. ``derandomize`` (the default) makes
     every run check the same examples. Shrinking a failure stops after about
     ``shrink_seconds`` (the report then shows the smallest cluster found so far;
-see :class:`ShrinkBudget`). The error kinds of obvious mistakes are checked
-first (:func:`check_error_kinds`).
+    see :class:`ShrinkBudget`). The error kinds of obvious mistakes are checked
+    first (:func:`check_error_kinds`).
     """
     name = backend_name or _name_of(backend_factory)
     reports: list[str] = []

@@ -174,14 +174,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.pluginmanager.unregister(active)
 
 
-def _scenario_paths(config: pytest.Config) -> list[Path] | None:
+def _scenario_paths(config: pytest.Config) -> list[Path]:
+    """The files ``--svcnet-scenarios`` names (directories searched recursively), else
+    the scenario files shipped with svcnet."""
     given: list[str] | None = config.getoption("--svcnet-scenarios")
     if not given:
-        return None
+        from svcnet.scenario import packaged_scenarios
+
+        return packaged_scenarios()
     out: list[Path] = []
     for p in map(Path, given):
-        out += sorted(p.glob("*.yaml")) if p.is_dir() else [p]
+        out += sorted(p.rglob("*.yaml")) if p.is_dir() else [p]
     return out
+
+
+#: how many scenario files each conformance item ran, for the terminal summary
+_RAN = pytest.StashKey[dict[str, int]]()
 
 
 class ConformanceItem(pytest.Item):
@@ -195,13 +203,15 @@ class ConformanceItem(pytest.Item):
         from svcnet.testing.agreement import run_conformance
 
         config = self.config
+        paths = _scenario_paths(config)
         with backend_factory(self.backend) as factory:
             run_conformance(
                 factory,
                 max_examples=config.getoption("--svcnet-max-examples"),
-                scenario_paths=_scenario_paths(config),
+                scenario_paths=paths,
                 backend_name=self.backend,
             )
+        config.stash.setdefault(_RAN, {})[self.backend] = len(paths)
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
@@ -220,6 +230,12 @@ class ConformanceItem(pytest.Item):
 class ActivePlugin:
     """The hooks and fixtures that act; :func:`pytest_configure` registers an instance
     only when the run asks for svcnet (:func:`asked_for`)."""
+
+    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
+        for backend, count in sorted(config.stash.get(_RAN, {}).items()):
+            terminalreporter.write_line(
+                f"svcnet: {count} scenario files run against backend {backend!r}"
+            )
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         if item.get_closest_marker("kernel") is not None:

@@ -31,16 +31,16 @@ from svcnet.model import IPFamily
 from svcnet.plan import compile
 from svcnet.scenario import format_report, run_files, same_outcome, totals
 
-# the public examples, vendored in the repository root's tests/shared_examples
+# the public examples, vendored in the package's svcnet/scenarios/examples
 SHARED_EXAMPLES = str(
-    __import__("pathlib").Path(__file__).resolve().parents[3] / "tests" / "shared_examples"
+    __import__("pathlib").Path(__file__).resolve().parents[3] / "svcnet" / "scenarios" / "examples"
 )
 
 pytestmark = pytest.mark.kernel
 DRIVERS = ["restore", "iptc"]
 SCENARIOS = sorted(
     glob.glob(SHARED_EXAMPLES + "/*.yaml")
-    + glob.glob(os.path.join(os.path.dirname(__file__), "../../../tests/scenarios/*.yaml"))
+    + glob.glob(os.path.join(os.path.dirname(__file__), "../../../svcnet/scenarios/*.yaml"))
     + glob.glob(os.path.join(os.path.dirname(__file__), "scenarios/*.yaml"))
 )
 SAVE = {"restore": "iptables-save", "iptc": "iptables-legacy-save"}

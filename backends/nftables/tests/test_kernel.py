@@ -34,9 +34,9 @@ from svcnet.plan import (
 )
 from svcnet.probe import Probe, SourceKind, Verdict
 
-# the public examples, vendored in the repository root's tests/shared_examples
+# the public examples, vendored in the package's svcnet/scenarios/examples
 SHARED_EXAMPLES = str(
-    __import__("pathlib").Path(__file__).resolve().parents[3] / "tests" / "shared_examples"
+    __import__("pathlib").Path(__file__).resolve().parents[3] / "svcnet" / "scenarios" / "examples"
 )
 
 pytestmark = pytest.mark.kernel
@@ -184,7 +184,7 @@ def test_scenarios_pass_on_nftables() -> None:
     if kernel_skip_reason():
         pytest.skip(kernel_skip_reason() or "")
     files = sorted(glob.glob(SHARED_EXAMPLES + "/*.yaml")) + sorted(
-        glob.glob(str(ROOT / "tests" / "scenarios" / "*.yaml"))
+        glob.glob(str(ROOT / "svcnet" / "scenarios" / "*.yaml"))
     )
     res = subprocess.run(
         ["svcnet", "scenario", "run", *files, "--backend", "nftables"],
