@@ -169,7 +169,8 @@ class ObjectKey:
 
 @attrs.frozen
 class ClusterConfig:
-    """The cluster-wide settings of FORMAT.md's ``config``."""
+    """The cluster-wide settings of the scenario format's ``config``
+    (docs/reference/scenario-format.md)."""
 
     service_cidrs: tuple[str, ...] = ("10.96.0.0/16",)
     cluster_cidrs: tuple[str, ...] = ("10.244.0.0/16",)

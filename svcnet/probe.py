@@ -7,7 +7,7 @@ backend's interpreter of its kernel read-back, real traffic in the lab — is an
 :func:`make_probe` is the one resolver from a source as people name it (a pod,
 a node, an address; the node handling the packet) to a :class:`Probe`: the CLI's
 ``trace``, the scenario runner and the test harness all use it, so they agree on
-the source kind (SEMANTICS.md, "Source kinds"). Pure: it reads a state, nothing
+the source kind (docs/reference/semantics.md, "Source kinds"). Pure: it reads a state, nothing
 else.
 """
 

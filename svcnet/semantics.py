@@ -1,11 +1,11 @@
-"""The reference oracle: SEMANTICS.md as an executable function.
+"""The reference oracle: docs/reference/semantics.md as an executable function.
 
 :func:`evaluate` answers "what happens to this packet" from the cluster state
 alone — services, endpoints, nodes and configuration — and never looks at a
 plan: it is what the compiler and every backend are compared with. Each step
-below cites the part of SEMANTICS.md it implements.
+below cites the part of docs/reference/semantics.md it implements.
 
-Where SEMANTICS.md is silent, kube-proxy's per-family view decides:
+Where the semantics are silent, kube-proxy's per-family view decides:
 
 * a service exists in an IP family when it has a ClusterIP of that family; its
   NodePorts, externalIPs, LoadBalancer IPs and source ranges count only in the
@@ -272,7 +272,7 @@ def _evaluate(state: ClusterState, probe: Probe, why: list[str]) -> Outcome:
 
 
 def evaluate(state: ClusterState, probe: Probe) -> Outcome:
-    """What SEMANTICS.md says happens to ``probe`` in ``state``."""
+    """What the semantics say happens to ``probe`` in ``state``."""
     return _evaluate(state, probe, [])
 
 

@@ -408,7 +408,7 @@ def test_down_cleans_up_after_a_crash() -> None:
 
 @pytest.mark.kernel
 @pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "ok")
-@pytest.mark.skipif(not EXAMPLES, reason="no scenario examples in /work/shared/scenarios")
+@pytest.mark.skipif(not EXAMPLES, reason="no scenario examples in svcnet/scenarios/examples")
 def test_scenario_examples_pass_with_traffic_on_iptables() -> None:
     p = subprocess.run(
         [
@@ -462,7 +462,7 @@ class FakeTraffic:
         self.calls.append("end")
 
 
-@pytest.mark.skipif(not EXAMPLES, reason="no scenario examples in /work/shared/scenarios")
+@pytest.mark.skipif(not EXAMPLES, reason="no scenario examples in svcnet/scenarios/examples")
 def test_scenario_runner_calls_the_traffic_hook() -> None:
     from svcnet.backend import load_backend
     from svcnet.scenario import Status, load_scenario, run_scenario

@@ -1,5 +1,5 @@
-"""The core does no I/O (DESIGN.md, convention 1), and neither do the backends' pure
-modules (rendering, reading back, interpreting).
+"""The core does no I/O (docs/explanation/architecture.md, rule 1), and neither do
+the backends' pure modules (rendering, reading back, interpreting).
 
 Every module of svcnet is named here as pure or as doing I/O; a pure module may import
 only other pure modules of svcnet, a short list of pure standard-library modules and
@@ -170,8 +170,8 @@ def test_core_module_does_no_io(name: str) -> None:
 
 # --- backends ------------------------------------------------------------------------
 
-# The backend contract: the svcnet modules a backend may import (DESIGN.md); the
-# kernel module only from a backend's I/O modules.
+# The backend contract: the svcnet modules a backend may import
+# (docs/explanation/architecture.md); the kernel module only from a backend's I/O modules.
 CONTRACT = ["svcnet.backend", "svcnet.errors", "svcnet.model", "svcnet.plan", "svcnet.probe"]
 CONTRACT_IO = ["svcnet.kernel", "svcnet.kernel.*"]
 BACKENDS = {

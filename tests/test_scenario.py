@@ -545,7 +545,7 @@ def test_backend_disagreeing_with_semantics_fails(tmp_path: pathlib.Path) -> Non
 
 def test_probe_sources(tmp_path: pathlib.Path, memory: BackendFactory) -> None:
     """Pod, hostNetwork pod, node and external sources become the right Probes; a
-    hostNetwork pod's packet handled by another node is external (SEMANTICS.md)."""
+    hostNetwork pod's packet handled by another node is external (docs/reference/semantics.md)."""
     seen: list[object] = []
     factory = Recording()
 

@@ -1,4 +1,4 @@
-"""The reference semantics, row by row of SEMANTICS.md."""
+"""The reference semantics, row by row of docs/reference/semantics.md."""
 
 from __future__ import annotations
 

@@ -95,7 +95,8 @@ class Answer:
     """The answer to one query.
 
     ``rcode`` is NOERROR, NXDOMAIN or REFUSED (the name is in none of our zones);
-    ``records`` holds the records of the asked type only, in FORMAT.md's text form
+    ``records`` holds the records of the asked type only, in the scenario format's
+    text form (docs/reference/scenario-format.md)
     (A ``10.96.3.3``, SRV ``0 100 6379 cache.data.svc.cluster.local.``, CNAME/PTR
     ``name.``), sorted. ``name`` is the name answered (for :func:`resolve`, the one
     the search path reached), ``cname`` the alias target when the name is a CNAME

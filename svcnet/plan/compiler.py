@@ -3,7 +3,7 @@
 Re-exported by :mod:`svcnet.plan` (``svcnet.plan.compile``, ``svcnet.compile``); the
 incremental form, ``update``/``advance``, is :mod:`svcnet.plan.incremental`. The
 types' docstring (:mod:`svcnet.plan.types`) says how a data plane reads what is
-built here. The rules (SEMANTICS.md) are folded into each :class:`PortPlan` ahead
+built here. The rules (docs/reference/semantics.md) are folded into each :class:`PortPlan` ahead
 of time: the endpoint sets of this node, and one :class:`Route` per (internal or
 external frontend, source kind), so a data plane never needs the cluster state.
 

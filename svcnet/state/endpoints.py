@@ -1,4 +1,4 @@
-"""Endpoints per service port, as SEMANTICS.md defines them (pure).
+"""Endpoints per service port, as docs/reference/semantics.md defines them (pure).
 
 Services with a selector take their endpoints from the pods it matches in the
 service's namespace; services without one from the EndpointSlices labelled

@@ -132,8 +132,8 @@ def replay_scenario(
     probe: Probe,
     expected: Outcome,
 ) -> str:
-    """A scenario file (FORMAT.md) that replays the accepted events in order and
-    expects what the reference says of ``probe``."""
+    """A scenario file (docs/reference/scenario-format.md) that replays the
+    accepted events in order and expects what the reference says of ``probe``."""
     out_steps: list[dict[str, Any]] = [{verb: docs} for verb, docs in steps]
     source = _source(state, probe)
     expectation: dict[str, Any] = {
