@@ -76,6 +76,7 @@ def bench(session: nox.Session) -> None:
         "state": ["bench/bench_state.py"],
         "plan": ["bench/bench_plan.py"],
         "dns": ["bench/bench_dns.py"],
+        "faults": ["bench/bench_faults.py"],
         "nftables": ["backends/nftables/bench_nft.py"],
         "iptables": ["backends/iptables/bench_ipt.py"],
     }

@@ -3,6 +3,9 @@
 - Labels: a Service with N labels and an N-key selector, loaded, written back
   (``to_manifest``, the writer that was quadratic) and loaded again, at 20,000
   and 200,000 labels;
+- a file of N ClusterIP services that exhausts the default service CIDR
+  (10.96.0.0/16: 65,534 addresses), at N = 70,000: YAML parsed (libyaml), then
+  the step refuses it; parse and refusal timed apart;
 - the worst case of the fuzzed inputs: the large inputs of
   tests/faults/test_fuzz_inputs.py (deep nesting, huge maps, aliases), each
   through ``svcnet.load`` and through ``parse_scenario``; the slowest is printed.
@@ -50,6 +53,35 @@ def labels_round_trip(n: int) -> None:
     )
 
 
+def exhausting_file(n: int) -> None:
+    import yaml
+
+    docs = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"s{i}", "namespace": "default"},
+            "spec": {"selector": {"app": f"a{i}"}, "ports": [{"port": 80}]},
+        }
+        for i in range(n)
+    ]
+    text = yaml.safe_dump_all(docs)
+    t_load, objects = timed(lambda: svcnet.load(text))
+
+    def refuse() -> str:
+        try:
+            svcnet.ClusterState.empty().step(svcnet.Apply(objects))
+        except SvcnetError as e:
+            return str(e)
+        raise AssertionError("the file was accepted")
+
+    t_step, why = timed(refuse)
+    print(
+        f"exhausting file, {n:,} services: parse {t_load:6.2f} s  refused by the step in "
+        f"{t_step:5.2f} s  total {t_load + t_step:6.2f} s ({why[:60]}...)"
+    )
+
+
 def fuzz_worst_case() -> None:
     here = pathlib.Path(__file__).resolve().parent
     sys.path.insert(0, str(here.parent / "tests" / "faults"))
@@ -79,6 +111,7 @@ def fuzz_worst_case() -> None:
 def main() -> None:
     for n in (20_000, 200_000):
         labels_round_trip(n)
+    exhausting_file(70_000)
     fuzz_worst_case()
 
 
