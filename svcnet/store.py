@@ -10,7 +10,36 @@ What is stored
   two flags the manifest cannot say (``podIPsAllocated``, ``lbFromPool``), so that
   replaying pins every allocation and gives back an identical state;
 * ``snapshots`` / ``synced``: what was last synced to each (backend, target, node),
-  as a snapshot of config + objects, so ``svcnet diff`` can recompile that plan.
+  as a snapshot of config + objects, so ``svcnet diff`` can recompile that plan;
+* ``changes``: the change log (below), and in ``meta`` the store's current
+  ``resourceVersion`` and the version the log is ``compacted`` through.
+
+Versions and the change log (list, then watch)
+----------------------------------------------
+As in Kubernetes, the store has one ``resourceVersion``: an integer that every
+change of the state increments, never reused, never decreasing. Each stored object
+carries the version of its last change (``metadata.resourceVersion`` in
+``svcnet get -o yaml``). Every change -- an object ``ADDED``, ``MODIFIED`` or
+``DELETED`` (with its last state), or the cluster configuration ``CONFIGURED`` --
+gets the next version and one row in ``changes``, written in the same transaction
+as the change itself: a step that fails, or a writer killed midway, records nothing.
+One command that changes several objects makes several changes, in the order
+saved (deletions, then additions and modifications; nodes, pods, services, slices).
+
+A client reads like a Kubernetes reflector: :meth:`Store.list` gives the objects
+and the version they are current at; :meth:`Store.changes_since` (non-blocking) or
+:meth:`Store.watch` (blocking, polling a single ``meta`` row between reads) give
+every change after a version, in order, exactly once. ``Change.step`` is the
+:class:`~svcnet.state.ClusterState` step that applies one change, so a long-lived
+process keeps the listed state in memory and moves it on per change, never
+reloading the store.
+
+The log is bounded like etcd's compaction: a save keeps the last ``log_limit``
+changes (:data:`LOG_LIMIT` by default) and forgets older ones. A watcher asking for
+changes after a version older than that (or newer than the store's, a store that
+was recreated) gets :class:`WatchExpired`: it must list again and watch from the
+new version. A store written by a svcnet without versions (format 1) is upgraded by
+its next write: each object's version is its position, and the log starts empty.
 
 :meth:`Store.load` replays: ``ClusterState.empty(config)`` then one ``Apply`` of
 every object in stored order. :meth:`Store.modify` holds an exclusive lock
@@ -42,9 +71,11 @@ user's store) still cannot recover a hot journal; it gets a
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -61,11 +92,13 @@ from svcnet.model import (
     Service,
     ServiceType,
 )
-from svcnet.state import Apply, ClusterState
+from svcnet.state import Apply, ClusterState, Configure, Delete, Event
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: resourceVersions and the change log
 BUSY_TIMEOUT = 60.0  # seconds a CLI call waits for another one holding the lock
 ENV = "SVCNET_STORE"
+LOG_LIMIT = 10_000  # changes kept in the log (older ones are compacted away)
+POLL_INTERVAL = 0.02  # seconds between two reads of the version while watching
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -73,7 +106,13 @@ CREATE TABLE IF NOT EXISTS objects (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
     manifest TEXT NOT NULL, flags TEXT NOT NULL DEFAULT '{}',
+    rv INTEGER NOT NULL DEFAULT 0,
     UNIQUE (kind, namespace, name)
+);
+CREATE TABLE IF NOT EXISTS changes (
+    rv INTEGER PRIMARY KEY, type TEXT NOT NULL,
+    kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+    manifest TEXT NOT NULL, flags TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS snapshots (id INTEGER PRIMARY KEY AUTOINCREMENT, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS synced (
@@ -82,6 +121,69 @@ CREATE TABLE IF NOT EXISTS synced (
     PRIMARY KEY (backend, target, node)
 );
 """
+
+# format 1 -> 2: every object's version is its position; the log starts empty
+_UPGRADE_1 = """
+ALTER TABLE objects ADD COLUMN rv INTEGER NOT NULL DEFAULT 0;
+UPDATE objects SET rv = seq;
+CREATE TABLE IF NOT EXISTS changes (
+    rv INTEGER PRIMARY KEY, type TEXT NOT NULL,
+    kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+    manifest TEXT NOT NULL, flags TEXT NOT NULL
+);
+INSERT OR REPLACE INTO meta SELECT 'resourceVersion', COALESCE(MAX(seq), 0) FROM objects;
+INSERT OR REPLACE INTO meta SELECT 'compacted', COALESCE(MAX(seq), 0) FROM objects;
+UPDATE meta SET value = '2' WHERE key = 'format'
+"""
+
+
+class WatchExpired(StoreError):
+    """The changes after the version asked for are no longer in the log (compacted),
+    or the version is newer than the store's: list again, then watch from there."""
+
+
+class ChangeType(enum.Enum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+    CONFIGURED = "CONFIGURED"  # the cluster configuration (no object)
+
+
+@attrs.frozen
+class Change:
+    """One change of the store, at ``version``: the object as stored after it
+    (``ADDED``/``MODIFIED``), its last state (``DELETED``), or the new
+    configuration (``CONFIGURED``: ``object`` is None)."""
+
+    version: int
+    type: ChangeType
+    object: KubeObject | None = None
+    config: ClusterConfig | None = None
+
+    @property
+    def key(self) -> ObjectKey | None:
+        return self.object.key if self.object is not None else None
+
+    @property
+    def step(self) -> Event:
+        """The :class:`~svcnet.state.ClusterState` step that makes this change."""
+        if self.type is ChangeType.CONFIGURED:
+            assert self.config is not None
+            return Configure(self.config)
+        assert self.object is not None
+        if self.type is ChangeType.DELETED:
+            return Delete((self.object.key,))
+        return Apply((self.object,))
+
+
+@attrs.frozen
+class Listing:
+    """What :meth:`Store.list` read: the state at store version ``version``, and
+    each object's own version (the change that last touched it)."""
+
+    state: ClusterState
+    version: int
+    versions: Mapping[ObjectKey, int]
 
 
 def default_path() -> str:
@@ -180,8 +282,9 @@ def _snapshot(state: ClusterState) -> str:
 class Store:
     """The SQLite file at ``path`` (created on the first write)."""
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, log_limit: int = LOG_LIMIT) -> None:
         self.path = path or default_path()
+        self.log_limit = log_limit  # changes kept in the log (see the module docstring)
 
     def _error(self, message: str) -> StoreError:
         return StoreError(f"store {self.path}: {message}")
@@ -252,29 +355,59 @@ class Store:
                 f"format version {version} is newer than this svcnet reads "
                 f"({FORMAT_VERSION}); upgrade svcnet"
             )
+        if write and version == 1:
+            for statement in _UPGRADE_1.split(";"):
+                conn.execute(statement)
 
     def _load(self, conn: sqlite3.Connection) -> ClusterState:
+        return self._read(conn).state
+
+    def _read(self, conn: sqlite3.Connection) -> Listing:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" not in tables:
-            return ClusterState.empty()
+            return Listing(ClusterState.empty(), 0, {})
+        # a format-1 store (read, not yet upgraded): each object's version is its position
+        rv = "rv" if "changes" in tables else "seq"
         row = conn.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
         try:
             config = config_from_json(json.loads(row[0])) if row else ClusterConfig()
         except (ValueError, KeyError, TypeError) as e:
             raise self._error(f"corrupt configuration: {e}") from e
         objects: list[KubeObject] = []
-        for kind, ns, name, manifest, flags in conn.execute(
-            "SELECT kind, namespace, name, manifest, flags FROM objects ORDER BY seq"
+        versions: dict[ObjectKey, int] = {}
+        for kind, ns, name, manifest, flags, version in conn.execute(
+            f"SELECT kind, namespace, name, manifest, flags, {rv} FROM objects ORDER BY seq"
         ):
             try:
-                objects.append(decode(json.loads(manifest), json.loads(flags)))
+                obj = decode(json.loads(manifest), json.loads(flags))
             except (ValueError, TypeError, AttributeError) as e:
                 where = f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
                 raise self._error(f"corrupt object {where}: {e}") from e
+            objects.append(obj)
+            versions[obj.key] = int(version)
         try:
-            return replay(config, objects)
+            state = replay(config, objects)
         except SvcnetError as e:
             raise self._error(f"stored objects no longer replay: {e}") from e
+        return Listing(state, self._versions(conn)[0], versions)
+
+    def _versions(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        """(the store's resourceVersion, the version the log is compacted through)."""
+        got = dict(
+            conn.execute(
+                "SELECT key, value FROM meta WHERE key IN ('resourceVersion', 'compacted')"
+            )
+        )
+        if "resourceVersion" not in got:  # a new store, or format 1 (read, not upgraded)
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "objects" not in tables or "changes" in tables:
+                return 0, 0
+            top = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM objects").fetchone()[0])
+            return top, top
+        try:
+            return int(got["resourceVersion"]), int(got.get("compacted", 0))
+        except ValueError as e:
+            raise self._error(f"corrupt version: {e}") from e
 
     def load(self) -> ClusterState:
         """The stored state (empty when there is no file yet)."""
@@ -283,6 +416,89 @@ class Store:
                 return self._load(conn)
         except FileNotFoundError:
             return ClusterState.empty()
+
+    def list(self) -> Listing:
+        """The stored state, the store's version it is current at and each object's
+        version: where a watcher starts (then :meth:`watch` from ``version``)."""
+        try:
+            with self._connect(write=False) as conn:
+                return self._read(conn)
+        except FileNotFoundError:
+            return Listing(ClusterState.empty(), 0, {})
+
+    def version(self) -> int:
+        """The store's current resourceVersion (0 for a new store)."""
+        try:
+            with self._connect(write=False) as conn:
+                return self._versions(conn)[0]
+        except FileNotFoundError:
+            return 0
+
+    def changes_since(self, since: int) -> tuple[Change, ...]:
+        """Every change after version ``since``, in order (empty if none yet);
+        :class:`WatchExpired` if the log no longer holds them all or ``since`` is
+        newer than the store (list again)."""
+        try:
+            with self._connect(write=False) as conn:
+                current, compacted = self._versions(conn)
+                self._check_since(since, current, compacted)
+                if since == current:
+                    return ()
+                rows = conn.execute(
+                    "SELECT rv, type, kind, namespace, name, manifest, flags FROM changes "
+                    "WHERE rv > ? ORDER BY rv",
+                    (since,),
+                ).fetchall()
+        except FileNotFoundError:
+            self._check_since(since, 0, 0)
+            return ()
+        return tuple(self._change(*row) for row in rows)
+
+    def _check_since(self, since: int, current: int, compacted: int) -> None:
+        if since < compacted:
+            raise WatchExpired(
+                f"store {self.path}: the changes after version {since} are compacted "
+                f"(the log starts after {compacted}); list again"
+            )
+        if since > current:
+            raise WatchExpired(
+                f"store {self.path}: version {since} is newer than the store's ({current}; "
+                "was the store recreated?); list again"
+            )
+
+    def _change(
+        self, rv: int, type_: str, kind: str, ns: str, name: str, manifest: str, flags: str
+    ) -> Change:
+        try:
+            kind_of = ChangeType(type_)
+            if kind_of is ChangeType.CONFIGURED:
+                return Change(rv, kind_of, config=config_from_json(json.loads(manifest)))
+            return Change(rv, kind_of, decode(json.loads(manifest), json.loads(flags)))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            where = f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
+            raise self._error(f"corrupt change {rv} ({type_} {where}): {e}") from e
+
+    def watch(
+        self, since: int, timeout: float | None = None, interval: float = POLL_INTERVAL
+    ) -> Iterator[Change]:
+        """Every change after version ``since``, in order, as they are made: blocks
+        between them, polling the store's version every ``interval`` seconds; ends
+        when ``timeout`` seconds pass without a change (None: never).
+        :class:`WatchExpired` as :meth:`changes_since` (at the start or later, if
+        the watcher falls ``log_limit`` changes behind)."""
+        last = since
+        idle_since = time.monotonic()
+        while True:
+            changes = self.changes_since(last)
+            for change in changes:
+                last = change.version
+                yield change
+            if changes:
+                idle_since = time.monotonic()
+                continue
+            if timeout is not None and time.monotonic() - idle_since >= timeout:
+                return
+            time.sleep(interval)
 
     @contextlib.contextmanager
     def modify(self) -> Iterator[Session]:
@@ -328,11 +544,22 @@ class Session:
         old = self.state
         c = self._conn
         try:
-            if new.config != old.config:
+            version, compacted = self.store._versions(c)
+            start = version
+
+            def log(type_: ChangeType, row: tuple[str, str, str], manifest: str, flags: str) -> int:
+                nonlocal version
+                version += 1
                 c.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'config'",
-                    (json.dumps(config_to_json(new.config)),),
+                    "INSERT INTO changes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (version, type_.value, *row, manifest, flags),
                 )
+                return version
+
+            if new.config != old.config:
+                config = json.dumps(config_to_json(new.config))
+                c.execute("UPDATE meta SET value = ? WHERE key = 'config'", (config,))
+                log(ChangeType.CONFIGURED, ("", "", ""), config, "{}")
             pairs: list[tuple[Mapping[Any, Any], Mapping[Any, Any]]] = [
                 (old.nodes, new.nodes),
                 (old.pods, new.pods),
@@ -342,21 +569,34 @@ class Session:
             for before, after in pairs:
                 for key in before:
                     if key not in after:
+                        row = _row_key(before[key])
                         c.execute(
                             "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
-                            _row_key(before[key]),
+                            row,
                         )
+                        log(ChangeType.DELETED, row, *encode(before[key]))
                 for key, obj in after.items():
                     prev = before.get(key)
                     if prev is obj or prev == obj:
                         continue
                     manifest, flags = encode(obj)
+                    type_ = ChangeType.ADDED if prev is None else ChangeType.MODIFIED
+                    rv = log(type_, _row_key(obj), manifest, flags)
                     c.execute(
-                        "INSERT INTO objects (kind, namespace, name, manifest, flags) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, namespace, name) "
-                        "DO UPDATE SET manifest = excluded.manifest, flags = excluded.flags",
-                        (*_row_key(obj), manifest, flags),
+                        "INSERT INTO objects (kind, namespace, name, manifest, flags, rv) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, namespace, name) "
+                        "DO UPDATE SET manifest = excluded.manifest, flags = excluded.flags, "
+                        "rv = excluded.rv",
+                        (*_row_key(obj), manifest, flags, rv),
                     )
+            if version != start:
+                # compaction (etcd's): keep the last log_limit changes
+                compacted = max(compacted, version - max(self.store.log_limit, 0))
+                c.execute("DELETE FROM changes WHERE rv <= ?", (compacted,))
+                c.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    [("resourceVersion", str(version)), ("compacted", str(compacted))],
+                )
         except sqlite3.Error as e:
             raise self.store._error(f"cannot save: {e}") from e
         self.state = new
@@ -385,8 +625,14 @@ def object_key(kind: Kind, namespace: str, name: str) -> ObjectKey:
 __all__ = [
     "ENV",
     "FORMAT_VERSION",
+    "LOG_LIMIT",
+    "POLL_INTERVAL",
+    "Change",
+    "ChangeType",
+    "Listing",
     "Session",
     "Store",
+    "WatchExpired",
     "config_from_json",
     "config_to_json",
     "decode",

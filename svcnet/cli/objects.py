@@ -30,12 +30,14 @@ from svcnet.cli.views import (
     get_object,
     object_rows,
     select_objects,
+    watch_line,
+    with_version,
 )
 from svcnet.errors import ManifestError, NotFoundError
 from svcnet.model import ClusterConfig, Kind, KubeObject, ObjectKey, ServiceType
 from svcnet.scenario.format import parse_config
-from svcnet.state import Apply, Configure, Delete
-from svcnet.store import config_to_json
+from svcnet.state import Apply, ClusterState, Configure, Delete
+from svcnet.store import Listing, Store, WatchExpired, config_to_json
 
 RESOURCES = {
     "svc": Kind.SERVICE, "service": Kind.SERVICE, "services": Kind.SERVICE,
@@ -164,40 +166,85 @@ def delete_cmd(
 # -- get -----------------------------------------------------------------------------
 
 
+def _select(
+    state: ClusterState, r: str, name: str | None, namespace: str, all_ns: bool
+) -> tuple[str, list[Any]]:
+    """(what ``get`` shows: a kind's value or ``endpoints``, the objects it lists)."""
+    if r in ENDPOINTS:
+        items = select_objects(state, Kind.SERVICE, name, namespace, all_ns)
+        return "endpoints", [s for s in items if s.type is not ServiceType.EXTERNAL_NAME]
+    return RESOURCES[r].value, select_objects(state, RESOURCES[r], name, namespace, all_ns)
+
+
+def _doc(state: ClusterState, what: str, obj: Any, version: int | None) -> dict[str, Any]:
+    if what == "endpoints":
+        return endpoints_manifest(state, obj)
+    return with_version(manifests.to_manifest(obj), version)
+
+
+def _echo_doc(doc: Any, output: str, separate: bool) -> None:
+    if output == "json":
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        text = yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
+        click.echo(("---\n" if separate else "") + text)
+
+
 @click.command("get")
 @click.argument("resource")
 @click.argument("name", required=False)
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-A", "--all-namespaces", "all_ns", is_flag=True, help="Every namespace.")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json", "wide"]), default=None)
+@click.option(
+    "-w", "--watch", is_flag=True, help="After the list, print each change as it happens."
+)
+@click.option("--watch-only", is_flag=True, help="Print each change, without the list first.")
+@click.option(
+    "--output-watch-events", "events", is_flag=True, help="Prefix each change with its type."
+)
 def get_cmd(
-    resource: str, name: str | None, namespace: str, all_ns: bool, output: str | None
+    resource: str,
+    name: str | None,
+    namespace: str,
+    all_ns: bool,
+    output: str | None,
+    watch: bool,
+    watch_only: bool,
+    events: bool,
 ) -> None:
-    """Show svc, pods, nodes, endpoints or endpointslices (tables like kubectl's)."""
+    """Show svc, pods, nodes, endpoints or endpointslices (tables like kubectl's);
+    with -w, then follow the store's changes until interrupted."""
     r = resource.lower()
-    state = current_store().load()
-    if r in ENDPOINTS:
-        items = select_objects(state, Kind.SERVICE, name, namespace, all_ns)
-        items = [s for s in items if s.type is not ServiceType.EXTERNAL_NAME]
-        what = "endpoints"
-        docs = [endpoints_manifest(state, s) for s in items]
-    elif r in RESOURCES:
-        items = select_objects(state, RESOURCES[r], name, namespace, all_ns)
-        what = RESOURCES[r].value
-        docs = [manifests.to_manifest(o) for o in items]
-    else:
+    if r not in ENDPOINTS and r not in RESOURCES:
         raise click.BadParameter(
             f"{resource!r}: expected svc, pods, nodes, endpoints or endpointslices",
             param_hint="RESOURCE",
         )
+    store = current_store()
+    listing = store.list()
+    if not watch_only:
+        _print_list(listing, r, name, namespace, all_ns, output)
+    if watch or watch_only:
+        try:
+            _follow(store, listing, r, name, namespace, all_ns, output, events)
+        except KeyboardInterrupt:
+            return
+
+
+def _print_list(
+    listing: Listing, r: str, name: str | None, namespace: str, all_ns: bool, output: str | None
+) -> None:
+    state = listing.state
+    what, items = _select(state, r, name, namespace, all_ns)
     if output in ("yaml", "json"):
+        docs = [_doc(state, what, o, listing.versions.get(o.key)) for o in items]
         doc: Any = (
-            docs[0] if name is not None else {"apiVersion": "v1", "kind": "List", "items": docs}
+            docs[0]
+            if name is not None
+            else with_version({"apiVersion": "v1", "kind": "List", "items": docs}, listing.version)
         )
-        if output == "json":
-            click.echo(json.dumps(doc, indent=2))
-        else:
-            click.echo(yaml.safe_dump(doc, sort_keys=False).rstrip("\n"))
+        _echo_doc(doc, output, separate=False)
         return
     if not items:
         where = "" if all_ns or what == Kind.NODE.value else f" in {namespace} namespace"
@@ -209,6 +256,73 @@ def get_cmd(
             [o.namespace, *row] for o, row in zip(items, rows[1:], strict=True)
         ]
     click.echo(format_table(rows))
+
+
+def _follow(
+    store: Store,
+    listing: Listing,
+    r: str,
+    name: str | None,
+    namespace: str,
+    all_ns: bool,
+    output: str | None,
+    events: bool,
+) -> None:
+    """Print one line (or document) per change of what ``get`` shows, as it happens:
+    list, then :meth:`Store.watch` from the list's version, applying each change to
+    the state in memory (a watcher that fell behind lists again)."""
+    kind = None if r in ENDPOINTS else RESOURCES[r]
+    state, since = listing.state, listing.version
+
+    def in_scope(key: ObjectKey) -> bool:
+        return (
+            (name is None or key.name == name)
+            and (all_ns or key.kind is Kind.NODE or key.namespace == namespace)
+        )
+
+    def show(st: ClusterState, what: str, obj: Any, event: str, version: int | None) -> None:
+        if output in ("yaml", "json"):
+            _echo_doc(_doc(st, what, obj, version), output, separate=output == "yaml")
+            return
+        rows = object_rows(st, what, [obj], output == "wide")
+        if all_ns and what != Kind.NODE.value:
+            rows = [["NAMESPACE", *rows[0]], [obj.namespace, *rows[1]]]
+        click.echo(watch_line(rows, event if events else None))
+
+    while True:
+        try:
+            for change in store.watch(since):
+                old, state, since = state, state.step(change.step), change.version
+                if kind is not None:
+                    obj = change.object
+                    if obj is not None and obj.key.kind is kind and in_scope(obj.key):
+                        show(state, kind.value, obj, change.type.value, change.version)
+                    continue
+                # endpoints follow services, pods and slices: those of the change's
+                # namespace (every namespace for a node or a configuration change)
+                obj = change.object
+                near = None if obj is None or obj.key.kind is Kind.NODE else obj.key.namespace
+                for svc_key in sorted(set(old.services) | set(state.services)):
+                    key = ObjectKey(Kind.SERVICE, *svc_key)
+                    if not in_scope(key) or near not in (None, key.namespace):
+                        continue
+                    before, after = old.services.get(svc_key), state.services.get(svc_key)
+                    svc = after or before
+                    if svc is None or svc.type is ServiceType.EXTERNAL_NAME:
+                        continue
+                    if after is None:
+                        show(old, "endpoints", before, "DELETED", None)
+                    elif before is None:
+                        show(state, "endpoints", after, "ADDED", None)
+                    elif endpoints_manifest(old, before) != endpoints_manifest(state, after):
+                        show(state, "endpoints", after, "MODIFIED", None)
+        except WatchExpired:
+            listing = store.list()
+            state, since = listing.state, listing.version
+            what, items = _select(state, r, None, namespace, all_ns)
+            for obj in items:
+                if in_scope(obj.key):
+                    show(state, what, obj, "MODIFIED", listing.versions.get(obj.key))
 
 
 # -- describe ------------------------------------------------------------------------

@@ -17,6 +17,8 @@ __all__ = [
     "get_object",
     "object_rows",
     "select_objects",
+    "watch_line",
+    "with_version",
 ]
 
 NONE = "<none>"
@@ -165,6 +167,25 @@ def endpoints_manifest(state: ClusterState, svc: Service) -> dict[str, Any]:
         "metadata": {"name": svc.name, "namespace": svc.namespace},
         "ports": ports,
     }
+
+
+def with_version(doc: dict[str, Any], version: int | None) -> dict[str, Any]:
+    """``doc`` with ``metadata.resourceVersion`` (a string, as Kubernetes shows it)
+    after its other metadata; unchanged when ``version`` is None."""
+    if version is None:
+        return doc
+    metadata = dict(doc.get("metadata") or {})
+    metadata["resourceVersion"] = str(version)
+    return {**doc, "metadata": metadata}
+
+
+def watch_line(rows: list[list[str]], event: str | None) -> str:
+    """The line ``get -w`` prints for one change: the row ``rows[1]`` aligned with
+    its header ``rows[0]`` (kubectl prints rows, not the header, once watching),
+    prefixed with the event type when ``event`` is given."""
+    if event is not None:
+        rows = [["EVENT", *rows[0]], [event, *rows[1]]]
+    return format_table(rows[:2]).splitlines()[1]
 
 
 def describe_service(state: ClusterState, svc: Service) -> list[str]:

@@ -1,0 +1,271 @@
+"""svcnet.store as the cluster's API: resourceVersions, the change log, list then
+watch, compaction (WatchExpired), and ``svcnet get -w`` following another process."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import select
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from svcnet import manifests
+from svcnet.errors import StoreError, SvcnetError, ValidationError
+from svcnet.model import ClusterConfig, Kind, KubeObject
+from svcnet.state import Apply, ClusterState, Configure, Delete
+from svcnet.store import FORMAT_VERSION, Change, Store, WatchExpired
+
+DEMO = pathlib.Path(__file__).parent.parent / "examples" / "demo"
+DEADLINE = 60.0  # seconds any wait below may take at most (it normally takes far less)
+
+
+def _demo() -> Apply:
+    objs: list[KubeObject] = []
+    for f in sorted(DEMO.glob("*.yaml")):
+        objs += manifests.load(f.read_text(), filename=str(f))
+    return Apply(tuple(objs))
+
+
+def _pod(name: str, node: str = "node-a") -> str:
+    return (
+        f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: web}}}}\n"
+        f"spec: {{nodeName: {node}}}\n"
+        "status: {conditions: [{type: Ready, status: 'True'}]}\n"
+    )
+
+
+def _apply(text: str) -> Apply:
+    objs: tuple[KubeObject, ...] = tuple(manifests.load(text))
+    return Apply(objs)
+
+
+def _save(store: Store, *events: Apply | Delete | Configure) -> ClusterState:
+    with store.modify() as s:
+        state = s.state
+        for e in events:
+            state = state.step(e)
+        s.save(state)
+    return state
+
+
+def _same(a: ClusterState, b: ClusterState) -> None:
+    for field in ("config", "nodes", "pods", "services", "slices", "endpoints"):
+        assert getattr(a, field) == getattr(b, field), field
+
+
+def _summary(changes: tuple[Change, ...] | list[Change]) -> list[tuple[str, str]]:
+    return [(c.type.value, c.key.name if c.key is not None else "<config>") for c in changes]
+
+
+def test_every_change_gets_the_next_version(tmp_path: pathlib.Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    assert store.version() == 0 and store.list().version == 0  # no file yet
+    state = _save(store, _demo())
+    listing = store.list()
+    count = sum(1 for _ in (*state.nodes, *state.pods, *state.services, *state.slices))
+    assert listing.version == count  # one version per object added
+    assert sorted(listing.versions.values()) == list(range(1, count + 1))
+    web1 = listing.state.pods[("default", "web-1")]
+    _save(store, Delete((web1.key,)))
+    assert store.version() == count + 1
+    _save(store, _apply(_pod("web-1")))  # re-created: a new version, not the old one
+    again = store.list()
+    assert again.version == count + 2
+    assert again.versions[web1.key] == count + 2
+    others = {k: v for k, v in again.versions.items() if k != web1.key}
+    assert others == {k: v for k, v in listing.versions.items() if k != web1.key}
+    _save(store, _demo())  # the demo's web-1 differs from _pod's: one change
+    assert store.version() == count + 3
+    _save(store, _demo())  # the same objects again: no change, no version
+    assert store.version() == count + 3
+
+
+def test_changes_since_yields_exactly_the_later_changes_in_order(tmp_path: pathlib.Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    _save(store, _demo())
+    start = store.list()
+    _save(store, _apply(_pod("web-4")))
+    _save(store, Delete((start.state.pods[("default", "web-2")].key,)))
+    config = ClusterConfig(cluster_domain="example.test")
+    _save(store, Configure(config))
+    _save(store, _apply(_pod("web-4", node="node-b")))
+    changes = store.changes_since(start.version)
+    assert _summary(changes) == [
+        ("ADDED", "web-4"), ("DELETED", "web-2"), ("CONFIGURED", "<config>"),
+        ("MODIFIED", "web-4"),
+    ]  # fmt: skip
+    assert [c.version for c in changes] == list(range(start.version + 1, start.version + 5))
+    assert changes[2].config == config
+    deleted = changes[1].object
+    assert deleted is not None and deleted.key.kind is Kind.POD  # its last state
+    assert store.changes_since(changes[1].version) == changes[2:]
+    assert store.changes_since(store.version()) == ()
+    # a watcher that listed then applies each change has the stored state
+    state = start.state
+    for change in changes:
+        state = state.step(change.step)
+    _same(state, store.load())
+
+
+def test_watch_follows_a_writer_in_another_process(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "s.db")
+    store = Store(path)
+    _save(store, _demo())
+    listing = store.list()
+    names = [f"w-{i}" for i in range(20)]
+    writer = (
+        "import sys\n"
+        "from svcnet import manifests\n"
+        "from svcnet.state import Apply\n"
+        "from svcnet.store import Store\n"
+        "store = Store(sys.argv[1])\n"
+        "for name in sys.argv[2:]:\n"
+        "    doc = {'apiVersion': 'v1', 'kind': 'Pod', 'metadata': {'name': name},\n"
+        "           'spec': {'nodeName': 'node-a'}}\n"
+        "    with store.modify() as s:\n"
+        "        s.save(s.state.step(Apply(tuple(manifests.load(doc)))))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", writer, path, *names])
+    try:
+        seen: list[Change] = []
+        state = listing.state
+        for change in store.watch(listing.version, timeout=DEADLINE):
+            seen.append(change)
+            state = state.step(change.step)
+            if len(seen) == len(names):
+                break
+        assert proc.wait(DEADLINE) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _summary(seen) == [("ADDED", n) for n in names]  # in the writer's order
+    assert [c.version for c in seen] == list(
+        range(listing.version + 1, listing.version + len(names) + 1)
+    )
+    _same(state, store.load())
+    assert list(store.watch(store.version(), timeout=0.0)) == []  # nothing more: ends
+
+
+def test_a_compacted_log_tells_the_watcher_to_list_again(tmp_path: pathlib.Path) -> None:
+    store = Store(str(tmp_path / "s.db"), log_limit=3)
+    _save(store, _apply(_pod("a")))
+    first = store.version()
+    for name in ("b", "c", "d", "e"):
+        _save(store, _apply(_pod(name)))
+    top = store.version()
+    with sqlite3.connect(tmp_path / "s.db") as c:
+        assert c.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 3  # bounded
+    with pytest.raises(WatchExpired, match="compacted"):
+        store.changes_since(first)
+    with pytest.raises(WatchExpired, match="compacted"):
+        next(store.watch(first, timeout=0.0))
+    assert _summary(store.changes_since(top - 3)) == [("ADDED", n) for n in "cde"]
+    with pytest.raises(WatchExpired, match="newer than the store"):
+        store.changes_since(top + 1)  # e.g. a recreated store
+    assert issubclass(WatchExpired, StoreError) and issubclass(WatchExpired, SvcnetError)
+    # listing again gives a version to watch from
+    listing = store.list()
+    assert listing.version == top and store.changes_since(listing.version) == ()
+
+
+def test_a_failed_apply_records_no_change(tmp_path: pathlib.Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    _save(store, _demo())
+    before = store.version()
+    bad = _apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"
+        "spec: {type: NodePort, ports: [{port: 1, nodePort: 30080}]}\n"
+    )
+    with pytest.raises(ValidationError), store.modify() as s:
+        s.save(s.state.step(_apply(_pod("web-9"))))  # saved and logged inside ...
+        s.state.step(bad)  # ... then a conflict: all rolled back, the log too
+    assert store.version() == before
+    assert store.changes_since(before) == ()
+    assert ("default", "web-9") not in store.load().pods
+
+
+def test_a_format_1_store_is_read_and_upgraded(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "s.db"
+    store = Store(str(path))
+    state = _save(store, _demo())
+    with sqlite3.connect(path) as c:  # make it as svcnet 0.1 wrote it
+        c.execute("DROP TABLE changes")
+        c.execute("ALTER TABLE objects DROP COLUMN rv")
+        c.execute("DELETE FROM meta WHERE key IN ('resourceVersion', 'compacted')")
+        c.execute("UPDATE meta SET value = '1' WHERE key = 'format'")
+    listing = store.list()
+    _same(listing.state, state)
+    assert listing.version == max(listing.versions.values())
+    with pytest.raises(WatchExpired):
+        store.changes_since(0)  # the old objects have no log
+    _save(store, _apply(_pod("web-4")))  # the first write upgrades
+    with sqlite3.connect(path) as c:
+        fmt = c.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0]
+    assert int(fmt) == FORMAT_VERSION
+    assert _summary(store.changes_since(listing.version)) == [("ADDED", "web-4")]
+    after = store.list().versions
+    web4 = next(k for k in after if k.name == "web-4")
+    assert after[web4] == listing.version + 1
+    assert {k: v for k, v in after.items() if k != web4} == listing.versions
+
+
+# -- svcnet get -w -------------------------------------------------------------------
+
+
+def _svcnet(store: pathlib.Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "svcnet", "--store", str(store), *args]
+
+
+def _read_until(proc: subprocess.Popen[bytes], text: str, seen: bytearray) -> str:
+    """Read ``proc``'s stdout into ``seen`` until it holds ``text`` (DEADLINE)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + DEADLINE
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no {text!r} within {DEADLINE}s; got {seen.decode()!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"exited ({proc.wait()}) before {text!r}: {seen.decode()!r}")
+            seen += chunk
+    return seen.decode()
+
+
+def test_get_watch_prints_a_change_made_by_another_apply(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "s.db"
+    subprocess.run(_svcnet(db, "apply", "-f", str(DEMO)), check=True, capture_output=True)
+    yaml_out = subprocess.run(
+        _svcnet(db, "get", "pod", "web-1", "-o", "yaml"), check=True, capture_output=True, text=True
+    ).stdout
+    assert "resourceVersion: '" in yaml_out
+    proc = subprocess.Popen(
+        _svcnet(db, "get", "pods", "-w", "--output-watch-events"), stdout=subprocess.PIPE
+    )
+    try:
+        seen = bytearray()
+        _read_until(proc, "web-3", seen)  # the list first
+        assert seen.decode().startswith("NAME")
+        (tmp_path / "web4.yaml").write_text(_pod("web-4"))
+        applied = subprocess.run(
+            _svcnet(db, "apply", "-f", str(tmp_path / "web4.yaml")),
+            capture_output=True, text=True, timeout=DEADLINE, check=False,
+        )  # fmt: skip
+        assert applied.returncode == 0, applied.stderr
+        out = _read_until(proc, "web-4", seen)
+        line = next(x for x in out.splitlines() if "web-4" in x)
+        assert line.split()[:3] == ["ADDED", "web-4", "1/1"]
+        subprocess.run(_svcnet(db, "delete", "pod", "web-4"), check=True, capture_output=True)
+        out = _read_until(proc, "DELETED", seen)
+        assert any(x.split()[:2] == ["DELETED", "web-4"] for x in out.splitlines())
+        assert proc.poll() is None  # still following
+    finally:
+        proc.kill()
+        proc.wait()
