@@ -6,7 +6,9 @@ The store is the one the group's ``--store PATH`` option names (default
 ``$SVCNET_STORE`` or ``~/.local/share/svcnet/store.db``; see
 :mod:`svcnet.cli.common`). Every command that changes the state runs inside
 :meth:`svcnet.store.Store.modify`: the store is locked from load to save, and a
-step that fails (a validation error, a conflict) saves nothing.
+step that fails (a validation error, a conflict) saves nothing. ``get -w`` lists,
+then follows the store's change log (:meth:`svcnet.store.Store.watch`; semantics in
+docs/reference/store.md).
 """
 
 from __future__ import annotations
