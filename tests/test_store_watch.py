@@ -269,3 +269,33 @@ def test_get_watch_prints_a_change_made_by_another_apply(tmp_path: pathlib.Path)
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_get_endpoints_watch_prints_a_service_whose_endpoints_changed(
+    tmp_path: pathlib.Path,
+) -> None:
+    db = tmp_path / "s.db"
+    subprocess.run(_svcnet(db, "apply", "-f", str(DEMO)), check=True, capture_output=True)
+    proc = subprocess.Popen(
+        _svcnet(db, "get", "endpoints", "web", "--watch-only", "-o", "wide"),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        (tmp_path / "web4.yaml").write_text(
+            _pod("web-4").replace("spec: {", "spec: {containers: [{name: a, ports: "
+                                  "[{containerPort: 8080, name: http}]}], ")
+        )  # fmt: skip
+        subprocess.run(
+            _svcnet(db, "apply", "-f", str(tmp_path / "web4.yaml")), check=True, capture_output=True
+        )
+        out = _read_until(proc, "\n", bytearray())
+        line = out.splitlines()[0].split()
+        assert line[0] == "web"  # only the watched service, no header (--watch-only)
+        pods = subprocess.run(
+            _svcnet(db, "get", "pod", "web-4"), check=True, capture_output=True, text=True
+        ).stdout
+        web4 = pods.splitlines()[1].split()[3]  # its IP
+        assert f"{web4}:8080" in line[1].split(",")
+    finally:
+        proc.kill()
+        proc.wait()
