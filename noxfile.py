@@ -40,7 +40,8 @@ def tests(session: nox.Session) -> None:
     paths = ["tests", *[f"{b}/tests" for b in BACKENDS]]
     session.run(
         "pytest",
-        "-p", "no:cacheprovider",
+        "-p",
+        "no:cacheprovider",
         "--timeout=900",
         "--hypothesis-profile=ci",
         *(session.posargs or paths),

@@ -62,16 +62,20 @@ def build() -> tuple[ClusterState, list[Pod]]:
 def main() -> None:
     t0 = time.perf_counter()
     state, pods = build()
-    print(f"plan: build state {SERVICES} services x {ENDPOINTS} endpoints (one Apply): "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"plan: build state {SERVICES} services x {ENDPOINTS} endpoints (one Apply): "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     gc.collect()
     runs = []
     for _ in range(3):
         t0 = time.perf_counter()
         plan = compile(state, "node-0")
         runs.append(time.perf_counter() - t0)
-    print(f"plan: compile {SERVICES} x {ENDPOINTS} from scratch: best {min(runs):.3f} s, "
-          f"median {statistics.median(runs):.3f} s (target < 1 s)")
+    print(
+        f"plan: compile {SERVICES} x {ENDPOINTS} from scratch: best {min(runs):.3f} s, "
+        f"median {statistics.median(runs):.3f} s (target < 1 s)"
+    )
 
     # one endpoint change: a pod stops being ready, then becomes ready again
     times = []
@@ -85,8 +89,10 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
         assert len(changes.replaced) == 1, changes
         plan, current = new_plan, new_state
-    print(f"plan: one endpoint change at {SERVICES}: update + diff median "
-          f"{statistics.median(times) * 1e3:.2f} ms, max {max(times) * 1e3:.2f} ms (target < 5 ms)")
+    print(
+        f"plan: one endpoint change at {SERVICES}: update + diff median "
+        f"{statistics.median(times) * 1e3:.2f} ms, max {max(times) * 1e3:.2f} ms (target < 5 ms)"
+    )
 
     memory = load_backend("memory")("node-0")
     t0 = time.perf_counter()

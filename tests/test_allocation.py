@@ -332,8 +332,12 @@ def test_exhausting_batch_refused_with_the_error_sequential_steps_give() -> None
 def test_batch_that_fits_only_because_an_update_frees_an_address_is_accepted() -> None:
     state = _small_cluster().step(Apply([_cip_service(f"s{i}") for i in range(6)]))
     freed = attrs.evolve(
-        state.services[("default", "s0")], type=ServiceType.EXTERNAL_NAME,
-        external_name="db.example.com", cluster_ips=(), ip_families=(), ip_family_policy=None,
+        state.services[("default", "s0")],
+        type=ServiceType.EXTERNAL_NAME,
+        external_name="db.example.com",
+        cluster_ips=(),
+        ip_families=(),
+        ip_family_policy=None,
     )
     after = state.step(Apply([freed, _cip_service("new")]))
     assert after.services[("default", "new")].cluster_ips

@@ -136,8 +136,11 @@ def test_validation_error_changes_nothing(store: pathlib.Path, tmp_path: pathlib
     before = ok(store, "get", "svc", "-o", "yaml")
     bad = tmp_path / "bad.yaml"
     # One good document, one invalid: all or nothing.
-    bad.write_text(NODEPORT + "---\n" + NODEPORT.replace("name: np", "name: np2").replace(
-        "nodePort: 30500", "nodePort: 99999"))
+    bad.write_text(
+        NODEPORT
+        + "---\n"
+        + NODEPORT.replace("name: np", "name: np2").replace("nodePort: 30500", "nodePort: 99999")
+    )
     line = fails(store, "apply", "-f", str(bad))
     assert "Service default/np2" in line and "spec.ports[0].nodePort" in line
     conflict = tmp_path / "conflict.yaml"

@@ -191,24 +191,42 @@ def test_topology_the_traffic_distributions_read() -> None:
     # PreferSameNode reads an endpoint's node, PreferSameZone (PreferClose) its zone:
     # a pod's come from its node (the zone label; none for an unknown node), a
     # slice endpoint's from the slice
-    pods = [pod("on-a", "10.244.0.2"), pod("on-b", "10.244.0.3", node_name="b"),
-            pod("on-gone", "10.244.0.4", node_name="gone")]
+    pods = [
+        pod("on-a", "10.244.0.2"),
+        pod("on-b", "10.244.0.3", node_name="b"),
+        pod("on-gone", "10.244.0.4", node_name="gone"),
+    ]
     svc = web(traffic_distribution="PreferSameNode")
     eps = pod_endpoints(svc, pods, NODES, CFG)[""]
     assert [(e.pod, e.node_name, e.zone) for e in eps] == [
-        ("on-a", "a", "z1"), ("on-b", "b", ""), ("on-gone", "gone", ""),
+        ("on-a", "a", "z1"),
+        ("on-b", "b", ""),
+        ("on-gone", "gone", ""),
     ]
-    sliced = Service("default", "ext", ports=(ServicePort(80, name="http"),),
-                     cluster_ips=("10.96.0.11",), traffic_distribution="PreferSameZone")
-    slices = [EndpointSlice(
-        "default", "ext-1", "ext", IPFamily.IPv4,
-        endpoints=(SliceEndpoint(("192.0.2.1",), zone="z2", node_name="b"),
-                   SliceEndpoint(("192.0.2.2",))),
-        ports=(SlicePort(8080, "http"),),
-    )]
+    sliced = Service(
+        "default",
+        "ext",
+        ports=(ServicePort(80, name="http"),),
+        cluster_ips=("10.96.0.11",),
+        traffic_distribution="PreferSameZone",
+    )
+    slices = [
+        EndpointSlice(
+            "default",
+            "ext-1",
+            "ext",
+            IPFamily.IPv4,
+            endpoints=(
+                SliceEndpoint(("192.0.2.1",), zone="z2", node_name="b"),
+                SliceEndpoint(("192.0.2.2",)),
+            ),
+            ports=(SlicePort(8080, "http"),),
+        )
+    ]
     got = slice_endpoints(sliced, slices, CFG)["http"]
     assert [(e.ip, e.node_name, e.zone) for e in got] == [
-        ("192.0.2.1", "b", "z2"), ("192.0.2.2", "", ""),
+        ("192.0.2.1", "b", "z2"),
+        ("192.0.2.2", "", ""),
     ]
 
 

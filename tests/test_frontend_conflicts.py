@@ -75,8 +75,15 @@ def svc(ref: str, app: str, **kw: Any) -> Service:
 def cluster(*services: Service) -> ClusterState:
     namespaces = sorted({s.namespace for s in services})
     pods = [
-        Pod(ns, f"{app}-pod", labels={"app": app}, node_name="node-a", pod_ips=(ip,),
-            ready=True, ports=(ContainerPort(8080),))
+        Pod(
+            ns,
+            f"{app}-pod",
+            labels={"app": app},
+            node_name="node-a",
+            pod_ips=(ip,),
+            ready=True,
+            ports=(ContainerPort(8080),),
+        )
         for ns in namespaces
         for app, ip in PODS.items()
     ]
@@ -93,8 +100,15 @@ def frontends(plan: Plan, ref: str) -> set[tuple[str, str, int]]:
     return {(f.kind.value, f.ip, f.port) for p in entry.ports for f in p.frontends}
 
 
-def outcome(state: ClusterState, kind: SourceKind, src: str, dst: str, port: int,
-            node: str = "node-a", protocol: Protocol = Protocol.TCP) -> Outcome:
+def outcome(
+    state: ClusterState,
+    kind: SourceKind,
+    src: str,
+    dst: str,
+    port: int,
+    node: str = "node-a",
+    protocol: Protocol = Protocol.TCP,
+) -> Outcome:
     """What the reference says; the memory backend, synced with the plan, must agree."""
     probe = Probe(kind, src, node, dst, port, protocol)
     backend = MemoryBackend(node)
@@ -128,9 +142,16 @@ def test_same_external_ip_goes_to_the_first_service_by_namespace_then_name() -> 
 def test_another_port_or_protocol_is_no_conflict() -> None:
     state = cluster(
         svc("default/a", "one", cluster_ips=("10.96.0.10",), external_ips=(SHARED,)),
-        svc("default/b", "two", cluster_ips=("10.96.0.11",), external_ips=(SHARED,),
-            ports=(ServicePort(81, target_port=8080),
-                   ServicePort(80, name="dns", protocol=Protocol.UDP, target_port=8080))),
+        svc(
+            "default/b",
+            "two",
+            cluster_ips=("10.96.0.11",),
+            external_ips=(SHARED,),
+            ports=(
+                ServicePort(81, target_port=8080),
+                ServicePort(80, name="dns", protocol=Protocol.UDP, target_port=8080),
+            ),
+        ),
     )
     plan = compile(state, "node-a")
     assert ("ExternalIP", SHARED, 80) in frontends(plan, "default/a")
@@ -143,8 +164,10 @@ def test_another_port_or_protocol_is_no_conflict() -> None:
 
 def test_external_ip_on_another_services_cluster_ip_first_service_wins() -> None:
     # default/a lists default/b's ClusterIP as an externalIP, same port: a comes first.
-    b_ports = (ServicePort(80, name="http", target_port=8080),
-               ServicePort(81, name="alt", target_port=8080))
+    b_ports = (
+        ServicePort(80, name="http", target_port=8080),
+        ServicePort(81, name="alt", target_port=8080),
+    )
     state = cluster(
         svc("default/a", "one", cluster_ips=("10.96.0.10",), external_ips=("10.96.0.11",)),
         svc("default/b", "two", cluster_ips=("10.96.0.11",), ports=b_ports),
@@ -172,8 +195,14 @@ def test_cluster_ip_of_the_first_service_beats_a_later_external_ip() -> None:
 
 def test_external_ip_on_another_services_ingress() -> None:
     state = cluster(
-        svc("default/a", "one", type=ServiceType.LOAD_BALANCER, cluster_ips=("10.96.0.10",),
-            status_ingress=(SHARED,), load_balancer_source_ranges=("192.0.2.0/24",)),
+        svc(
+            "default/a",
+            "one",
+            type=ServiceType.LOAD_BALANCER,
+            cluster_ips=("10.96.0.10",),
+            status_ingress=(SHARED,),
+            load_balancer_source_ranges=("192.0.2.0/24",),
+        ),
         svc("default/b", "two", cluster_ips=("10.96.0.11",), external_ips=(SHARED,)),
     )
     plan = compile(state, "node-a")
@@ -187,9 +216,15 @@ def test_a_service_claiming_a_key_twice_keeps_the_first_kind() -> None:
     # externalIP == its own ingress: ExternalIP comes before LoadBalancer, so the
     # source ranges (LoadBalancer frontends only) do not apply to that address.
     state = cluster(
-        svc("default/a", "one", type=ServiceType.LOAD_BALANCER, cluster_ips=("10.96.0.10",),
-            external_ips=(SHARED, "10.96.0.10"), status_ingress=(SHARED, OTHER),
-            load_balancer_source_ranges=("192.0.2.0/24",)),
+        svc(
+            "default/a",
+            "one",
+            type=ServiceType.LOAD_BALANCER,
+            cluster_ips=("10.96.0.10",),
+            external_ips=(SHARED, "10.96.0.10"),
+            status_ingress=(SHARED, OTHER),
+            load_balancer_source_ranges=("192.0.2.0/24",),
+        ),
     )
     (port,) = compile(state, "node-a").services[ServiceRef("default", "a")].ports
     kinds = {(f.kind, f.ip) for f in port.frontends if f.port == 80}
@@ -208,10 +243,20 @@ def test_a_service_claiming_a_key_twice_keeps_the_first_kind() -> None:
 
 def test_first_port_of_a_service_wins() -> None:
     # port 0's NodePort and port 1's externalIP (the node's address) meet on A_IP:30080.
-    ports = (ServicePort(80, name="web", target_port=8080, node_port=30080),
-             ServicePort(30080, name="alt", target_port=9090, node_port=30081))
-    state = cluster(svc("default/a", "one", type=ServiceType.NODE_PORT,
-                        cluster_ips=("10.96.0.10",), external_ips=(A_IP,), ports=ports))
+    ports = (
+        ServicePort(80, name="web", target_port=8080, node_port=30080),
+        ServicePort(30080, name="alt", target_port=9090, node_port=30081),
+    )
+    state = cluster(
+        svc(
+            "default/a",
+            "one",
+            type=ServiceType.NODE_PORT,
+            cluster_ips=("10.96.0.10",),
+            external_ips=(A_IP,),
+            ports=ports,
+        )
+    )
     entry = compile(state, "node-a").services[ServiceRef("default", "a")]
     web, alt = entry.ports
     assert (FrontendKind.NODE_PORT, A_IP, 30080) in {(f.kind, f.ip, f.port) for f in web.frontends}
@@ -221,13 +266,19 @@ def test_first_port_of_a_service_wins() -> None:
     assert forwarded_to(outcome(state, EXT, CLIENT, A_IP, 30080)) == to("one")
     # on node-b, A_IP is no NodePort address: no conflict there
     b_alt = compile(state, "node-b").services[ServiceRef("default", "a")].ports[1]
-    assert (FrontendKind.EXTERNAL_IP, A_IP, 30080) in {(f.kind, f.ip, f.port)
-                                                       for f in b_alt.frontends}
+    assert (FrontendKind.EXTERNAL_IP, A_IP, 30080) in {
+        (f.kind, f.ip, f.port) for f in b_alt.frontends
+    }
 
 
 def test_external_ip_on_the_node_address_and_another_services_node_port() -> None:
-    first = svc("default/a", "one", cluster_ips=("10.96.0.10",), external_ips=(A_IP,),
-                ports=(ServicePort(30080, target_port=8080),))
+    first = svc(
+        "default/a",
+        "one",
+        cluster_ips=("10.96.0.10",),
+        external_ips=(A_IP,),
+        ports=(ServicePort(30080, target_port=8080),),
+    )
     nodeport = svc("default/b", "two", type=ServiceType.NODE_PORT, cluster_ips=("10.96.0.11",))
     state = cluster(first, nodeport)
     assert ("NodePort", A_IP, 30080) not in frontends(compile(state, "node-a"), "default/b")
@@ -242,8 +293,13 @@ def test_external_ip_on_the_node_address_and_another_services_node_port() -> Non
 
 def test_a_service_another_proxy_serves_claims_nothing() -> None:
     state = cluster(
-        svc("default/a", "one", cluster_ips=("10.96.0.10",), external_ips=(SHARED,),
-            labels={SERVICE_PROXY_NAME_LABEL: "other"}),
+        svc(
+            "default/a",
+            "one",
+            cluster_ips=("10.96.0.10",),
+            external_ips=(SHARED,),
+            labels={SERVICE_PROXY_NAME_LABEL: "other"},
+        ),
         svc("default/b", "two", cluster_ips=("10.96.0.11",), external_ips=(SHARED,)),
     )
     assert ("ExternalIP", SHARED, 80) in frontends(compile(state, "node-a"), "default/b")
@@ -253,15 +309,30 @@ def test_a_service_another_proxy_serves_claims_nothing() -> None:
 def test_ipv6_spellings_are_one_address() -> None:
     config = ClusterConfig(service_cidrs=("fd00:96::/112",), cluster_cidrs=("fd00:244::/56",))
     services = (
-        Service("default", "a", ports=(ServicePort(80),), cluster_ips=("fd00:96::10",),
-                external_ips=("2001:db8:e::0:50",)),
-        Service("default", "b", ports=(ServicePort(80),), cluster_ips=("fd00:96::11",),
-                external_ips=("2001:DB8:E::50",)),
+        Service(
+            "default",
+            "a",
+            ports=(ServicePort(80),),
+            cluster_ips=("fd00:96::10",),
+            external_ips=("2001:db8:e::0:50",),
+        ),
+        Service(
+            "default",
+            "b",
+            ports=(ServicePort(80),),
+            cluster_ips=("fd00:96::11",),
+            external_ips=("2001:DB8:E::50",),
+        ),
     )
     state = ClusterState.empty(config).step(Apply(services))
     plan = compile(state, "node-a")
-    keys = [ipaddress.ip_address(f.ip) for s in plan.services.values() for p in s.ports
-            for f in p.frontends if f.kind is FrontendKind.EXTERNAL_IP]
+    keys = [
+        ipaddress.ip_address(f.ip)
+        for s in plan.services.values()
+        for p in s.ports
+        for f in p.frontends
+        if f.kind is FrontendKind.EXTERNAL_IP
+    ]
     assert keys == [ipaddress.ip_address("2001:db8:e::50")]
     assert frontends(plan, "default/b") == {("ClusterIP", "fd00:96::11", 80)}
 
@@ -367,17 +438,25 @@ def _conflicting_service(draw: RandomDraw, index: int) -> Service:
     rnd = draw.rnd
     stype = rnd.choice([ServiceType.CLUSTER_IP, ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER])
     external = stype is not ServiceType.CLUSTER_IP
-    ports = [ServicePort(80, name="a", target_port=8080,
-                         node_port=30000 + index if external else None)]
+    ports = [
+        ServicePort(80, name="a", target_port=8080, node_port=30000 + index if external else None)
+    ]
     if rnd.random() < 0.5:
-        ports.insert(rnd.randint(0, 1), ServicePort(
-            rnd.choice([80, 30000, 30001]), name="b", target_port=8080,
-            protocol=rnd.choice([Protocol.TCP, Protocol.UDP]),
-            node_port=30010 + index if external else None))
+        ports.insert(
+            rnd.randint(0, 1),
+            ServicePort(
+                rnd.choice([80, 30000, 30001]),
+                name="b",
+                target_port=8080,
+                protocol=rnd.choice([Protocol.TCP, Protocol.UDP]),
+                node_port=30010 + index if external else None,
+            ),
+        )
     pool = [SHARED, OTHER, A_IP, B_IP, "10.96.0.10", "10.96.0.11"]
     ingress = tuple(rnd.sample([SHARED, OTHER], rnd.randint(0, 2)))
     return Service(
-        rnd.choice(["default", "shop"]), f"s{index}",
+        rnd.choice(["default", "shop"]),
+        f"s{index}",
         labels={SERVICE_PROXY_NAME_LABEL: "x"} if rnd.random() < 0.1 else {},
         type=stype,
         selector=Labels.of({"app": rnd.choice(list(PODS))}),

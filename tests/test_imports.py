@@ -106,9 +106,7 @@ def circles(src: pathlib.Path, package: str) -> list[str]:
 
 def test_svcnet_has_no_import_circle() -> None:
     found = circles(REPO, "svcnet")
-    assert not found, (
-        f"{len(found)} import circle(s) among svcnet's modules:\n" + "\n".join(found)
-    )
+    assert not found, f"{len(found)} import circle(s) among svcnet's modules:\n" + "\n".join(found)
 
 
 def test_the_graph_sees_svcnet() -> None:
@@ -132,13 +130,16 @@ def _package(tmp_path: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
 
 
 def test_reexporting_init_is_not_a_circle(tmp_path: pathlib.Path) -> None:
-    src = _package(tmp_path, {
-        "__init__.py": "from pkg.sub import a\nfrom pkg.sub.types import T\n",
-        "sub/__init__.py": "from pkg.sub.types import T\nfrom .impl import a\n",
-        "sub/types.py": "import enum\nfrom pkg.base import B\n",
-        "sub/impl.py": "from pkg.sub import types\nfrom pkg.base import B\n",
-        "base.py": "X = 1\n",
-    })
+    src = _package(
+        tmp_path,
+        {
+            "__init__.py": "from pkg.sub import a\nfrom pkg.sub.types import T\n",
+            "sub/__init__.py": "from pkg.sub.types import T\nfrom .impl import a\n",
+            "sub/types.py": "import enum\nfrom pkg.base import B\n",
+            "sub/impl.py": "from pkg.sub import types\nfrom pkg.base import B\n",
+            "base.py": "X = 1\n",
+        },
+    )
     graph, _ = import_graph(src, "pkg")
     assert graph["pkg.sub.impl"] == {"pkg.sub.types": 1, "pkg.base": 2}
     assert graph["pkg.sub"] == {"pkg.sub.types": 1, "pkg.sub.impl": 2}
@@ -146,28 +147,34 @@ def test_reexporting_init_is_not_a_circle(tmp_path: pathlib.Path) -> None:
 
 
 def test_submodule_importing_its_package_init_is_a_circle(tmp_path: pathlib.Path) -> None:
-    src = _package(tmp_path, {
-        "__init__.py": "",
-        "sub/__init__.py": "from pkg.sub.impl import a\n",
-        "sub/impl.py": "from pkg.sub import helper\n",
-        "sub/other.py": "def helper(): pass\n",
-    })
+    src = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "sub/__init__.py": "from pkg.sub.impl import a\n",
+            "sub/impl.py": "from pkg.sub import helper\n",
+            "sub/other.py": "def helper(): pass\n",
+        },
+    )
     (found,) = circles(src, "pkg")
     assert found.startswith("[pkg.sub, pkg.sub.impl] reach one another, e.g. pkg.sub -> ")
 
 
 def test_lazy_import_is_a_circle_but_type_checking_is_not(tmp_path: pathlib.Path) -> None:
-    src = _package(tmp_path, {
-        "__init__.py": "",
-        "types.py": (
-            "from typing import TYPE_CHECKING\n"
-            "if TYPE_CHECKING:\n    from pkg.compiler import Index\n"
-            "def compile():\n    from pkg.compiler import run\n    return run()\n"
-        ),
-        "compiler.py": "from pkg.types import Plan\n",
-        "text.py": "import typing\nif typing.TYPE_CHECKING:\n    from pkg import types\n",
-        "view.py": "from . import text\n",
-    })
+    src = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "types.py": (
+                "from typing import TYPE_CHECKING\n"
+                "if TYPE_CHECKING:\n    from pkg.compiler import Index\n"
+                "def compile():\n    from pkg.compiler import run\n    return run()\n"
+            ),
+            "compiler.py": "from pkg.types import Plan\n",
+            "text.py": "import typing\nif typing.TYPE_CHECKING:\n    from pkg import types\n",
+            "view.py": "from . import text\n",
+        },
+    )
     graph, _ = import_graph(src, "pkg")
     assert graph["pkg.text"] == {}
     assert graph["pkg.view"] == {"pkg.text": 1}
@@ -224,8 +231,7 @@ SVCNET = module_files(REPO, "svcnet")
 def test_no_hypothesis_internal(name: str) -> None:
     uses = internal_uses(SVCNET[name], name, SVCNET)
     assert not uses, (
-        f"{SVCNET[name].relative_to(REPO)} uses hypothesis' private API:\n  "
-        + "\n  ".join(uses)
+        f"{SVCNET[name].relative_to(REPO)} uses hypothesis' private API:\n  " + "\n  ".join(uses)
     )
 
 
@@ -240,5 +246,8 @@ def test_hypothesis_internal_is_found(tmp_path: pathlib.Path) -> None:
         'patch = "hypothesis.internal.conjecture.engine.MAX_SHRINKING_SECONDS"\n'
     )
     assert [u.split(":")[0] for u in internal_uses(path, "m", {})] == [
-        "line 3", "line 4", "line 5", "line 6",
+        "line 3",
+        "line 4",
+        "line 5",
+        "line 6",
     ]

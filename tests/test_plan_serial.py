@@ -65,13 +65,22 @@ def _state() -> ClusterState:
         Node("node-b", addresses=("192.168.56.12",)),
     )
     pod = Pod(
-        "default", "web-a", labels={"app": "web"}, node_name="node-a",
-        pod_ips=("10.244.1.2",), ready=True, ports=(ContainerPort(8080),),
+        "default",
+        "web-a",
+        labels={"app": "web"},
+        node_name="node-a",
+        pod_ips=("10.244.1.2",),
+        ready=True,
+        ports=(ContainerPort(8080),),
     )
     web = Service(
-        "default", "web", selector=Labels.of({"app": "web"}), type=ServiceType.LOAD_BALANCER,
+        "default",
+        "web",
+        selector=Labels.of({"app": "web"}),
+        type=ServiceType.LOAD_BALANCER,
         ports=(ServicePort(80, target_port=8080, node_port=30080),),
-        cluster_ips=("10.96.0.10",), status_ingress=("203.0.113.5",),
+        cluster_ips=("10.96.0.10",),
+        status_ingress=("203.0.113.5",),
         external_traffic_policy=TrafficPolicy.LOCAL,
         load_balancer_source_ranges=("192.168.56.0/24",),
     )
@@ -105,17 +114,23 @@ def test_the_documented_shape() -> None:
     plan = compile(_state(), "node-a")
     data = to_data(plan)
     assert (data["apiVersion"], data["kind"], data["contract"]) == (
-        API_VERSION, "Plan", CONTRACT_VERSION,
+        API_VERSION,
+        "Plan",
+        CONTRACT_VERSION,
     )
     assert data["revision"] == plan.revision
     assert data["settings"] == {
-        "node": "node-a", "nodeIPs": ["192.168.56.11", "fd00::11"],
+        "node": "node-a",
+        "nodeIPs": ["192.168.56.11", "fd00::11"],
         "clusterCIDRs": list(plan.settings.cluster_cidrs),
         "serviceCIDRs": list(plan.settings.service_cidrs),
     }
     (web,) = data["services"]
     assert (web["namespace"], web["name"], web["clusterIPs"], web["proxied"]) == (
-        "default", "web", ["10.96.0.10"], True,
+        "default",
+        "web",
+        ["10.96.0.10"],
+        True,
     )
     (port,) = web["ports"]
     assert (port["family"], port["protocol"]) == ("IPv4", "TCP")
@@ -128,7 +143,9 @@ def test_the_documented_shape() -> None:
     assert port["localEndpoints"] == [{"ip": "10.244.1.2", "port": 8080}]
     # externalTrafficPolicy Local: external sources at external frontends, local set
     assert port["routes"]["external"]["external"] == {
-        "action": "forward", "endpoints": "local", "masquerade": False,
+        "action": "forward",
+        "endpoints": "local",
+        "masquerade": False,
     }
     # the range holds the node's address: the LoadBalancer IP may send too
     assert port["sourceRanges"] == ["192.168.56.0/24", "203.0.113.5/32"]
@@ -204,8 +221,16 @@ def test_not_json_and_the_wrong_kind_are_refused() -> None:
 
 @pytest.mark.parametrize(
     ("theirs", "ok"),
-    [("1.0", True), ("1.1", False), ("2.0", False), ("0.9", False), ("1", False),
-     ("1.0.0", False), ("01.0", False), (None, False)],
+    [
+        ("1.0", True),
+        ("1.1", False),
+        ("2.0", False),
+        ("0.9", False),
+        ("1", False),
+        ("1.0.0", False),
+        ("01.0", False),
+        (None, False),
+    ],
 )
 def test_contract_mismatch(theirs: object, ok: bool) -> None:
     assert (contract_mismatch(theirs, "1.0") is None) is ok
@@ -259,9 +284,7 @@ def test_load_backend_accepts_the_same_major_and_an_older_minor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(svcnet.backend, "CONTRACT_VERSION", "1.2")
-    monkeypatch.setattr(
-        svcnet.backend, "contract_mismatch", lambda v: contract_mismatch(v, "1.2")
-    )
+    monkeypatch.setattr(svcnet.backend, "contract_mismatch", lambda v: contract_mismatch(v, "1.2"))
     for cls in [_backend_declaring(version) for version in ("1.0", "1.2")]:
         assert _load_fake(monkeypatch, cls) is cls
 
@@ -310,7 +333,10 @@ def test_load_backend_refuses_a_backend_declaring_no_contract(
 def _svcnet(store: Path, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "svcnet", "--store", str(store), *args],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout

@@ -29,7 +29,7 @@ NOBODY = 65534
 PROJECT_MARKER = "kernel: this project's own meaning: talks to the kernel"
 SVCNET_MARKER = "needs root and network namespaces"  # svcnet's description of `kernel`
 
-TEST_FILE = '''\
+TEST_FILE = """\
 import os
 
 import pytest
@@ -43,7 +43,7 @@ def test_marked_kernel_runs():
 
 def test_unmarked():
     assert sorted({3, 1, 2}) == [1, 2, 3]
-'''
+"""
 
 
 def _plugin_installed() -> bool:
@@ -84,8 +84,10 @@ def _run(project: Path, user: str, *args: str) -> subprocess.CompletedProcess[st
     """``pytest ARGS`` in ``project`` as ``user`` ("self" or "nobody"), with plugin
     autoloading on (as in any environment where svcnet is installed)."""
     if not os.access(sys.executable, os.X_OK):
-        pytest.skip(f"this user cannot start {sys.executable} again (it resolves to "
-                    f"{os.path.realpath(sys.executable)}), so it cannot run pytest in a subprocess")
+        pytest.skip(
+            f"this user cannot start {sys.executable} again (it resolves to "
+            f"{os.path.realpath(sys.executable)}), so it cannot run pytest in a subprocess"
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPOTHESIS"))}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args]
@@ -96,8 +98,7 @@ def _run(project: Path, user: str, *args: str) -> subprocess.CompletedProcess[st
             pytest.skip("running as nobody needs setpriv (util-linux)")
         env["HOME"] = str(project)
         env["EXPECTED_EUID"] = str(NOBODY)
-        command = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                   *command]
+        command = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
     else:
         env["EXPECTED_EUID"] = str(os.geteuid())
     done = subprocess.run(
@@ -108,9 +109,7 @@ def _run(project: Path, user: str, *args: str) -> subprocess.CompletedProcess[st
 
 
 @pytest.mark.parametrize("user", _users())
-def test_kernel_marked_test_runs_normally_without_svcnet_backend(
-    project: Path, user: str
-) -> None:
+def test_kernel_marked_test_runs_normally_without_svcnet_backend(project: Path, user: str) -> None:
     done = _run(project, user, "-W", "error::pytest.PytestUnknownMarkWarning")
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"rootdir: {project}" in done.stdout
@@ -138,9 +137,14 @@ def test_nothing_of_svcnet_shows_without_svcnet_backend(project: Path, user: str
 @pytest.mark.parametrize("user", _users())
 def test_the_plugin_acts_with_svcnet_backend(project: Path, user: str) -> None:
     done = _run(
-        project, user,
-        "--svcnet-backend", "memory", "--svcnet-max-examples", "3",
-        "--svcnet-scenarios", "scenario.yaml",
+        project,
+        user,
+        "--svcnet-backend",
+        "memory",
+        "--svcnet-max-examples",
+        "3",
+        "--svcnet-scenarios",
+        "scenario.yaml",
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"rootdir: {project}" in done.stdout

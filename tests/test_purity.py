@@ -72,19 +72,74 @@ ALLOWED_THIRD_PARTY = ["attrs", "pyrsistent", "yaml"]
 # Standard-library modules known to do no I/O. Anything else a pure module imports
 # fails: if it is pure, add it here.
 PURE_STDLIB = [
-    "__future__", "abc", "base64", "binascii", "bisect", "collections", "contextlib",
-    "copy", "dataclasses", "datetime", "decimal", "difflib", "enum", "fractions",
-    "functools", "graphlib", "hashlib", "heapq", "ipaddress", "itertools", "json",
-    "math", "numbers", "operator", "re", "reprlib", "shlex", "statistics", "string",
-    "struct", "textwrap", "types", "typing", "unicodedata", "weakref",
+    "__future__",
+    "abc",
+    "base64",
+    "binascii",
+    "bisect",
+    "collections",
+    "contextlib",
+    "copy",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "enum",
+    "fractions",
+    "functools",
+    "graphlib",
+    "hashlib",
+    "heapq",
+    "ipaddress",
+    "itertools",
+    "json",
+    "math",
+    "numbers",
+    "operator",
+    "re",
+    "reprlib",
+    "shlex",
+    "statistics",
+    "string",
+    "struct",
+    "textwrap",
+    "types",
+    "typing",
+    "unicodedata",
+    "weakref",
     "gc",  # the compiler pauses the collector while it builds big plans: no I/O
 ]
 # Standard-library modules that do I/O (named to make the failure plain).
 IO_STDLIB = [
-    "asyncio", "atexit", "ctypes", "fcntl", "glob", "http", "importlib", "io", "logging",
-    "mmap", "multiprocessing", "os", "pathlib", "queue", "select",
-    "selectors", "shutil", "signal", "socket", "socketserver", "sqlite3", "ssl",
-    "subprocess", "sys", "tempfile", "threading", "time", "urllib", "warnings",
+    "asyncio",
+    "atexit",
+    "ctypes",
+    "fcntl",
+    "glob",
+    "http",
+    "importlib",
+    "io",
+    "logging",
+    "mmap",
+    "multiprocessing",
+    "os",
+    "pathlib",
+    "queue",
+    "select",
+    "selectors",
+    "shutil",
+    "signal",
+    "socket",
+    "socketserver",
+    "sqlite3",
+    "ssl",
+    "subprocess",
+    "sys",
+    "tempfile",
+    "threading",
+    "time",
+    "urllib",
+    "warnings",
 ]
 # A pure module's stated exceptions: (module, import) -> why.
 EXEMPT = {
@@ -107,12 +162,8 @@ def _matches(name: str, patterns: list[str]) -> bool:
 PURE_MODULES = sorted(name for name in SVCNET if _matches(name, PURE))
 
 
-def _external_problems(
-    imported: str, module: str, *, allowed: list[str]
-) -> str | None:
-    if (module, imported) in EXEMPT or any(
-        m == module and under(imported, i) for (m, i) in EXEMPT
-    ):
+def _external_problems(imported: str, module: str, *, allowed: list[str]) -> str | None:
+    if (module, imported) in EXEMPT or any(m == module and under(imported, i) for (m, i) in EXEMPT):
         return None
     if any(under(imported, a) for a in [*PURE_STDLIB, *allowed]):
         return None
@@ -135,7 +186,7 @@ def _io_builtin_calls(path: pathlib.Path) -> list[str]:
 @pytest.mark.parametrize("name", sorted({p for p in PURE if "*" not in p} | set(EXPECTED)))
 def test_named_pure_module_exists(name: str) -> None:
     assert name in SVCNET, (
-        f"{name} is named pure but no svcnet/{name[len('svcnet.'):].replace('.', '/')}"
+        f"{name} is named pure but no svcnet/{name[len('svcnet.') :].replace('.', '/')}"
         "(.py|/__init__.py) exists: if it moved, update tests/test_purity.py"
     )
 
@@ -184,10 +235,14 @@ BACKENDS = {
 BACKEND_PURE = {
     "svcnet_memory": ["svcnet_memory", "svcnet_memory.*"],
     "svcnet_nftables": [
-        "svcnet_nftables.render", "svcnet_nftables.readback", "svcnet_nftables.interpret",
+        "svcnet_nftables.render",
+        "svcnet_nftables.readback",
+        "svcnet_nftables.interpret",
     ],
     "svcnet_iptables": [
-        "svcnet_iptables.render", "svcnet_iptables.readback", "svcnet_iptables.interpret",
+        "svcnet_iptables.render",
+        "svcnet_iptables.readback",
+        "svcnet_iptables.interpret",
     ],
 }
 BACKEND_MODULES = {pkg: module_files(src, pkg) for pkg, src in BACKENDS.items()}
@@ -197,9 +252,7 @@ def _backend_pure(pkg: str) -> list[str]:
     return sorted(n for n in BACKEND_MODULES[pkg] if _matches(n, BACKEND_PURE[pkg]))
 
 
-@pytest.mark.parametrize(
-    "name", [n for pkg in BACKENDS for n in BACKEND_PURE[pkg] if "*" not in n]
-)
+@pytest.mark.parametrize("name", [n for pkg in BACKENDS for n in BACKEND_PURE[pkg] if "*" not in n])
 def test_named_backend_pure_module_exists(name: str) -> None:
     pkg = name.split(".")[0]
     assert name in BACKEND_MODULES[pkg], (

@@ -454,8 +454,11 @@ def test_host_network_pod_through_another_node_is_treated_as_external() -> None:
     """The oracle's answer differs with the kind: the NodePort of a Local service
     short-circuits for the node itself, not for a packet from another node."""
     svc = web(external_traffic_policy=TrafficPolicy.LOCAL, **NP)
-    state = cluster(pod("web-a", "node-a", POD_A), svc,
-                    Pod("default", "agent", node_name="node-a", host_network=True))
+    state = cluster(
+        pod("web-a", "node-a", POD_A),
+        svc,
+        Pod("default", "agent", node_name="node-a", host_network=True),
+    )
     via_b = make_probe(state, ProbeSource(pod=("default", "agent"), via="node-b"), B_IP, 30080)
     assert via_b.source_kind is EXT
     check(state, via_b, DROP)  # no local endpoint on node-b, and not short-circuited
@@ -468,12 +471,24 @@ def test_host_network_pod_through_another_node_is_treated_as_external() -> None:
     [
         (ProbeSource(pod=("default", "ghost")), CIP, NotFoundError, "Pod default/ghost not found"),
         (ProbeSource(node="node-z"), CIP, NotFoundError, "Node node-z not found"),
-        (ProbeSource(pod=("default", "web-a"), via="node-z"), CIP, NotFoundError,
-         "Node node-z not found"),
-        (ProbeSource(pod=("default", "web-a")), "fd00:96::10", ProbeError,
-         "pod default/web-a has no IPv6 address"),
-        (ProbeSource(node="node-a"), "fd00:96::10", ProbeError,
-         "node node-a has no IPv6 InternalIP"),
+        (
+            ProbeSource(pod=("default", "web-a"), via="node-z"),
+            CIP,
+            NotFoundError,
+            "Node node-z not found",
+        ),
+        (
+            ProbeSource(pod=("default", "web-a")),
+            "fd00:96::10",
+            ProbeError,
+            "pod default/web-a has no IPv6 address",
+        ),
+        (
+            ProbeSource(node="node-a"),
+            "fd00:96::10",
+            ProbeError,
+            "node node-a has no IPv6 InternalIP",
+        ),
         (ProbeSource(address=CLIENT), CIP, ProbeError, "needs the node it arrives at"),
     ],
 )

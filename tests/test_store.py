@@ -117,8 +117,12 @@ def test_saves_only_changes_and_keeps_order(tmp_path: pathlib.Path) -> None:
     state = store.load()
     svc = state.services[("default", "web")]
     _save(store, Delete((svc.key,)))
-    _save(store, _objects("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"
-                          "spec: {ports: [{port: 1}]}\n"))
+    _save(
+        store,
+        _objects(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 1}]}\n"
+        ),
+    )
     with sqlite3.connect(path) as c:
         after = c.execute("SELECT seq, kind, name FROM objects ORDER BY seq").fetchall()
         new_key = after[0]
@@ -130,8 +134,10 @@ def test_saves_only_changes_and_keeps_order(tmp_path: pathlib.Path) -> None:
 def test_failed_step_saves_nothing(tmp_path: pathlib.Path) -> None:
     store = Store(str(tmp_path / "s.db"))
     old = _save(store, _demo())
-    bad = _objects("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"
-                   "spec: {type: NodePort, ports: [{port: 1, nodePort: 30080}]}\n")
+    bad = _objects(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"
+        "spec: {type: NodePort, ports: [{port: 1, nodePort: 30080}]}\n"
+    )
     with pytest.raises(ValidationError), store.modify() as s:
         s.save(s.state.step(_objects(EXTRA)))  # saved inside the transaction ...
         s.state.step(bad)  # ... then a conflict: all rolled back
@@ -140,8 +146,9 @@ def test_failed_step_saves_nothing(tmp_path: pathlib.Path) -> None:
 
 def test_config_round_trip_and_conflict(tmp_path: pathlib.Path) -> None:
     store = Store(str(tmp_path / "s.db"))
-    cfg = ClusterConfig(node_port_range=(30000, 30100), masquerade_all=True,
-                        cluster_domain="example.org")
+    cfg = ClusterConfig(
+        node_port_range=(30000, 30100), masquerade_all=True, cluster_domain="example.org"
+    )
     _save(store, Configure(cfg), _demo())
     assert store.load().config == cfg
     with pytest.raises(ValidationError, match="outside"), store.modify() as s:
@@ -203,8 +210,12 @@ def _writer(path: str, prefix: str, n: int) -> None:
     store = Store(path)
     for i in range(n):
         with store.modify() as s:
-            doc = {"apiVersion": "v1", "kind": "Service",
-                   "metadata": {"name": f"{prefix}-{i}"}, "spec": {"ports": [{"port": 80}]}}
+            doc = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": f"{prefix}-{i}"},
+                "spec": {"ports": [{"port": 80}]},
+            }
             s.save(s.state.step(Apply(tuple(manifests.load(doc)))))
 
 
@@ -225,18 +236,33 @@ def test_concurrent_writers_lose_nothing(tmp_path: pathlib.Path) -> None:
 def test_thousands_of_objects_replay_quickly(tmp_path: pathlib.Path) -> None:
     store = Store(str(tmp_path / "s.db"))
     docs: list[dict[str, object]] = [
-        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
-         "spec": {"podCIDR": "10.244.0.0/20"},
-         "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.1"}]}}
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "n1"},
+            "spec": {"podCIDR": "10.244.0.0/20"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.1"}]},
+        }
     ]
     for i in range(1000):
-        docs.append({"apiVersion": "v1", "kind": "Pod",
-                     "metadata": {"name": f"p{i}", "labels": {"app": f"a{i % 100}"}},
-                     "spec": {"nodeName": "n1"},
-                     "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"p{i}", "labels": {"app": f"a{i % 100}"}},
+                "spec": {"nodeName": "n1"},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+            }
+        )
     for i in range(1000):
-        docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{i}"},
-                     "spec": {"selector": {"app": f"a{i % 100}"}, "ports": [{"port": 80}]}})
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": f"s{i}"},
+                "spec": {"selector": {"app": f"a{i % 100}"}, "ports": [{"port": 80}]},
+            }
+        )
     state = _save(store, Apply(tuple(manifests.load(docs))))
     start = time.monotonic()
     back = store.load()

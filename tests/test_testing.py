@@ -226,16 +226,19 @@ def plugin_args(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return ["-p", "svcnet.testing.plugin", "-p", "no:cacheprovider"]
 
 
-
-def test_plugin_adds_a_conformance_item(
-    pytester: pytest.Pytester, plugin_args: list[str]
-) -> None:
+def test_plugin_adds_a_conformance_item(pytester: pytest.Pytester, plugin_args: list[str]) -> None:
     pytester.makepyfile("def test_nothing():\n    assert True\n")
     scenarios = Path(__file__).resolve().parents[1] / "svcnet" / "scenarios"
     scenario = scenarios / "clusterip-forwards-per-port.yaml"
     result = pytester.runpytest_subprocess(
-        "--svcnet-backend", "memory", "--svcnet-max-examples", "5",
-        "--svcnet-scenarios", str(scenario), "-v", *plugin_args,
+        "--svcnet-backend",
+        "memory",
+        "--svcnet-max-examples",
+        "5",
+        "--svcnet-scenarios",
+        str(scenario),
+        "-v",
+        *plugin_args,
     )
     result.stdout.fnmatch_lines(["*svcnet_conformance?memory? PASSED*"])
     assert result.ret == 0
@@ -254,8 +257,13 @@ def test_plugin_reports_a_failing_backend(
         "p.backend_factory = factory\n"
     )
     result = pytester.runpytest_subprocess(
-        "--svcnet-backend", "memory", "--svcnet-max-examples", "200",
-        "--svcnet-scenarios", str(pytester.path), *plugin_args,
+        "--svcnet-backend",
+        "memory",
+        "--svcnet-max-examples",
+        "200",
+        "--svcnet-scenarios",
+        str(pytester.path),
+        *plugin_args,
     )
     result.stdout.fnmatch_lines(["*masquerade towards*", "*apiVersion: v1*"])
     assert result.ret == 1
@@ -264,9 +272,7 @@ def test_plugin_reports_a_failing_backend(
 def test_kernel_marker_skips_with_a_reason(
     pytester: pytest.Pytester, plugin_args: list[str]
 ) -> None:
-    pytester.makepyfile(
-        "import pytest\n@pytest.mark.kernel\ndef test_k():\n    pass\n"
-    )
+    pytester.makepyfile("import pytest\n@pytest.mark.kernel\ndef test_k():\n    pass\n")
     result = pytester.runpytest_subprocess("-ra", *plugin_args)
     if kernel_unavailable() is None:
         result.assert_outcomes(passed=1)
@@ -297,7 +303,6 @@ def test_netns_factory_gives_each_backend_its_own_namespace() -> None:
 
 def test_backend_factory_fixture_defaults_to_memory(svcnet_backend_factory: object) -> None:
     assert svcnet_backend_factory is MemoryBackend
-
 
 
 # -- error kinds ---------------------------------------------------------------------
@@ -359,7 +364,9 @@ def test_shrink_budget_lets_only_failing_runs_go_on_once_spent() -> None:
 def test_a_mutant_with_no_shrink_budget_left_still_fails_with_a_report() -> None:
     with pytest.raises(AssertionError) as err:
         run_conformance(
-            RejectsInsteadOfDropping, scenario_paths=[], max_examples=MUTANT_EXAMPLES,
+            RejectsInsteadOfDropping,
+            scenario_paths=[],
+            max_examples=MUTANT_EXAMPLES,
             shrink_seconds=0,
         )
     _assert_actionable(str(err.value), RejectsInsteadOfDropping)

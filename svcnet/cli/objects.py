@@ -277,9 +277,8 @@ def _follow(
     state, since = listing.state, listing.version
 
     def in_scope(key: ObjectKey) -> bool:
-        return (
-            (name is None or key.name == name)
-            and (all_ns or key.kind is Kind.NODE or key.namespace == namespace)
+        return (name is None or key.name == name) and (
+            all_ns or key.kind is Kind.NODE or key.namespace == namespace
         )
 
     def show(st: ClusterState, what: str, obj: Any, event: str, version: int | None) -> None:

@@ -39,7 +39,10 @@ def _nodes(state: ClusterState, node: str | None) -> list[str]:
 @click.command("plan")
 @node_option
 @click.option(
-    "-o", "--output", type=click.Choice(["text", "json"]), default="text",
+    "-o",
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
     help="json: the plan JSON of docs/reference/plan-json.md (a list of them for all nodes).",
 )
 def plan_cmd(node: str | None, output: str) -> None:

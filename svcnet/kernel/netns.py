@@ -208,7 +208,7 @@ def reap_orphans(prefix: str) -> list[str]:
     (a run killed with SIGKILL cannot clean up after itself); the names deleted."""
     reaped = []
     for name in listed(prefix):
-        pid, dash, serial = name[len(prefix):].partition("-")
+        pid, dash, serial = name[len(prefix) :].partition("-")
         if not (pid.isdigit() and dash and serial.isalnum()):
             continue  # not a throw-away name (a lab's namespace, say)
         if int(pid) == os.getpid() or os.path.exists(f"/proc/{pid}"):

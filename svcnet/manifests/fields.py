@@ -35,20 +35,37 @@ def _rule(max_len: int, pattern: str, message: str) -> Callable[[str], str | Non
         if len(value) > max_len:
             return f"must be no more than {max_len} characters"
         return None if regex.fullmatch(value) else message
+
     return error
 
 
-dns1123_label_error = _rule(63, _LABEL, "a lowercase RFC 1123 label must consist of lower case "
-                            f"alphanumeric characters or '-', {_ALNUM_ENDS}")
-dns1123_subdomain_error = _rule(253, rf"{_LABEL}(\.{_LABEL})*", "a lowercase RFC 1123 subdomain "
-                                f"must consist of lower case alphanumeric characters, '-' or '.', "
-                                f"{_ALNUM_ENDS}")
-dns1035_label_error = _rule(63, r"[a-z]([-a-z0-9]*[a-z0-9])?", "a DNS-1035 label must consist of "
-                            "lower case alphanumeric characters or '-', start with an alphabetic "
-                            "character, and end with an alphanumeric character")
-label_value_error = _rule(63, rf"({_QUALIFIED.pattern})?", "a valid label must be an empty "
-                          f"string or consist of alphanumeric characters, '-', '_' or '.', "
-                          f"{_ALNUM_ENDS}")
+dns1123_label_error = _rule(
+    63,
+    _LABEL,
+    "a lowercase RFC 1123 label must consist of lower case "
+    f"alphanumeric characters or '-', {_ALNUM_ENDS}",
+)
+dns1123_subdomain_error = _rule(
+    253,
+    rf"{_LABEL}(\.{_LABEL})*",
+    "a lowercase RFC 1123 subdomain "
+    f"must consist of lower case alphanumeric characters, '-' or '.', "
+    f"{_ALNUM_ENDS}",
+)
+dns1035_label_error = _rule(
+    63,
+    r"[a-z]([-a-z0-9]*[a-z0-9])?",
+    "a DNS-1035 label must consist of "
+    "lower case alphanumeric characters or '-', start with an alphabetic "
+    "character, and end with an alphanumeric character",
+)
+label_value_error = _rule(
+    63,
+    rf"({_QUALIFIED.pattern})?",
+    "a valid label must be an empty "
+    f"string or consist of alphanumeric characters, '-', '_' or '.', "
+    f"{_ALNUM_ENDS}",
+)
 
 
 def iana_svc_name_error(value: str) -> str | None:
@@ -113,8 +130,10 @@ class Doc:
 
     def items(self, value: Any, path: str) -> list[tuple[str, Mapping[str, Any]]]:
         """A list of mappings, each with its path."""
-        return [(f"{path}[{i}]", self.mapping(v, f"{path}[{i}]"))
-                for i, v in enumerate(self.seq(value, path))]
+        return [
+            (f"{path}[{i}]", self.mapping(v, f"{path}[{i}]"))
+            for i, v in enumerate(self.seq(value, path))
+        ]
 
     def text(self, value: Any, path: str) -> str:
         if value is None:
@@ -195,8 +214,15 @@ class Doc:
 
 
 def type_name(value: Any) -> str:
-    names = {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer",
-             float: "number", type(None): "null"}
+    names = {
+        dict: "mapping",
+        list: "list",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 

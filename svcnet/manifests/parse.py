@@ -110,8 +110,11 @@ def _header(doc: Mapping[str, Any], delete: bool = False) -> tuple[Kind, str, st
     ns_shown = raw_ns if isinstance(raw_ns, str) and raw_ns else "default"
     if not isinstance(raw_kind, str) or raw_kind not in _KINDS:
         what = "missing kind" if raw_kind is None else f"unsupported kind {raw_kind!r}"
-        raise ValidationError(f"{raw_kind if isinstance(raw_kind, str) else 'object'} {shown}",
-                              "kind", f"{what}: svcnet reads Node, Pod, Service, EndpointSlice")
+        raise ValidationError(
+            f"{raw_kind if isinstance(raw_kind, str) else 'object'} {shown}",
+            "kind",
+            f"{what}: svcnet reads Node, Pod, Service, EndpointSlice",
+        )
     kind = _KINDS[raw_kind]
     namespaced = kind is not Kind.NODE
     d = Doc(str(ObjectKey(kind, ns_shown if namespaced else "", shown)))
@@ -182,8 +185,9 @@ def _yaml_documents(text: str, filename: str) -> list[Any]:
         raise ManifestError(f"{filename}: {exc}") from exc
 
 
-def load(source: str | Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
-         filename: str = "<input>") -> list[KubeObject]:
+def load(
+    source: str | Mapping[str, Any] | Sequence[Mapping[str, Any]], *, filename: str = "<input>"
+) -> list[KubeObject]:
     """Every object in YAML text (``---`` documents, lists, ``kind: List``) or dict(s)."""
     if isinstance(source, str):
         documents = [d for d in _yaml_documents(source, filename) if d is not None]
@@ -192,8 +196,10 @@ def load(source: str | Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
     elif isinstance(source, Sequence) and not isinstance(source, bytes):
         documents = list(source)
     else:
-        raise ManifestError(f"{filename}: expected YAML text, a mapping or a list of mappings, "
-                            f"got {type_name(source)}")
+        raise ManifestError(
+            f"{filename}: expected YAML text, a mapping or a list of mappings, "
+            f"got {type_name(source)}"
+        )
     out: list[KubeObject] = []
     for i, doc in enumerate(documents):
         _collect(doc, out, f"{filename}: document {i + 1}", depth=0)
@@ -209,8 +215,9 @@ def _collect(doc: Any, out: list[KubeObject], where: str, depth: int) -> None:
     kind = m.get("kind")
     if isinstance(kind, str) and kind in _LISTS and depth < 3:
         items = m.get("items")
-        if items is not None and (isinstance(items, str | bytes)
-                                  or not isinstance(items, Sequence)):
+        if items is not None and (
+            isinstance(items, str | bytes) or not isinstance(items, Sequence)
+        ):
             raise ManifestError(f"{where}: items: expected a list, got {type_name(items)}")
         for i, item in enumerate(items or ()):
             _collect(item, out, f"{where}, items[{i}]", depth + 1)
@@ -224,8 +231,10 @@ def _collect(doc: Any, out: list[KubeObject], where: str, depth: int) -> None:
 def _node(d: Doc, m: Mapping[str, Any], name: str, labels: Labels) -> Node:
     spec = d.mapping(m.get("spec"), "spec")
     cidr = d.text(spec.get("podCIDR"), "spec.podCIDR")
-    cidrs = [d.text(v, f"spec.podCIDRs[{i}]")
-             for i, v in enumerate(d.seq(spec.get("podCIDRs"), "spec.podCIDRs"))]
+    cidrs = [
+        d.text(v, f"spec.podCIDRs[{i}]")
+        for i, v in enumerate(d.seq(spec.get("podCIDRs"), "spec.podCIDRs"))
+    ]
     if cidr and cidrs and cidrs[0] != cidr:
         d.fail("spec.podCIDRs", "first value must match `podCIDR`")
     path = "spec.podCIDRs" if cidrs else "spec.podCIDR"
@@ -245,8 +254,9 @@ def _node(d: Doc, m: Mapping[str, Any], name: str, labels: Labels) -> Node:
     return Node(name=name, labels=labels, pod_cidrs=pod_cidrs, addresses=tuple(addresses))
 
 
-def _pod(d: Doc, m: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
-         name: str, labels: Labels) -> Pod:
+def _pod(
+    d: Doc, m: Mapping[str, Any], meta: Mapping[str, Any], namespace: str, name: str, labels: Labels
+) -> Pod:
     spec = d.mapping(m.get("spec"), "spec")
     node_name = d.text(spec.get("nodeName"), "spec.nodeName")
     if node_name:
@@ -274,8 +284,9 @@ def _pod(d: Doc, m: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
             ports.append(ContainerPort(port=number, name=pname, protocol=protocol))
     status = d.mapping(m.get("status"), "status")
     pod_ip = d.text(status.get("podIP"), "status.podIP")
-    listed = [d.text(e.get("ip"), p + ".ip") for p, e in d.items(status.get("podIPs"),
-                                                                  "status.podIPs")]
+    listed = [
+        d.text(e.get("ip"), p + ".ip") for p, e in d.items(status.get("podIPs"), "status.podIPs")
+    ]
     if pod_ip and listed and listed[0] != pod_ip:
         d.fail("status.podIPs", "first value must match `podIP`")
     if listed:
@@ -294,21 +305,33 @@ def _pod(d: Doc, m: Mapping[str, Any], meta: Mapping[str, Any], namespace: str,
     deletion = meta.get("deletionTimestamp")
     if deletion is not None and not isinstance(deletion, str | datetime.date):
         d.fail("metadata.deletionTimestamp", f"expected a timestamp, got {type_name(deletion)}")
-    return Pod(namespace=namespace, name=name, labels=labels, node_name=node_name,
-               host_network=d.flag(spec.get("hostNetwork"), "spec.hostNetwork", False),
-               hostname=hostname, subdomain=subdomain, ports=tuple(ports), pod_ips=pod_ips,
-               ready=ready, terminating=deletion is not None)
+    return Pod(
+        namespace=namespace,
+        name=name,
+        labels=labels,
+        node_name=node_name,
+        host_network=d.flag(spec.get("hostNetwork"), "spec.hostNetwork", False),
+        hostname=hostname,
+        subdomain=subdomain,
+        ports=tuple(ports),
+        pod_ips=pod_ips,
+        ready=ready,
+        terminating=deletion is not None,
+    )
 
 
 # ---------------------------------------------------------------- Service
 
 
-def _cluster_ips(d: Doc, spec: Mapping[str, Any], stype: ServiceType
-                 ) -> tuple[tuple[str, ...], bool]:
+def _cluster_ips(
+    d: Doc, spec: Mapping[str, Any], stype: ServiceType
+) -> tuple[tuple[str, ...], bool]:
     """(cluster_ips, headless) from spec.clusterIP(s), as ValidateService checks them."""
     cip = d.text(spec.get("clusterIP"), "spec.clusterIP")
-    cips = [d.text(v, f"spec.clusterIPs[{i}]")
-            for i, v in enumerate(d.seq(spec.get("clusterIPs"), "spec.clusterIPs"))]
+    cips = [
+        d.text(v, f"spec.clusterIPs[{i}]")
+        for i, v in enumerate(d.seq(spec.get("clusterIPs"), "spec.clusterIPs"))
+    ]
     if stype is ServiceType.EXTERNAL_NAME:
         if cip:
             d.fail("spec.clusterIP", "must be empty for ExternalName services")
@@ -338,8 +361,9 @@ def _cluster_ips(d: Doc, spec: Mapping[str, Any], stype: ServiceType
     return tuple(ips), False
 
 
-def _families(d: Doc, spec: Mapping[str, Any], stype: ServiceType,
-              cluster_ips: tuple[str, ...]) -> tuple[tuple[IPFamily, ...], IPFamilyPolicy | None]:
+def _families(
+    d: Doc, spec: Mapping[str, Any], stype: ServiceType, cluster_ips: tuple[str, ...]
+) -> tuple[tuple[IPFamily, ...], IPFamilyPolicy | None]:
     families: list[IPFamily] = []
     for i, v in enumerate(d.seq(spec.get("ipFamilies"), "spec.ipFamilies")):
         p = f"spec.ipFamilies[{i}]"
@@ -350,25 +374,34 @@ def _families(d: Doc, spec: Mapping[str, Any], stype: ServiceType,
             d.fail(p, f"duplicate value {family.value!r}")
         families.append(family)
     policy_raw = d.text(spec.get("ipFamilyPolicy"), "spec.ipFamilyPolicy")
-    policy = (d.choice(IPFamilyPolicy, policy_raw, "spec.ipFamilyPolicy",
-                       IPFamilyPolicy.SINGLE_STACK) if policy_raw else None)
+    policy = (
+        d.choice(IPFamilyPolicy, policy_raw, "spec.ipFamilyPolicy", IPFamilyPolicy.SINGLE_STACK)
+        if policy_raw
+        else None
+    )
     if stype is ServiceType.EXTERNAL_NAME:
         if families:
             d.fail("spec.ipFamilies", "may not be set for ExternalName services")
         if policy is not None:
             d.fail("spec.ipFamilyPolicy", "may not be set for ExternalName services")
     if policy is IPFamilyPolicy.SINGLE_STACK and (len(families) > 1 or len(cluster_ips) > 1):
-        d.fail("spec.ipFamilyPolicy", "must be 'RequireDualStack' or 'PreferDualStack' "
-               "when multiple IP families are specified")
+        d.fail(
+            "spec.ipFamilyPolicy",
+            "must be 'RequireDualStack' or 'PreferDualStack' "
+            "when multiple IP families are specified",
+        )
     for i, (ip, family) in enumerate(zip(cluster_ips, families, strict=False)):
         if IPFamily.of(ip) is not family:
-            d.fail(f"spec.clusterIPs[{i}]", f"{ip!r}: expected an {family.value} value "
-                   f"as indicated by `ipFamilies[{i}]`")
+            d.fail(
+                f"spec.clusterIPs[{i}]",
+                f"{ip!r}: expected an {family.value} value as indicated by `ipFamilies[{i}]`",
+            )
     return tuple(families), policy
 
 
-def _service_ports(d: Doc, spec: Mapping[str, Any], stype: ServiceType,
-                   headless: bool) -> tuple[ServicePort, ...]:
+def _service_ports(
+    d: Doc, spec: Mapping[str, Any], stype: ServiceType, headless: bool
+) -> tuple[ServicePort, ...]:
     items = d.items(spec.get("ports"), "spec.ports")
     if not items and not headless and stype is not ServiceType.EXTERNAL_NAME:
         d.fail("spec.ports", "at least one port is required")
@@ -393,8 +426,10 @@ def _service_ports(d: Doc, spec: Mapping[str, Any], stype: ServiceType,
             d.fail(p, f"duplicate port {number}/{protocol.value}")
         seen.add((number, protocol))
         if stype is ServiceType.LOAD_BALANCER and number == KUBELET_PORT:
-            d.fail(p + ".port", f"may not expose port {KUBELET_PORT} externally "
-                   "since it is used by kubelet")
+            d.fail(
+                p + ".port",
+                f"may not expose port {KUBELET_PORT} externally since it is used by kubelet",
+            )
         target = _target_port(d, pm.get("targetPort"), p + ".targetPort")
         node_port = d.port(pm.get("nodePort"), p + ".nodePort", zero_unset=True)
         if node_port is not None:
@@ -403,8 +438,11 @@ def _service_ports(d: Doc, spec: Mapping[str, Any], stype: ServiceType,
             if (node_port, protocol) in node_ports:
                 d.fail(p + ".nodePort", f"duplicate nodePort {node_port}/{protocol.value}")
             node_ports.add((node_port, protocol))
-        ports.append(ServicePort(port=number, name=name, protocol=protocol,
-                                 target_port=target, node_port=node_port))
+        ports.append(
+            ServicePort(
+                port=number, name=name, protocol=protocol, target_port=target, node_port=node_port
+            )
+        )
     return tuple(ports)
 
 
@@ -418,8 +456,7 @@ def _target_port(d: Doc, value: Any, path: str) -> int | str | None:
     d.fail(path, f"expected a port number or name, got {type_name(value)}")
 
 
-def _service(d: Doc, m: Mapping[str, Any], namespace: str, name: str,
-             labels: Labels) -> Service:
+def _service(d: Doc, m: Mapping[str, Any], namespace: str, name: str, labels: Labels) -> Service:
     spec = d.mapping(m.get("spec"), "spec")
     stype = d.choice(ServiceType, spec.get("type"), "spec.type", ServiceType.CLUSTER_IP)
     selector = d.labels(spec.get("selector"), "spec.selector")
@@ -427,8 +464,9 @@ def _service(d: Doc, m: Mapping[str, Any], namespace: str, name: str,
     families, policy = _families(d, spec, stype, cluster_ips)
     ports = _service_ports(d, spec, stype, headless)
 
-    affinity = d.choice(SessionAffinity, spec.get("sessionAffinity"), "spec.sessionAffinity",
-                        SessionAffinity.NONE)
+    affinity = d.choice(
+        SessionAffinity, spec.get("sessionAffinity"), "spec.sessionAffinity", SessionAffinity.NONE
+    )
     timeout = DEFAULT_AFFINITY_TIMEOUT
     if spec.get("sessionAffinityConfig") is not None:
         path = "spec.sessionAffinityConfig"
@@ -439,37 +477,60 @@ def _service(d: Doc, m: Mapping[str, Any], namespace: str, name: str,
         given = d.integer(client.get("timeoutSeconds"), path + ".clientIP.timeoutSeconds")
         if given is not None:
             if not 0 < given <= MAX_AFFINITY_TIMEOUT:
-                d.fail(path + ".clientIP.timeoutSeconds",
-                       f"{given}: must be greater than 0 and less than {MAX_AFFINITY_TIMEOUT}")
+                d.fail(
+                    path + ".clientIP.timeoutSeconds",
+                    f"{given}: must be greater than 0 and less than {MAX_AFFINITY_TIMEOUT}",
+                )
             timeout = given
 
-    external_ips = tuple(_external_ip(d, v, f"spec.externalIPs[{i}]") for i, v in
-                         enumerate(d.seq(spec.get("externalIPs"), "spec.externalIPs")))
+    external_ips = tuple(
+        _external_ip(d, v, f"spec.externalIPs[{i}]")
+        for i, v in enumerate(d.seq(spec.get("externalIPs"), "spec.externalIPs"))
+    )
     accessible = stype in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER) or bool(external_ips)
     if d.text(spec.get("externalTrafficPolicy"), "spec.externalTrafficPolicy") and not accessible:
-        d.fail("spec.externalTrafficPolicy", "may only be set for externally-accessible "
-               "services (NodePort, LoadBalancer, or with externalIPs)")
-    etp = d.choice(TrafficPolicy, spec.get("externalTrafficPolicy"),
-                   "spec.externalTrafficPolicy", TrafficPolicy.CLUSTER)
-    itp = d.choice(TrafficPolicy, spec.get("internalTrafficPolicy"),
-                   "spec.internalTrafficPolicy", TrafficPolicy.CLUSTER)
+        d.fail(
+            "spec.externalTrafficPolicy",
+            "may only be set for externally-accessible "
+            "services (NodePort, LoadBalancer, or with externalIPs)",
+        )
+    etp = d.choice(
+        TrafficPolicy,
+        spec.get("externalTrafficPolicy"),
+        "spec.externalTrafficPolicy",
+        TrafficPolicy.CLUSTER,
+    )
+    itp = d.choice(
+        TrafficPolicy,
+        spec.get("internalTrafficPolicy"),
+        "spec.internalTrafficPolicy",
+        TrafficPolicy.CLUSTER,
+    )
     health = d.port(spec.get("healthCheckNodePort"), "spec.healthCheckNodePort", zero_unset=True)
-    if health is not None and not (stype is ServiceType.LOAD_BALANCER
-                                   and etp is TrafficPolicy.LOCAL):
-        d.fail("spec.healthCheckNodePort", "may only be set when `type` is 'LoadBalancer' "
-               "and `externalTrafficPolicy` is 'Local'")
+    if health is not None and not (
+        stype is ServiceType.LOAD_BALANCER and etp is TrafficPolicy.LOCAL
+    ):
+        d.fail(
+            "spec.healthCheckNodePort",
+            "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
+        )
 
     lb_ip = d.text(spec.get("loadBalancerIP"), "spec.loadBalancerIP")
     if lb_ip:
         lb_ip = d.ip(lb_ip, "spec.loadBalancerIP")
-    ranges = tuple(d.cidr(v, f"spec.loadBalancerSourceRanges[{i}]") for i, v in enumerate(
-        d.seq(spec.get("loadBalancerSourceRanges"), "spec.loadBalancerSourceRanges")))
+    ranges = tuple(
+        d.cidr(v, f"spec.loadBalancerSourceRanges[{i}]")
+        for i, v in enumerate(
+            d.seq(spec.get("loadBalancerSourceRanges"), "spec.loadBalancerSourceRanges")
+        )
+    )
     if ranges and stype is not ServiceType.LOAD_BALANCER:
         d.fail("spec.loadBalancerSourceRanges", "may only be used when `type` is 'LoadBalancer'")
     allocate = spec.get("allocateLoadBalancerNodePorts")
     if allocate is not None and stype is not ServiceType.LOAD_BALANCER:
-        d.fail("spec.allocateLoadBalancerNodePorts",
-               "may only be used when `type` is 'LoadBalancer'")
+        d.fail(
+            "spec.allocateLoadBalancerNodePorts", "may only be used when `type` is 'LoadBalancer'"
+        )
     external_name = d.text(spec.get("externalName"), "spec.externalName")
     if stype is ServiceType.EXTERNAL_NAME:
         cname = external_name.removesuffix(".")
@@ -479,9 +540,11 @@ def _service(d: Doc, m: Mapping[str, Any], namespace: str, name: str,
     distribution = d.text(spec.get("trafficDistribution"), "spec.trafficDistribution")
     supported = [t.value for t in TrafficDistribution]
     if distribution and distribution not in supported:
-        d.fail("spec.trafficDistribution",
-               f"unsupported value {distribution!r}: supported values: "
-               + ", ".join(repr(v) for v in supported))
+        d.fail(
+            "spec.trafficDistribution",
+            f"unsupported value {distribution!r}: supported values: "
+            + ", ".join(repr(v) for v in supported),
+        )
 
     status = d.mapping(m.get("status"), "status")
     lb_status = d.mapping(status.get("loadBalancer"), "status.loadBalancer")
@@ -493,18 +556,34 @@ def _service(d: Doc, m: Mapping[str, Any], namespace: str, name: str,
             ingress.append(d.ip(entry.get("ip"), p + ".ip"))
 
     return Service(
-        namespace=namespace, name=name, labels=labels, type=stype,
-        selector=selector or None, ports=ports, cluster_ips=cluster_ips, headless=headless,
-        ip_families=families, ip_family_policy=policy, external_ips=external_ips,
-        external_traffic_policy=etp, internal_traffic_policy=itp,
-        health_check_node_port=health, session_affinity=affinity, affinity_timeout=timeout,
-        load_balancer_ip=lb_ip, load_balancer_source_ranges=ranges,
+        namespace=namespace,
+        name=name,
+        labels=labels,
+        type=stype,
+        selector=selector or None,
+        ports=ports,
+        cluster_ips=cluster_ips,
+        headless=headless,
+        ip_families=families,
+        ip_family_policy=policy,
+        external_ips=external_ips,
+        external_traffic_policy=etp,
+        internal_traffic_policy=itp,
+        health_check_node_port=health,
+        session_affinity=affinity,
+        affinity_timeout=timeout,
+        load_balancer_ip=lb_ip,
+        load_balancer_source_ranges=ranges,
         allocate_load_balancer_node_ports=d.flag(
-            allocate, "spec.allocateLoadBalancerNodePorts", True),
+            allocate, "spec.allocateLoadBalancerNodePorts", True
+        ),
         external_name=external_name,
-        publish_not_ready_addresses=d.flag(spec.get("publishNotReadyAddresses"),
-                                           "spec.publishNotReadyAddresses", False),
-        traffic_distribution=distribution, status_ingress=tuple(ingress))
+        publish_not_ready_addresses=d.flag(
+            spec.get("publishNotReadyAddresses"), "spec.publishNotReadyAddresses", False
+        ),
+        traffic_distribution=distribution,
+        status_ingress=tuple(ingress),
+    )
 
 
 def _external_ip(d: Doc, value: Any, path: str) -> str:
@@ -517,32 +596,40 @@ def _external_ip(d: Doc, value: Any, path: str) -> str:
 # ---------------------------------------------------------------- EndpointSlice
 
 
-def _slice(d: Doc, m: Mapping[str, Any], namespace: str, name: str,
-           labels: Labels) -> EndpointSlice:
+def _slice(
+    d: Doc, m: Mapping[str, Any], namespace: str, name: str, labels: Labels
+) -> EndpointSlice:
     service = labels.get(SERVICE_NAME_LABEL, "")
     if not service:
-        d.fail("metadata.labels", f"the label {SERVICE_NAME_LABEL!r} naming the service "
-               "is required")
+        d.fail(
+            "metadata.labels", f"the label {SERVICE_NAME_LABEL!r} naming the service is required"
+        )
     address_type = d.text(m.get("addressType"), "addressType")
     if not address_type:
         d.fail("addressType", "addressType is required (IPv4 or IPv6)")
     if address_type == "FQDN":
-        d.fail("addressType", "FQDN EndpointSlices are not supported (kube-proxy ignores "
-               "them); use IPv4 or IPv6")
+        d.fail(
+            "addressType",
+            "FQDN EndpointSlices are not supported (kube-proxy ignores them); use IPv4 or IPv6",
+        )
     family = d.choice(IPFamily, address_type, "addressType", IPFamily.IPv4)
     endpoints: list[SliceEndpoint] = []
     items = d.items(m.get("endpoints"), "endpoints")
     if len(items) > 1000:
         d.fail("endpoints", "must have at most 1000 items")
     for p, e in items:
-        addresses = [d.ip(v, f"{p}.addresses[{i}]")
-                     for i, v in enumerate(d.seq(e.get("addresses"), p + ".addresses"))]
+        addresses = [
+            d.ip(v, f"{p}.addresses[{i}]")
+            for i, v in enumerate(d.seq(e.get("addresses"), p + ".addresses"))
+        ]
         if not 1 <= len(addresses) <= 100:
             d.fail(p + ".addresses", "must have between 1 and 100 addresses")
         for i, a in enumerate(addresses):
             if IPFamily.of(a) is not family:
-                d.fail(f"{p}.addresses[{i}]", f"{a!r}: must be an {family.value} address "
-                       f"(addressType is {family.value})")
+                d.fail(
+                    f"{p}.addresses[{i}]",
+                    f"{a!r}: must be an {family.value} address (addressType is {family.value})",
+                )
         cond = d.mapping(e.get("conditions"), p + ".conditions")
         node_name = d.text(e.get("nodeName"), p + ".nodeName")
         if node_name:
@@ -551,12 +638,17 @@ def _slice(d: Doc, m: Mapping[str, Any], namespace: str, name: str,
         hostname = d.text(e.get("hostname"), p + ".hostname")
         if hostname:
             d.check(p + ".hostname", hostname, dns1123_label_error(hostname))
-        endpoints.append(SliceEndpoint(
-            addresses=tuple(addresses),
-            ready=d.flag(cond.get("ready"), p + ".conditions.ready", True),
-            serving=d.flag(cond.get("serving"), p + ".conditions.serving", True),
-            terminating=d.flag(cond.get("terminating"), p + ".conditions.terminating", False),
-            node_name=node_name, zone=zone, hostname=hostname))
+        endpoints.append(
+            SliceEndpoint(
+                addresses=tuple(addresses),
+                ready=d.flag(cond.get("ready"), p + ".conditions.ready", True),
+                serving=d.flag(cond.get("serving"), p + ".conditions.serving", True),
+                terminating=d.flag(cond.get("terminating"), p + ".conditions.terminating", False),
+                node_name=node_name,
+                zone=zone,
+                hostname=hostname,
+            )
+        )
     ports: list[SlicePort] = []
     names: set[str] = set()
     port_items = d.items(m.get("ports"), "ports")
@@ -572,8 +664,19 @@ def _slice(d: Doc, m: Mapping[str, Any], namespace: str, name: str,
         number = d.port(pm.get("port"), p + ".port")
         if number is None:
             d.fail(p + ".port", "port is required (svcnet does not support all-ports slices)")
-        ports.append(SlicePort(port=number, name=pname, protocol=d.choice(
-            Protocol, pm.get("protocol"), p + ".protocol", Protocol.TCP)))
-    return EndpointSlice(namespace=namespace, name=name, service_name=service,
-                         address_type=family, endpoints=tuple(endpoints), ports=tuple(ports),
-                         labels=labels)
+        ports.append(
+            SlicePort(
+                port=number,
+                name=pname,
+                protocol=d.choice(Protocol, pm.get("protocol"), p + ".protocol", Protocol.TCP),
+            )
+        )
+    return EndpointSlice(
+        namespace=namespace,
+        name=name,
+        service_name=service,
+        address_type=family,
+        endpoints=tuple(endpoints),
+        ports=tuple(ports),
+        labels=labels,
+    )

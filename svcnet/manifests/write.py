@@ -32,7 +32,6 @@ API_VERSIONS = {
 TERMINATING_SINCE = "1970-01-01T00:00:00Z"
 
 
-
 def _metadata(name: str, namespace: str, labels: Labels) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if namespace:
@@ -57,11 +56,16 @@ def _node_manifest(node: Node) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if node.pod_cidrs:
         spec = {"podCIDR": node.pod_cidrs[0], "podCIDRs": list(node.pod_cidrs)}
-    doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Node",
-                           "metadata": _metadata(node.name, "", node.labels), "spec": spec}
+    doc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": _metadata(node.name, "", node.labels),
+        "spec": spec,
+    }
     if node.addresses:
-        doc["status"] = {"addresses": [{"type": "InternalIP", "address": a}
-                                       for a in node.addresses]}
+        doc["status"] = {
+            "addresses": [{"type": "InternalIP", "address": a} for a in node.addresses]
+        }
     return doc
 
 
@@ -79,8 +83,13 @@ def _pod_manifest(pod: Pod) -> dict[str, Any]:
         container: dict[str, Any] = {"name": "app" if i == 0 else f"app-{i}"}
         if group:
             container["ports"] = [
-                {**({"name": q.name} if q.name else {}), "containerPort": q.port,
-                 "protocol": q.protocol.value} for q in group]
+                {
+                    **({"name": q.name} if q.name else {}),
+                    "containerPort": q.port,
+                    "protocol": q.protocol.value,
+                }
+                for q in group
+            ]
         containers.append(container)
     spec: dict[str, Any] = {"containers": containers}
     if pod.node_name:
@@ -92,7 +101,8 @@ def _pod_manifest(pod: Pod) -> dict[str, Any]:
     if pod.subdomain:
         spec["subdomain"] = pod.subdomain
     status: dict[str, Any] = {
-        "conditions": [{"type": "Ready", "status": "True" if pod.ready else "False"}]}
+        "conditions": [{"type": "Ready", "status": "True" if pod.ready else "False"}]
+    }
     if pod.pod_ips:
         status["podIP"] = pod.pod_ips[0]
         status["podIPs"] = [{"ip": a} for a in pod.pod_ips]
@@ -147,9 +157,12 @@ def _service_manifest(svc: Service) -> dict[str, Any]:
         spec["publishNotReadyAddresses"] = True
     if svc.traffic_distribution:
         spec["trafficDistribution"] = svc.traffic_distribution.value
-    doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Service",
-                           "metadata": _metadata(svc.name, svc.namespace, svc.labels),
-                           "spec": spec}
+    doc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(svc.name, svc.namespace, svc.labels),
+        "spec": spec,
+    }
     ingress = svc.status_ingress or svc.load_balancer_ips
     if ingress:
         doc["status"] = {"loadBalancer": {"ingress": [{"ip": a} for a in ingress]}}
@@ -162,15 +175,21 @@ def _slice_manifest(es: EndpointSlice) -> dict[str, Any]:
     for e in es.endpoints:
         entry: dict[str, Any] = {
             "addresses": list(e.addresses),
-            "conditions": {"ready": e.ready, "serving": e.serving,
-                           "terminating": e.terminating}}
-        for key, value in (("nodeName", e.node_name), ("zone", e.zone),
-                           ("hostname", e.hostname)):
+            "conditions": {"ready": e.ready, "serving": e.serving, "terminating": e.terminating},
+        }
+        for key, value in (("nodeName", e.node_name), ("zone", e.zone), ("hostname", e.hostname)):
             if value:
                 entry[key] = value
         endpoints.append(entry)
-    ports = [{**({"name": p.name} if p.name else {}), "port": p.port,
-              "protocol": p.protocol.value} for p in es.ports]
-    return {"apiVersion": API_VERSIONS[Kind.ENDPOINT_SLICE], "kind": "EndpointSlice",
-            "metadata": _metadata(es.name, es.namespace, labels),
-            "addressType": es.address_type.value, "endpoints": endpoints, "ports": ports}
+    ports = [
+        {**({"name": p.name} if p.name else {}), "port": p.port, "protocol": p.protocol.value}
+        for p in es.ports
+    ]
+    return {
+        "apiVersion": API_VERSIONS[Kind.ENDPOINT_SLICE],
+        "kind": "EndpointSlice",
+        "metadata": _metadata(es.name, es.namespace, labels),
+        "addressType": es.address_type.value,
+        "endpoints": endpoints,
+        "ports": ports,
+    }

@@ -210,9 +210,7 @@ def without_lost(entry: ServicePlan, svc: Service, lost: Lost) -> ServicePlan:
     for i, port in enumerate(entry.ports):
         index = i % count
         kept = tuple(
-            f
-            for f in port.frontends
-            if (index, f.kind.value, _claim_ip(f.ip), f.port) not in lost
+            f for f in port.frontends if (index, f.kind.value, _claim_ip(f.ip), f.port) not in lost
         )
         if len(kept) != len(port.frontends):
             port = attrs.evolve(port, frontends=kept)
@@ -425,4 +423,3 @@ def _compile(state: ClusterState, node_name: str, node: Node | None) -> Plan:
     finally:
         if gc_was_enabled:
             gc.enable()
-

@@ -250,8 +250,15 @@ def _read_frontend(value: object, path: str) -> Frontend:
 
 
 _PORT_KEYS = (
-    "name", "family", "protocol", "frontends", "clusterEndpoints", "localEndpoints",
-    "routes", "sourceRanges", "affinityTimeout",
+    "name",
+    "family",
+    "protocol",
+    "frontends",
+    "clusterEndpoints",
+    "localEndpoints",
+    "routes",
+    "sourceRanges",
+    "affinityTimeout",
 )
 
 
@@ -266,9 +273,7 @@ def _read_port(value: object, path: str) -> PortPlan:
     return PortPlan(
         name=_R.str_(d["name"], path + ".name"),
         family=_R.enum(IPFamily, d["family"], path + ".family", [f.value for f in IPFamily]),
-        protocol=_R.enum(
-            Protocol, d["protocol"], path + ".protocol", [p.value for p in Protocol]
-        ),
+        protocol=_R.enum(Protocol, d["protocol"], path + ".protocol", [p.value for p in Protocol]),
         frontends=_R.list_(d["frontends"], path + ".frontends", _read_frontend),
         cluster_endpoints=_R.list_(
             d["clusterEndpoints"], path + ".clusterEndpoints", _read_endpoint

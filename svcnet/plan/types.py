@@ -340,4 +340,3 @@ class Changes:
         lines += [f"~ service {s.ref}" for s in self.replaced]
         lines += [f"- service {r}" for r in self.removed]
         return "\n".join(lines) if lines else "(no changes)"
-

@@ -1,5 +1,4 @@
-"""Cluster state and its pure transitions: events, selectors, endpoints, allocation.
-"""
+"""Cluster state and its pure transitions: events, selectors, endpoints, allocation."""
 
 from __future__ import annotations
 

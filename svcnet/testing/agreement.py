@@ -162,9 +162,7 @@ def _as_user_sends_it(step: Step) -> Event:
 # decode to the first choice almost everywhere; shrinking a byte to zero still
 # simplifies the choices it holds.
 def _seed(nbytes: int) -> st.SearchStrategy[int]:
-    return st.binary(min_size=nbytes, max_size=nbytes).map(
-        lambda b: int.from_bytes(b, "little")
-    )
+    return st.binary(min_size=nbytes, max_size=nbytes).map(lambda b: int.from_bytes(b, "little"))
 
 
 _CLUSTER_SEED = _seed(80)
@@ -484,7 +482,6 @@ def run_conformance(
         )
 
 
-
 # -- error kinds -------------------------------------------------------------------------
 
 _MISTAKE_NODE = "node-a"
@@ -533,8 +530,9 @@ def check_error_kinds(
             if e.kind is not kind:
                 problems.append(f"{what}: expected {kind.name}, raised {e.kind.name} ({e})")
         except Exception as e:
-            problems.append(f"{what}: expected BackendError {kind.name}, raised "
-                            f"{type(e).__name__}: {e}")
+            problems.append(
+                f"{what}: expected BackendError {kind.name}, raised {type(e).__name__}: {e}"
+            )
         else:
             problems.append(f"{what}: expected BackendError {kind.name}, nothing raised")
         if backend.installed is not installed:

@@ -136,7 +136,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "default: svcnet's own scenarios)",
     )
 
-
     parser.addini(
         INI_ENABLE,
         type="bool",
@@ -213,9 +212,7 @@ class ConformanceItem(pytest.Item):
             )
         config.stash.setdefault(_RAN, {})[self.backend] = len(paths)
 
-    def repr_failure(
-        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
-    ) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, AssertionError):
             return str(excinfo.value)
         return str(super().repr_failure(excinfo))

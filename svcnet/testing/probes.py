@@ -52,8 +52,10 @@ def near_frontends(state: ClusterState, fronts: Sequence[Destination]) -> list[D
     """Next to a frontend: port + 1, another protocol, the same port on a node
     address of the other family."""
     out: set[Destination] = set()
-    other_family = {f: [norm_ip(a) for n in state.nodes.values() for a in n.addresses
-                        if ip_family(a) is not f] for f in (V4, V6)}
+    other_family = {
+        f: [norm_ip(a) for n in state.nodes.values() for a in n.addresses if ip_family(a) is not f]
+        for f in (V4, V6)
+    }
     for ip, port, protocol in fronts:
         out.add((ip, port + 1, protocol))
         out.update((ip, port, p) for p in Protocol if p is not protocol)
@@ -99,8 +101,9 @@ def _hairpin_sources(state: ClusterState, dst: Destination) -> list[Source]:
         own = {norm_ip(a) for a in (*svc.cluster_ips, *svc.external_ips, *svc.load_balancer_ips)}
         if ip not in own and ip not in node_ips:
             continue
-        names = sorted({e.pod for eps in state.service_endpoints(*key).values()
-                        for e in eps if e.pod})
+        names = sorted(
+            {e.pod for eps in state.service_endpoints(*key).values() for e in eps if e.pod}
+        )
         for name in names:
             pod = state.pods.get((svc.namespace, name))
             if pod is None or pod.node_name not in state.nodes:
@@ -129,12 +132,23 @@ def _sources(state: ClusterState, family: IPFamily) -> list[Source]:
         ip = state.nodes[name].address(family)
         if ip is not None:
             out.append((SourceKind.NODE, ip, name))
-    lb_ips = sorted({norm_ip(a) for s in state.services.values() for a in s.load_balancer_ips
-                     if ip_family(a) is family})
+    lb_ips = sorted(
+        {
+            norm_ip(a)
+            for s in state.services.values()
+            for a in s.load_balancer_ips
+            if ip_family(a) is family
+        }
+    )
     for name in names:
         clients = [*CLIENTS[family], *lb_ips]
-        clients += [a for n in names if n != name for a in state.nodes[n].addresses
-                    if ip_family(a) is family]
+        clients += [
+            a
+            for n in names
+            if n != name
+            for a in state.nodes[n].addresses
+            if ip_family(a) is family
+        ]
         out += [(SourceKind.EXTERNAL, c, name) for c in clients]
     return out
 
@@ -151,8 +165,9 @@ class ProbeSpace:
     @classmethod
     def of(cls, state: ClusterState) -> ProbeSpace:
         fronts = frontends(state)
-        kinds = tuple(tuple(k) for k in (fronts, near_frontends(state, fronts),
-                                         other_places(state)) if k)
+        kinds = tuple(
+            tuple(k) for k in (fronts, near_frontends(state, fronts), other_places(state)) if k
+        )
         return cls(state, kinds)
 
     def sources(self, dst: Destination) -> tuple[Source, ...]:
@@ -168,8 +183,9 @@ class ProbeSpace:
             if owner is not None:
                 # A node's own address: the packet is handled where it arrives, on
                 # the owner (a pod elsewhere reaches it "via" the owner).
-                every = [(k, ip, owner) for k, ip, n in every
-                         if k is not SourceKind.NODE or n == owner]
+                every = [
+                    (k, ip, owner) for k, ip, n in every if k is not SourceKind.NODE or n == owner
+                ]
             found = self.cache[dst] = tuple(dict.fromkeys(every))
         return found
 
@@ -195,8 +211,7 @@ def probe_space(state: ClusterState) -> ProbeSpace:
 _KIND = (0, 0, 0, 0, 0, 0, 0, 0, 1, 2)
 
 
-def draw_probe(
-    draw: Draw, state: ClusterState) -> Probe:
+def draw_probe(draw: Draw, state: ClusterState) -> Probe:
     """A probe at one of the cluster's interesting places — a frontend (80%),
     next to one (port + 1, the other protocols, the other family), or no frontend
     (an unallocated service address, a pod, a node, loopback, the internet) —

@@ -46,6 +46,7 @@ def differences(expected: Outcome, observed: Outcome, *, exact_probabilities: bo
                 f"probability of {address}: expected {w.probability}, observed {g.probability}"
             )
     if expected.affinity_timeout != observed.affinity_timeout:
+
         def show(t: int | None) -> str:
             return "none" if t is None else f"ClientIP {t}s"
 
@@ -57,8 +58,9 @@ def differences(expected: Outcome, observed: Outcome, *, exact_probabilities: bo
 
 
 def _dump(docs: Sequence[Mapping[str, Any]]) -> str:
-    return yaml.safe_dump_all(list(docs), sort_keys=False, explicit_start=True,
-                              default_flow_style=False)
+    return yaml.safe_dump_all(
+        list(docs), sort_keys=False, explicit_start=True, default_flow_style=False
+    )
 
 
 def cluster_yaml(state: ClusterState) -> str:
@@ -189,10 +191,14 @@ def failure_report(
         f"observed:  {observed if observed is not None else problem}",
     ]
     if observed is not None:
-        lines += ["differs:   " + d for d in
-                  differences(expected, observed, exact_probabilities=exact)]
-    lines += ["", "why the reference says so (svcnet.semantics.explain):",
-              _indent(semantics.explain(state, probe))]
+        lines += [
+            "differs:   " + d for d in differences(expected, observed, exact_probabilities=exact)
+        ]
+    lines += [
+        "",
+        "why the reference says so (svcnet.semantics.explain):",
+        _indent(semantics.explain(state, probe)),
+    ]
     trace: Sequence[str] = ()
     if backend is not None:
         try:
@@ -222,13 +228,15 @@ def backend_error_report(
     error: BaseException,
 ) -> str:
     """The report when a backend fails to install a node's plan."""
-    return "\n".join([
-        f"backend {backend_name!r} failed to install the plan of node {node}: "
-        f"{type(error).__name__}: {error}",
-        "",
-        "the cluster it was installing (Kubernetes YAML, allocated addresses included):",
-        cluster_yaml(state).rstrip(),
-        "",
-        "the accepted events so far, as scenario steps:",
-        yaml.safe_dump([{verb: docs} for verb, docs in steps], sort_keys=False).rstrip(),
-    ])
+    return "\n".join(
+        [
+            f"backend {backend_name!r} failed to install the plan of node {node}: "
+            f"{type(error).__name__}: {error}",
+            "",
+            "the cluster it was installing (Kubernetes YAML, allocated addresses included):",
+            cluster_yaml(state).rstrip(),
+            "",
+            "the accepted events so far, as scenario steps:",
+            yaml.safe_dump([{verb: docs} for verb, docs in steps], sort_keys=False).rstrip(),
+        ]
+    )

@@ -116,8 +116,7 @@ ALL_CAPABILITIES = Capabilities()
 # -- configuration -----------------------------------------------------------------
 
 
-def draw_config(
-    draw: Draw, capabilities: Capabilities = ALL_CAPABILITIES) -> ClusterConfig:
+def draw_config(draw: Draw, capabilities: Capabilities = ALL_CAPABILITIES) -> ClusterConfig:
     """IPv4, IPv6 or dual-stack (either family primary), among the declared families."""
     choices = [
         fams
@@ -137,8 +136,7 @@ def draw_config(
 # -- objects -----------------------------------------------------------------------
 
 
-def draw_node(
-    draw: Draw, config: ClusterConfig, name: str | None = None) -> Node:
+def draw_node(draw: Draw, config: ClusterConfig, name: str | None = None) -> Node:
     """A node with a zone (or none), an InternalIP per family (sometimes only the
     primary one) and a podCIDR per family."""
     name = name or pick(draw, NODE_NAMES)
@@ -219,8 +217,9 @@ def draw_selector(draw: Draw) -> Labels | None:
 def draw_service_ports(
     draw: Draw, stype: ServiceType, capabilities: Capabilities, headless: bool
 ) -> tuple[ServicePort, ...]:
-    protocols = [p for p in (Protocol.TCP, Protocol.UDP, Protocol.SCTP)
-                 if p in capabilities.protocols]
+    protocols = [
+        p for p in (Protocol.TCP, Protocol.UDP, Protocol.SCTP) if p in capabilities.protocols
+    ]
     lo = 0 if headless or stype is ServiceType.EXTERNAL_NAME else 1
     count = integer(draw, lo, 2)
     numbers = subset(draw, (80, 443, 53), count, count)
@@ -350,8 +349,7 @@ def draw_endpoint_slice(
     family = pick(draw, config.families)
     if service is not None and service.ports:
         ports = tuple(
-            SlicePort(pick(draw, [8080, 9090]), p.name, p.protocol)
-            for p in service.ports
+            SlicePort(pick(draw, [8080, 9090]), p.name, p.protocol) for p in service.ports
         )
     else:
         ports = (SlicePort(8080, pick(draw, ("", "http")), Protocol.TCP),)
@@ -412,7 +410,8 @@ def _replaced_service(draw: Draw, old: Service, new: Service) -> Service:
         headless=old.headless,
         ip_families=old.ip_families,
         ip_family_policy=old.ip_family_policy,
-        type=new.type if not old.headless and new.type is not ServiceType.EXTERNAL_NAME
+        type=new.type
+        if not old.headless and new.type is not ServiceType.EXTERNAL_NAME
         else old.type,
     )
 
@@ -453,8 +452,11 @@ def draw_event(
             svc = _replaced_service(draw, old, svc)
         return Apply((svc,))
     if choice == 6:
-        selectorless = [s for s in state.services.values() if s.selector is None
-                        and s.type is not ServiceType.EXTERNAL_NAME]
+        selectorless = [
+            s
+            for s in state.services.values()
+            if s.selector is None and s.type is not ServiceType.EXTERNAL_NAME
+        ]
         target = pick(draw, selectorless) if selectorless else None
         return Apply((draw_endpoint_slice(draw, config, target),))
     if choice == 7 and state.slices:

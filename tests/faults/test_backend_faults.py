@@ -387,15 +387,18 @@ DAMAGE: list[tuple[str, tuple[str, ...], Callable[[str, Backend, str], str], str
     (
         "deleted jump",
         NFT,
-        lambda ns, be, k: "nft delete rule ip svcnet nat-prerouting handle "
-        + _handle(ns, "nat-prerouting", "jump services"),
+        lambda ns, be, k: (
+            "nft delete rule ip svcnet nat-prerouting handle "
+            + _handle(ns, "nat-prerouting", "jump services")
+        ),
         "check",
     ),
     (
         "deleted rule",
         NFT,
-        lambda ns, be, k: "nft delete rule ip svcnet services handle "
-        + _handle(ns, "services", "@cluster-ips"),
+        lambda ns, be, k: (
+            "nft delete rule ip svcnet services handle " + _handle(ns, "services", "@cluster-ips")
+        ),
         "check",
     ),
     (

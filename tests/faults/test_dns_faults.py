@@ -170,9 +170,10 @@ def test_a_query_spoofed_from_the_servers_own_address_does_not_loop(server: DnsS
 
 def test_two_servers_do_not_ping_pong() -> None:
     state = _state()
-    with DnsServer(lambda: state, "127.0.0.1", 0) as a, DnsServer(
-        lambda: state, "127.0.0.1", 0
-    ) as b:
+    with (
+        DnsServer(lambda: state, "127.0.0.1", 0) as a,
+        DnsServer(lambda: state, "127.0.0.1", 0) as b,
+    ):
         send_from(a._udp, query(CACHE), b.address)  # b answers to a, a drops the answer
         send_from(b._udp, query([b"x", *CACHE]), a.address)  # a answers to b, b drops it
         send_from(a._udp, query(CACHE, flags=0x8500), b.address)  # a response: dropped

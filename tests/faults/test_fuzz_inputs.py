@@ -30,16 +30,60 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 MANIFESTS = [p.read_text() for p in sorted((ROOT / "examples" / "demo").glob("*.yaml"))]
 SCENARIOS = [p.read_text() for p in sorted((ROOT / "svcnet" / "scenarios").glob("*.yaml"))[:40]]
 
-FUZZ = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOKENS = [
-    ":", ": ", "- ", "-", "{", "}", "[", "]", ",", "&a ", "*a", "<<: *a", "!!python/object ",
-    "!!binary ", "!!int ", "!!map ", "!!set ", "? ", "|", ">", "'", '"', "\t", "\n", "\n  ",
-    "---\n", "...\n", "%YAML 1.1\n", "#", "~", "null", "true", "0x1F", "1e999", "-1",
-    "99999999999999999999999", "010", ".nan", "2001-12-14", "None", "\x00", "\ufeff",
-    "\udcff", "\u2028", "kind: List\nitems:\n", "apiVersion: v1\n", "kind: Service\n",
-    "ports: []", "selector: {}", "labels: [a]", "clusterIP: None", "port: 0",
+    ":",
+    ": ",
+    "- ",
+    "-",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "&a ",
+    "*a",
+    "<<: *a",
+    "!!python/object ",
+    "!!binary ",
+    "!!int ",
+    "!!map ",
+    "!!set ",
+    "? ",
+    "|",
+    ">",
+    "'",
+    '"',
+    "\t",
+    "\n",
+    "\n  ",
+    "---\n",
+    "...\n",
+    "%YAML 1.1\n",
+    "#",
+    "~",
+    "null",
+    "true",
+    "0x1F",
+    "1e999",
+    "-1",
+    "99999999999999999999999",
+    "010",
+    ".nan",
+    "2001-12-14",
+    "None",
+    "\x00",
+    "\ufeff",
+    "\udcff",
+    "\u2028",
+    "kind: List\nitems:\n",
+    "apiVersion: v1\n",
+    "kind: Service\n",
+    "ports: []",
+    "selector: {}",
+    "labels: [a]",
+    "clusterIP: None",
+    "port: 0",
 ]
 fragments = st.one_of(st.sampled_from(TOKENS), st.text(max_size=8))
 
@@ -69,8 +113,9 @@ def mutated(draw: st.DrawFn, corpus: list[str]) -> str:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -153,8 +198,12 @@ def test_non_utf8_manifest_bytes(data: bytes) -> None:
 
 
 LARGE = [
-    *(f"{kind}: {nested(depth, shape)}" for kind in ("metadata", "spec")
-      for depth in (100, 5_000, 100_000) for shape in ("list", "map")),
+    *(
+        f"{kind}: {nested(depth, shape)}"
+        for kind in ("metadata", "spec")
+        for depth in (100, 5_000, 100_000)
+        for shape in ("list", "map")
+    ),
     nested(2_000, "block"),
     "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  labels: " + nested(50_000, "map"),
     "apiVersion: v1\nkind: List\nitems: " + nested(50_000, "list"),
@@ -162,9 +211,11 @@ LARGE = [
     "apiVersion: v1\nkind: Service\nmetadata: {name: s, labels: &l {a: b}}\nspec:\n"
     "  selector: *l\n  ports: [{port: 80}]\n" + alias_bomb(7).replace("a0:", "x0:", 1),
     "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  labels: {"
-    + ", ".join(f"k{i}: v{i}" for i in range(50_000)) + "}\nspec: {ports: [{port: 80}]}\n",
+    + ", ".join(f"k{i}: v{i}" for i in range(50_000))
+    + "}\nspec: {ports: [{port: 80}]}\n",
     "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  labels: {"
-    + ", ".join(f"k{i}: [{i}]" for i in range(20_000)) + "}\n",
+    + ", ".join(f"k{i}: [{i}]" for i in range(20_000))
+    + "}\n",
     "\n".join(
         f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\n"
         "spec: {ports: [{port: 80}]}"

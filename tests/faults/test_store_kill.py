@@ -52,7 +52,10 @@ def services(tag: str, pad: int = 0) -> list[dict[str, object]]:
     ]
 
 
-WRITER = f"SERVICES = {SERVICES}\n" + inspect.getsource(services) + """
+WRITER = (
+    f"SERVICES = {SERVICES}\n"
+    + inspect.getsource(services)
+    + """
 import sys
 from svcnet import manifests
 from svcnet.state import Apply
@@ -65,6 +68,7 @@ for n in range(1, 1_000_000):
         s.save(s.state.step(Apply(objs)))
     print(f"{who}-{n}", flush=True)
 """
+)
 
 
 def is_hot(journal: pathlib.Path) -> bool:

@@ -69,9 +69,7 @@ class RejectsInsteadOfDropping(MemoryBackend):
         )
 
         def fix(port: PortPlan) -> PortPlan:
-            return attrs.evolve(
-                port, **{r: REJECT for r in routes if getattr(port, r) == DROP}
-            )
+            return attrs.evolve(port, **{r: REJECT for r in routes if getattr(port, r) == DROP})
 
         super()._install(_map_ports(changes, fix), target, full=full)
 
@@ -109,10 +107,12 @@ class KeepsDeletedEndpoints(MemoryBackend):
                 prev = before.get((port.name, port.family, port.protocol))
                 if prev is None:
                     return port
-                cluster: tuple[PlanEndpoint, ...] = tuple(sorted({*port.cluster_endpoints,
-                                                                  *prev.cluster_endpoints}))
-                local: tuple[PlanEndpoint, ...] = tuple(sorted({*port.local_endpoints,
-                                                                *prev.local_endpoints}))
+                cluster: tuple[PlanEndpoint, ...] = tuple(
+                    sorted({*port.cluster_endpoints, *prev.cluster_endpoints})
+                )
+                local: tuple[PlanEndpoint, ...] = tuple(
+                    sorted({*port.local_endpoints, *prev.local_endpoints})
+                )
                 return attrs.evolve(port, cluster_endpoints=cluster, local_endpoints=local)
 
             return attrs.evolve(svc, ports=tuple(union(p) for p in svc.ports))
@@ -132,8 +132,10 @@ class UnevenChoice(MemoryBackend):
         if len(targets) < 2:
             return outcome
         n = len(targets) + 1
-        uneven = [attrs.evolve(t, probability=Fraction(2 if i == 0 else 1, n))
-                  for i, t in enumerate(targets)]
+        uneven = [
+            attrs.evolve(t, probability=Fraction(2 if i == 0 else 1, n))
+            for i, t in enumerate(targets)
+        ]
         return Outcome(outcome.verdict, frozenset[Target](uneven), outcome.affinity_timeout)
 
 

@@ -371,9 +371,7 @@ def render_port(
             ]
     if shape.firewall:
         assert ranges is not None
-        nat["SVCNET-FW-" + h] = [f"-s {r} -j SVCNET-EXT-{h}" for r in ranges] + [
-            f"-j {MARK_DROP}"
-        ]
+        nat["SVCNET-FW-" + h] = [f"-s {r} -j SVCNET-EXT-{h}" for r in ranges] + [f"-j {MARK_DROP}"]
     for fe in port.frontends:
         match = _frontend_match(fe, proto, f"{label} {fe.kind.value}")
         if fe.kind is FrontendKind.CLUSTER_IP:
@@ -426,8 +424,7 @@ def render_service(
             continue
         if svc.proxied:
             cips.append(
-                f'-d {_host(ip)} -m comment --comment "{svc.ref} has no such port" '
-                f"-j {MARK_REJECT}"
+                f'-d {_host(ip)} -m comment --comment "{svc.ref} has no such port" -j {MARK_REJECT}'
             )
         else:
             cips.append(f'-d {_host(ip)} -m comment --comment "{svc.ref} another proxy" -j RETURN')
@@ -813,9 +810,7 @@ def partial_sync(
         # the filter table is static: a partial sync is one nat text per family
         if declare[NAT] or old_chains[NAT]:
             canaries = nat_canaries(renderer, previous, family) if checks else []
-            out[(family, NAT)] = restore_text(
-                NAT, declare[NAT], old_chains[NAT], checks=canaries
-            )
+            out[(family, NAT)] = restore_text(NAT, declare[NAT], old_chains[NAT], checks=canaries)
     renderer.forget(changes.removed)
     return out
 
