@@ -275,6 +275,16 @@ class Plan:
                 elif before is not svc and before != svc:
                     replaced.append(svc)
             removed.extend(k for k in old if k not in new)
+        return self._changes(previous, added, replaced, removed)
+
+    def _changes(
+        self,
+        previous: Plan,
+        added: list[ServicePlan],
+        replaced: list[ServicePlan],
+        removed: list[ServiceRef],
+    ) -> Changes:
+        """The Changes from ``previous`` to this plan, each list in reference order."""
         return Changes(
             settings=self.settings,
             settings_changed=self.settings != previous.settings,
@@ -297,13 +307,7 @@ class Plan:
                 added.append(after)
             elif after is not None and before is not None and after != before:
                 replaced.append(after)
-        return Changes(
-            settings=self.settings,
-            settings_changed=self.settings != previous.settings,
-            added=tuple(sorted(added, key=lambda s: _ref_order(s.ref))),
-            replaced=tuple(sorted(replaced, key=lambda s: _ref_order(s.ref))),
-            removed=tuple(sorted(removed, key=_ref_order)),
-        )
+        return self._changes(previous, added, replaced, removed)
 
     def __str__(self) -> str:
         return render_plan(self)

@@ -134,6 +134,18 @@ def _release(factory: BackendFactory, backend: Backend) -> None:
         factory.release(backend)
 
 
+def _dispose(factory: BackendFactory, backend: Backend) -> None:
+    """Clean ``backend`` up, close it and hand it back to ``factory``, each step even
+    when the one before failed."""
+    try:
+        backend.cleanup()
+    finally:
+        try:
+            backend.close()
+        finally:
+            _release(factory, backend)
+
+
 def _documents(event: Event) -> Step:
     if isinstance(event, Apply):
         return "apply", [manifests.to_manifest(o) for o in event.objects]
@@ -338,14 +350,7 @@ def make_agreement_machine(
 
         # -- teardown --------------------------------------------------------------
         def _drop(self, node: str) -> None:
-            backend = self.backends.pop(node)
-            try:
-                backend.cleanup()
-            finally:
-                try:
-                    backend.close()
-                finally:
-                    _release(backend_factory, backend)
+            _dispose(backend_factory, self.backends.pop(node))
 
         def teardown(self) -> None:
             errors = []
@@ -563,11 +568,5 @@ def check_error_kinds(
         for what, kind, act in installed:
             expect(what, kind, backend, functools.partial(act, backend))
     finally:
-        try:
-            backend.cleanup()
-        finally:
-            try:
-                backend.close()
-            finally:
-                _release(backend_factory, backend)
+        _dispose(backend_factory, backend)
     return problems
