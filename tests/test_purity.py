@@ -241,6 +241,7 @@ BACKEND_PURE = {
     ],
     "svcnet_iptables": [
         "svcnet_iptables.render",
+        "svcnet_iptables.sync",
         "svcnet_iptables.readback",
         "svcnet_iptables.interpret",
     ],

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import FakeKernel, clusters, events, initial_state, probes, step
 from svcnet_iptables.interpret import Interpreter
-from svcnet_iptables.render import Renderer, full_sync, partial_sync
+from svcnet_iptables.render import Renderer
+from svcnet_iptables.sync import full_sync, partial_sync
 
 from svcnet import semantics
 from svcnet.plan import compile
@@ -49,7 +50,7 @@ def test_incremental_agreement(batches, data):
     # a full resync over the incremental result lands on the same rules
     before = kernel.read()
     existing = {
-        k: __import__("svcnet_iptables.render").render.Existing(t.own_chains, t.jumps)
+        k: __import__("svcnet_iptables.sync").sync.Existing(t.own_chains, t.jumps)
         for k, t in before.tables.items()
     }
     kernel.apply(full_sync(Renderer(), plan, existing))
@@ -66,7 +67,8 @@ def test_incremental_agreement(batches, data):
 def test_declared_names_are_the_rendered_chains(batches):
     """A full sync declares every chain from service_chain_names() before any rule is
     rendered: those names must be exactly the chains render_service() fills."""
-    from svcnet_iptables.render import FAMILIES, TABLES, render_service, service_chain_names
+    from svcnet_iptables.render import FAMILIES, TABLES, render_service
+    from svcnet_iptables.sync import service_chain_names
 
     state = initial_state(batches)
     for node in ("node-a", "node-b"):

@@ -23,13 +23,9 @@ from svcnet.probe import Outcome, Probe
 from .generation import generation
 from .interpret import Interpreter, InterpretError
 from .readback import Ruleset, parse_save
-from .render import (
-    FAMILIES,
-    FILTER_TABLE,
-    SHARED_CHAINS,
-    TABLES,
+from .render import FAMILIES, FILTER_TABLE, SHARED_CHAINS, TABLES, Renderer
+from .sync import (
     Existing,
-    Renderer,
     cleanup_text,
     filter_intact,
     filter_sync,
@@ -259,7 +255,7 @@ class IptablesBackend(Backend):
         The nat table, which grows with the services (reading it costs ~1 s
         per family at 10,000 services with legacy), is not read here: every
         incremental nat restore starts with ``-C`` lines for svcnet's nat jumps and
-        the fixed rules of its shared chains (:func:`render.nat_canaries`), so a
+        the fixed rules of its shared chains (:func:`sync.nat_canaries`), so a
         flushed table or shared chain or a deleted jump makes the restore refuse,
         changing nothing, and :meth:`apply` falls back to a full sync."""
         if self.installed is None:
