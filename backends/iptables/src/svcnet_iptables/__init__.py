@@ -16,11 +16,11 @@ from typing import ClassVar, Protocol
 
 from svcnet.backend import Backend, Capabilities
 from svcnet.errors import BackendError, BackendErrorKind, SvcnetError
+from svcnet.kernel import nf_tables_generation
 from svcnet.model import IPFamily
 from svcnet.plan import Changes, Plan
 from svcnet.probe import Outcome, Probe
 
-from .generation import generation
 from .interpret import Interpreter, InterpretError
 from .readback import Ruleset, parse_save
 from .render import FAMILIES, FILTER_TABLE, SHARED_CHAINS, TABLES, Renderer
@@ -161,7 +161,7 @@ class IptablesBackend(Backend):
         if getattr(self.driver, "variant", None) != "nft":
             return None
         try:
-            return generation(self.netns)
+            return nf_tables_generation(self.netns)
         except SvcnetError:
             return None
 
@@ -250,8 +250,9 @@ class IptablesBackend(Backend):
         10,000 services) must hold exactly svcnet's static chain and its three
         jumps. The nft variant's save tool fills its cache from every table (~0.5 s
         at 2,000 services), so it first compares the namespace's nf_tables
-        generation (:mod:`.generation`, one netlink request) with the one read after
-        its own last restore, and reads filter only when someone else committed.
+        generation (:func:`svcnet.kernel.nf_tables_generation`, one netlink
+        request) with the one read after its own last restore, and reads filter
+        only when someone else committed.
         The nat table, which grows with the services (reading it costs ~1 s
         per family at 10,000 services with legacy), is not read here: every
         incremental nat restore starts with ``-C`` lines for svcnet's nat jumps and

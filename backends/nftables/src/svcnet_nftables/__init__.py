@@ -7,14 +7,12 @@ Only :mod:`svcnet_nftables.libnft` does I/O; :mod:`.render`, :mod:`.readback` an
 from __future__ import annotations
 
 import json
-import socket
-import struct
 from collections import Counter
 from collections.abc import Iterable
 
 from svcnet.backend import Backend, Capabilities
 from svcnet.errors import BackendError, BackendErrorKind
-from svcnet.kernel import has_net_admin
+from svcnet.kernel import has_net_admin, nf_tables_generation
 from svcnet.plan import Changes, Plan
 from svcnet.probe import Outcome, Probe
 from svcnet_nftables import interpret, readback, render
@@ -26,32 +24,6 @@ __all__ = ["NftablesBackend"]
 #: do not depend on the plan (base chains with the jumps, the dispatch chain using
 #: every set and map, the reject chain).
 WATCHED = ("nat-prerouting", "nat-output", "nat-postrouting", "services", "do-reject")
-
-
-def _generation() -> int:
-    """The nf_tables ruleset generation of the calling thread's network namespace
-    (NFT_MSG_GETGEN over a netfilter netlink socket): the kernel bumps it on every
-    committed transaction, by anyone."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
-    try:
-        sock.bind((0, 0))
-        body = struct.pack("=BBH", 0, 0, 0)  # nfgenmsg: AF_UNSPEC, version 0, res_id 0
-        msg_type = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN
-        sock.send(struct.pack("=IHHII", 16 + len(body), msg_type, 1, 1, 0) + body)
-        data = sock.recv(65536)
-    finally:
-        sock.close()
-    length, mtype = struct.unpack_from("=IH", data)
-    if mtype == 2:  # NLMSG_ERROR
-        errno_ = -struct.unpack_from("=i", data, 16)[0]
-        raise BackendError(BackendErrorKind.REFUSED, f"NFT_MSG_GETGEN failed: errno {errno_}")
-    off = 20
-    while off + 4 <= length:
-        alen, atype = struct.unpack_from("=HH", data, off)
-        if atype & 0x7FFF == 1:  # NFTA_GEN_ID
-            return int(struct.unpack_from(">I", data, off + 4)[0])
-        off += (alen + 3) & ~3
-    raise BackendError(BackendErrorKind.REFUSED, "NFT_MSG_GETGEN: no generation id")
 
 
 def _kind(message: str) -> BackendErrorKind:
@@ -105,7 +77,7 @@ class NftablesBackend(Backend):
     def _generation(self) -> int | None:
         """The namespace's nf_tables generation (None if it cannot be read)."""
         try:
-            return self._nft._call(_generation)
+            return nf_tables_generation(self.netns)
         except (BackendError, OSError):
             return None
 

@@ -1,10 +1,11 @@
 """The nf_tables ruleset generation of a network namespace (I/O, read only).
 
-The kernel bumps it on every committed nf_tables transaction, by anyone: the
-iptables backend's nft variant compares it with the value read right after its
-own last restore, so :meth:`IptablesBackend.check` costs one netlink request when
-nothing else changed (reading the filter table with ``iptables-nft-save`` costs
-~0.5 s at 2,000 services, as the tool fills its cache from every table).
+The kernel bumps it on every committed nf_tables transaction, by anyone. The
+nftables backend and the iptables backend's nft variant compare it with the value
+read right after their own last change, so their ``check()`` costs one netlink
+request (~0.1-0.2 ms) when nothing else changed, where listing the chains costs
+~15 s at 10,000 services with nftables and ``iptables-nft-save -t filter`` ~0.5 s at
+2,000 (the tool fills its cache from every table).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 import struct
 
 from svcnet.errors import BackendError, BackendErrorKind
-from svcnet.kernel import entered
+from svcnet.kernel.setns import entered
 
 _NETLINK_NETFILTER = 12
 _NLMSG_ERROR = 2
@@ -21,7 +22,7 @@ _GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN
 _NFTA_GEN_ID = 1
 
 
-def generation(netns: str | None) -> int:
+def nf_tables_generation(netns: str | None = None) -> int:
     """NFT_MSG_GETGEN in ``netns`` (None: this thread's namespace)."""
     with entered(netns):
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
