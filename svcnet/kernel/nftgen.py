@@ -23,9 +23,13 @@ _NFTA_GEN_ID = 1
 
 
 def nf_tables_generation(netns: str | None = None) -> int:
-    """NFT_MSG_GETGEN in ``netns`` (None: this thread's namespace)."""
-    with entered(netns):
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+    """NFT_MSG_GETGEN in ``netns`` (None: this thread's namespace); any failure is a
+    :class:`~svcnet.errors.BackendError` (a missing namespace: ``NamespaceError``)."""
+    try:
+        with entered(netns):
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+    except OSError as e:
+        raise BackendError(BackendErrorKind.REFUSED, f"NFT_MSG_GETGEN socket: {e}") from e
     try:
         sock.bind((0, 0))
         body = struct.pack("=BBH", 0, 0, 0)  # nfgenmsg: AF_UNSPEC, version 0, res_id 0

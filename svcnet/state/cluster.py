@@ -239,11 +239,7 @@ def _refuse_exhausting(state: ClusterState, objects: Sequence[KubeObject]) -> No
             continue  # refused by the step itself, with its own message
         free[fam] -= 1
         if free[fam] < 0:
-            raise ValidationError(
-                str(obj.key),
-                "spec.clusterIP",
-                f"no {fam.value} ClusterIP left in service CIDR {alloc.cluster_cidrs[fam]}",
-            )
+            raise alloc.no_cluster_ip_left(str(obj.key), fam)
 
 
 def _apply_order(obj: KubeObject) -> int:

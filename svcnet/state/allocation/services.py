@@ -243,11 +243,7 @@ class ServiceAllocations:
             pool = alloc.cluster_ips[fam]
             value_or_none = pool.dynamic()
             if value_or_none is None:
-                raise ValidationError(
-                    obj,
-                    "spec.clusterIP",
-                    f"no {fam.value} ClusterIP left in service CIDR {alloc.cluster_cidrs[fam]}",
-                )
+                raise alloc.no_cluster_ip_left(obj, fam)
             alloc = attrs.evolve(
                 alloc, cluster_ips=alloc.cluster_ips.set(fam, pool.take(value_or_none, new.key))
             )
@@ -260,6 +256,15 @@ class ServiceAllocations:
             cluster_ips=tuple(chosen[f] for f in families),
             ip_families=families,
             ip_family_policy=policy,
+        )
+
+    def no_cluster_ip_left(self, obj: str, fam: IPFamily) -> ValidationError:
+        """The refusal of a service ``obj`` that needs a ``fam`` ClusterIP when none is
+        free (also raised ahead of time for a batch that cannot fit)."""
+        return ValidationError(
+            obj,
+            "spec.clusterIP",
+            f"no {fam.value} ClusterIP left in service CIDR {self.cluster_cidrs[fam]}",
         )
 
     def _families(self, svc: Service, fams_given: list[IPFamily], obj: str) -> tuple[IPFamily, ...]:

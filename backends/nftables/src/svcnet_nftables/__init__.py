@@ -78,7 +78,7 @@ class NftablesBackend(Backend):
         """The namespace's nf_tables generation (None if it cannot be read)."""
         try:
             return nf_tables_generation(self.netns)
-        except (BackendError, OSError):
+        except BackendError:
             return None
 
     def sync(self, plan: Plan) -> None:
