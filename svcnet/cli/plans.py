@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from typing import Any
@@ -18,7 +17,7 @@ from svcnet import probe as probe_mod
 from svcnet import semantics
 from svcnet.cli.common import CliError, backend_class, backend_factory, current_store
 from svcnet.errors import NotFoundError
-from svcnet.model import Protocol
+from svcnet.model import Protocol, norm_ip
 from svcnet.probe import Probe, ProbeSource
 from svcnet.scenario import same_outcome
 from svcnet.state import ClusterState
@@ -152,7 +151,7 @@ def _parse_to(text: str) -> tuple[str, int, Protocol]:
     else:
         ip, _, port = addr.rpartition(":")
     try:
-        return str(ipaddress.ip_address(ip)), int(port), protocol
+        return norm_ip(ip), int(port), protocol
     except ValueError as e:
         raise click.BadParameter(f"expected IP:PORT[/PROTO], got {text!r}", param_hint="TO") from e
 
@@ -171,7 +170,7 @@ def make_probe(state: ClusterState, source: str, to: str, node: str | None) -> P
             state, ProbeSource(node=source[5:], via=node), dst, port, protocol
         )
     try:
-        src = str(ipaddress.ip_address(source))
+        src = norm_ip(source)
     except ValueError as e:
         raise click.BadParameter(
             f"expected pod/NS/NAME, node/NAME or an IP, got {source!r}", param_hint="FROM"

@@ -55,7 +55,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from svcnet.model import Endpoint, Pod, Service, ServicePort, ServiceType
+from svcnet.model import Endpoint, Pod, Service, ServicePort, ServiceType, norm_ip
 from svcnet.state import ClusterState
 from svcnet.state import endpoints as _ep
 
@@ -150,7 +150,7 @@ def reverse_name(ip: str) -> str:
 
 def dashed(ip: str) -> str:
     """An endpoint's name when it has no hostname: its address with ``.``/``:`` -> ``-``."""
-    text = str(ipaddress.ip_address(ip))
+    text = norm_ip(ip)
     return text.replace(".", "-").replace(":", "-")
 
 
@@ -279,7 +279,7 @@ def _portless_endpoints(state: ClusterState, svc: Service) -> dict[str, tuple[En
             continue
         for se in sl.endpoints:
             if se.addresses:
-                ip = str(ipaddress.ip_address(se.addresses[0]))
+                ip = norm_ip(se.addresses[0])
                 found.append(Endpoint(ip=ip, port=0, ready=se.ready, hostname=se.hostname))
     return {"": tuple(found)}
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from svcnet.errors import ValidationError
-from svcnet.model import IPFamily, Labels
+from svcnet.model import IPFamily, Labels, norm_ip
 
 _E = TypeVar("_E", bound=enum.Enum)
 
@@ -184,7 +184,7 @@ class Doc:
         try:
             if "%" in text:
                 raise ValueError(text)
-            return str(ipaddress.ip_address(text))
+            return norm_ip(text)
         except ValueError:
             self.fail(path, f"{text!r}: must be a valid IP address")
 

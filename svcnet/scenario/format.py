@@ -23,7 +23,7 @@ import yaml
 
 from svcnet.errors import ScenarioError
 from svcnet.manifests.parse import YamlLoader
-from svcnet.model import ClusterConfig, IPFamily, Protocol, format_endpoint, parse_endpoint
+from svcnet.model import ClusterConfig, IPFamily, Protocol, format_endpoint, norm_ip, parse_endpoint
 from svcnet.probe import Verdict
 
 API_VERSION = "svcnet/v1alpha1"
@@ -203,7 +203,7 @@ class _Where:
     def ip(self, value: object, what: str) -> str:
         text = self.string(value, what)
         try:
-            return str(ipaddress.ip_address(text))
+            return norm_ip(text)
         except ValueError:
             raise self.error(f"{what}: {text!r} is not an IP address") from None
 
@@ -455,7 +455,7 @@ def norm_record(qtype: str, text: str) -> str:
     text = " ".join(text.split())
     if qtype in ("A", "AAAA"):
         with contextlib.suppress(ValueError):
-            return str(ipaddress.ip_address(text))
+            return norm_ip(text)
     return text.lower()
 
 
