@@ -263,20 +263,13 @@ def service_records(
 def _portless_endpoints(state: ClusterState, svc: Service) -> dict[str, tuple[Endpoint, ...]]:
     """A headless service without ports: its addresses straight from its pods
     (selector) or slices (no selector), since the state keeps endpoints per port."""
-    families = _ep.service_families(svc, state.config)
     if _ep.has_selector(svc):
         ns = svc.namespace
         pods = [p for (pns, _), p in state.pods.items() if pns == ns]
         probe = attrs.evolve(svc, ports=(ServicePort(port=1),))
         return dict(_ep.pod_endpoints(probe, pods, state.nodes, state.config))
     found: list[Endpoint] = []
-    for sl in state.slices.values():
-        if (
-            sl.namespace != svc.namespace
-            or sl.service_name != svc.name
-            or sl.address_type not in families
-        ):
-            continue
+    for sl in _ep.slices_of(svc, state.slices.values(), state.config):
         for se in sl.endpoints:
             if se.addresses:
                 ip = norm_ip(se.addresses[0])

@@ -13,7 +13,7 @@ the tests compare the incremental result with).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from pyrsistent import PMap, pmap
 
@@ -135,20 +135,28 @@ def pod_endpoints(
     return {name: _finish(eps) for name, eps in found.items()}
 
 
+def slices_of(
+    svc: Service, slices: Iterable[EndpointSlice], config: ClusterConfig
+) -> Iterator[EndpointSlice]:
+    """The slices among ``slices`` that feed ``svc``: its namespace, its
+    ``kubernetes.io/service-name``, and an address type among its families."""
+    families = service_families(svc, config)
+    for sl in slices:
+        if (
+            sl.namespace == svc.namespace
+            and sl.service_name == svc.name
+            and sl.address_type in families
+        ):
+            yield sl
+
+
 def slice_endpoints(
     svc: Service, slices: Iterable[EndpointSlice], config: ClusterConfig
 ) -> dict[str, tuple[Endpoint, ...]]:
     """Endpoints per port name of a selector-less service from its slices
     (``slices`` may hold others: only this service's are used)."""
-    families = service_families(svc, config)
     found: dict[str, list[Endpoint]] = {sp.name: [] for sp in svc.ports}
-    for sl in slices:
-        if (
-            sl.namespace != svc.namespace
-            or sl.service_name != svc.name
-            or sl.address_type not in families
-        ):
-            continue
+    for sl in slices_of(svc, slices, config):
         for sp in svc.ports:
             port = next(
                 (p.port for p in sl.ports if p.name == sp.name and p.protocol is sp.protocol), None
