@@ -15,7 +15,7 @@ builds, the dependencies for the install); without it the tests skip, saying so.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import os
 import re
 import shutil
@@ -115,11 +115,21 @@ def _version(name: str) -> str:
     return str(pyproject["project"]["version"])
 
 
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder of the built sdists and wheels."""
     work = tmp_path_factory.mktemp("wheels")
-    if importlib.util.find_spec("build") is not None:  # `nox -s wheels` installs it
+    # `nox -s wheels` installs the `build` distribution; a find_spec("build") would
+    # also find the checkout's build/ folder (the docs output) as a namespace package
+    if _installed("build"):
         python = Path(sys.executable)
     else:
         env = _venv(work / "build-env")
