@@ -221,14 +221,21 @@ def _svcnet(store: pathlib.Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "svcnet", "--store", str(store), *args]
 
 
-def _read_until(proc: subprocess.Popen[bytes], text: str, seen: bytearray) -> str:
-    """Read ``proc``'s stdout into ``seen`` until it holds ``text`` (DEADLINE)."""
+def _read_until(
+    proc: subprocess.Popen[bytes], text: str, seen: bytearray, wait: float | None = None
+) -> str:
+    """Read ``proc``'s stdout into ``seen`` until it holds ``text``.
+
+    Fails after DEADLINE seconds; with ``wait``, raises TimeoutError after that many.
+    """
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
-    deadline = time.monotonic() + DEADLINE
+    deadline = time.monotonic() + (wait or DEADLINE)
     while text.encode() not in seen:
         left = deadline - time.monotonic()
         if left <= 0:
+            if wait is not None:
+                raise TimeoutError(text)
             raise AssertionError(f"no {text!r} within {DEADLINE}s; got {seen.decode()!r}")
         ready, _, _ = select.select([fd], [], [], left)
         if ready:
@@ -281,21 +288,33 @@ def test_get_endpoints_watch_prints_a_service_whose_endpoints_changed(
         stdout=subprocess.PIPE,
     )
     try:
-        (tmp_path / "web4.yaml").write_text(
-            _pod("web-4").replace("spec: {", "spec: {containers: [{name: a, ports: "
-                                  "[{containerPort: 8080, name: http}]}], ")
-        )  # fmt: skip
-        subprocess.run(
-            _svcnet(db, "apply", "-f", str(tmp_path / "web4.yaml")), check=True, capture_output=True
-        )
-        out = _read_until(proc, "\n", bytearray())
+        # --watch-only starts at the version the watcher reads when it is up, which
+        # may come after an apply made right away; so add pods one by one until the
+        # watcher prints one (it needs no more than one when it is up in time).
+        out, added, deadline = "", [], time.monotonic() + DEADLINE
+        while not out:
+            assert time.monotonic() < deadline, f"no line from the watcher; added {added}"
+            name = f"web-{4 + len(added)}"
+            (tmp_path / "pod.yaml").write_text(
+                _pod(name).replace("spec: {", "spec: {containers: [{name: a, ports: "
+                                   "[{containerPort: 8080, name: http}]}], ")
+            )  # fmt: skip
+            subprocess.run(
+                _svcnet(db, "apply", "-f", str(tmp_path / "pod.yaml")),
+                check=True, capture_output=True,
+            )  # fmt: skip
+            added.append(name)
+            try:
+                out = _read_until(proc, "\n", bytearray(), wait=3.0)
+            except TimeoutError:
+                continue
         line = out.splitlines()[0].split()
         assert line[0] == "web"  # only the watched service, no header (--watch-only)
         pods = subprocess.run(
-            _svcnet(db, "get", "pod", "web-4"), check=True, capture_output=True, text=True
+            _svcnet(db, "get", "pod", added[-1]), check=True, capture_output=True, text=True
         ).stdout
-        web4 = pods.splitlines()[1].split()[3]  # its IP
-        assert f"{web4}:8080" in line[1].split(",")
+        ip = pods.splitlines()[1].split()[3]  # the last added pod's IP
+        assert f"{ip}:8080" in line[1].split(",")
     finally:
         proc.kill()
         proc.wait()
