@@ -54,6 +54,8 @@ EXPECTED = [
 # The modules that do I/O: a pure module imports none of them.
 IO = [
     "svcnet.__main__",
+    "svcnet.agent",
+    "svcnet.agent.*",
     "svcnet.cli",
     "svcnet.cli.*",
     "svcnet.dns.server",
