@@ -7,7 +7,7 @@ group ``svcnet.backends`` and is imported only when asked for by name.
 
 The contract is versioned (:data:`CONTRACT_VERSION`, ``major.minor``, the version
 plans carry too, see :mod:`svcnet.plan.serial`): a backend declares the version
-it implements as the class attribute ``contract = "1.0"``, and :func:`load_backend`
+it implements as the class attribute ``contract = "1.1"``, and :func:`load_backend`
 refuses one declaring none, another major version, or a minor version newer than
 svcnet's.
 
@@ -20,6 +20,8 @@ backend's choice); ``apply()`` calls it first and installs by a full ``sync()``
 when it reports damage, when what is installed is unknown (an earlier sync
 failed half-way), or, once, when the incremental install itself fails.
 ``observe()`` reads back what is installed (from the kernel, never a cache),
+``observed_plan()`` expresses that read-back as a plan (contract 1.1; a backend
+declaring 1.0 keeps loading and its ``observed_plan()`` raises ``UNSUPPORTED``),
 ``evaluate(probe)`` answers a probe from that read-back alone, ``cleanup()``
 removes everything the backend owns and nothing else.
 """
@@ -157,6 +159,34 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, probe: Probe) -> Outcome:
         """What the installed rules do to ``probe``, from :meth:`observe` alone."""
+
+    def observed_plan(self) -> Plan:
+        """What the data plane holds now, read back (never from a cache) and expressed
+        as a plan for this node; equal (``==``) to the installed plan when nothing
+        drifted (contract 1.1).
+
+        - Read from the data plane on every call (:meth:`observe`'s read-back, not
+          :attr:`installed` or any other copy kept by the backend).
+        - Every behavioural field (settings, cluster IPs, frontends, endpoints, the
+          six routes, source ranges, affinity) comes from what the data plane does;
+          a field it does not carry (a port's name, a service with no ports, one not
+          proxied, a route no frontend reaches) may come from a comment or other
+          annotation the backend writes beside its rules for this purpose.
+        - A data plane holding nothing of this backend's gives
+          ``Plan(NodeSettings(node, (), (), ()))``: no settings, no services.
+        - Damage shows as a difference: a deleted element or rule gives a plan that
+          differs (``!=``) in the service it belonged to. A read-back that cannot be
+          expressed as a plan at all raises :class:`~svcnet.errors.BackendError`
+          (``STATE``), naming what was found.
+        - The plan's ``revision`` (not compared) is 0.
+
+        The default raises ``BackendError(UNSUPPORTED)``: backends written for
+        contract 1.0 do not implement it (the harness skips its check for them)."""
+        raise BackendError(
+            BackendErrorKind.UNSUPPORTED,
+            f"{self.name or type(self).__name__} backend (contract {self.contract or '?'}) "
+            "does not implement observed_plan()",
+        )
 
     def trace(self, probe: Probe) -> tuple[str, ...]:
         """The rules or entries that decided ``probe``, for humans."""

@@ -294,7 +294,7 @@ def test_load_backend_accepts_the_same_major_and_an_older_minor(
     [
         ("2.0", "another major version"),
         ("0.1", "another major version"),
-        ("1.1", "newer than svcnet's"),
+        ("1.2", "newer than svcnet's"),
         ("one", "not of the form"),
     ],
 )

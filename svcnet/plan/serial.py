@@ -4,7 +4,7 @@ written in another language (pure; the standard library's ``json`` only).
 The form is stable: keys are sorted, lists keep the plan's own (sorted) order, and
 equal values give equal text. Every document starts with a header::
 
-    {"apiVersion": "svcnet/v1", "kind": "Plan" | "Changes", "contract": "1.0", ...}
+    {"apiVersion": "svcnet/v1", "kind": "Plan" | "Changes", "contract": "1.1", ...}
 
 ``contract`` is :data:`CONTRACT_VERSION`, the version (``major.minor``) of the backend
 contract the plan follows, which backends also declare (:mod:`svcnet.backend`): a
@@ -51,7 +51,7 @@ __all__ = [
     "to_json",
 ]
 
-CONTRACT_VERSION = "1.0"
+CONTRACT_VERSION = "1.1"
 """The backend contract's version, ``major.minor``: a new major version breaks
 backends (or plan readers) written for the old one; a new minor version only adds
 what older backends may ignore."""

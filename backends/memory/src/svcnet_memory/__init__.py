@@ -39,7 +39,7 @@ class Snapshot:
 class MemoryBackend(Backend):
     name = "memory"
     capabilities = Capabilities(kernel=False)
-    contract = "1.0"  # the backend contract version implemented (svcnet.backend)
+    contract = "1.1"  # the backend contract version implemented (svcnet.backend)
 
     def __init__(self, node: str, *, netns: str | None = None) -> None:
         super().__init__(node, netns=netns)

@@ -40,7 +40,7 @@ class NftablesBackend(Backend):
 
     name = "nftables"
     capabilities = Capabilities(kernel=True)
-    contract = "1.0"  # the backend contract version implemented (svcnet.backend)
+    contract = "1.1"  # the backend contract version implemented (svcnet.backend)
 
     def __init__(self, node: str, *, netns: str | None = None) -> None:
         super().__init__(node, netns=netns)
