@@ -94,11 +94,11 @@ from svcnet.model import (
 )
 from svcnet.state import Apply, ClusterState, Configure, Delete, Event
 
-FORMAT_VERSION = 2  # 2: resourceVersions and the change log
+FORMAT_VERSION = 3  # 2: resourceVersions and the change log; 3: the time of each change
 BUSY_TIMEOUT = 60.0  # seconds a CLI call waits for another one holding the lock
 ENV = "SVCNET_STORE"
 LOG_LIMIT = 10_000  # changes kept in the log (older ones are compacted away)
-POLL_INTERVAL = 0.02  # seconds between two reads of the version while watching
+POLL_INTERVAL = 0.005  # seconds between two reads of the version while watching
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,7 +112,7 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE TABLE IF NOT EXISTS changes (
     rv INTEGER PRIMARY KEY, type TEXT NOT NULL,
     kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-    manifest TEXT NOT NULL, flags TEXT NOT NULL
+    manifest TEXT NOT NULL, flags TEXT NOT NULL, at REAL
 );
 CREATE TABLE IF NOT EXISTS snapshots (id INTEGER PRIMARY KEY AUTOINCREMENT, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS synced (
@@ -129,11 +129,17 @@ UPDATE objects SET rv = seq;
 CREATE TABLE IF NOT EXISTS changes (
     rv INTEGER PRIMARY KEY, type TEXT NOT NULL,
     kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-    manifest TEXT NOT NULL, flags TEXT NOT NULL
+    manifest TEXT NOT NULL, flags TEXT NOT NULL, at REAL
 );
 INSERT OR REPLACE INTO meta SELECT 'resourceVersion', COALESCE(MAX(seq), 0) FROM objects;
 INSERT OR REPLACE INTO meta SELECT 'compacted', COALESCE(MAX(seq), 0) FROM objects;
-UPDATE meta SET value = '2' WHERE key = 'format'
+UPDATE meta SET value = '3' WHERE key = 'format'
+"""
+
+# format 2 -> 3: changes record when they were made (older rows: unknown)
+_UPGRADE_2 = """
+ALTER TABLE changes ADD COLUMN at REAL;
+UPDATE meta SET value = '3' WHERE key = 'format'
 """
 
 
@@ -159,6 +165,7 @@ class Change:
     type: ChangeType
     object: KubeObject | None = None
     config: ClusterConfig | None = None
+    time: float | None = None  # when it was committed (epoch seconds; None: not recorded)
 
     @property
     def key(self) -> ObjectKey | None:
@@ -355,8 +362,8 @@ class Store:
                 f"format version {version} is newer than this svcnet reads "
                 f"({FORMAT_VERSION}); upgrade svcnet"
             )
-        if write and version == 1:
-            for statement in _UPGRADE_1.split(";"):
+        if write and version < FORMAT_VERSION:
+            for statement in (_UPGRADE_1 if version == 1 else _UPGRADE_2).split(";"):
                 conn.execute(statement)
 
     def _load(self, conn: sqlite3.Connection) -> ClusterState:
@@ -440,18 +447,22 @@ class Store:
         newer than the store (list again)."""
         try:
             with self._connect(write=False) as conn:
-                current, compacted = self._versions(conn)
-                self._check_since(since, current, compacted)
-                if since == current:
-                    return ()
-                rows = conn.execute(
-                    "SELECT rv, type, kind, namespace, name, manifest, flags FROM changes "
-                    "WHERE rv > ? ORDER BY rv",
-                    (since,),
-                ).fetchall()
+                return self._changes_after(conn, since)
         except FileNotFoundError:
             self._check_since(since, 0, 0)
             return ()
+
+    def _changes_after(self, conn: sqlite3.Connection, since: int) -> tuple[Change, ...]:
+        current, compacted = self._versions(conn)
+        self._check_since(since, current, compacted)
+        if since == current:
+            return ()
+        query = "SELECT rv, type, kind, namespace, name, manifest, flags, {} FROM changes "
+        query += "WHERE rv > ? ORDER BY rv"
+        try:
+            rows = conn.execute(query.format("at"), (since,)).fetchall()
+        except sqlite3.OperationalError:  # format 2, read before its first write upgrades it
+            rows = conn.execute(query.format("NULL"), (since,)).fetchall()
         return tuple(self._change(*row) for row in rows)
 
     def _check_since(self, since: int, current: int, compacted: int) -> None:
@@ -467,13 +478,22 @@ class Store:
             )
 
     def _change(
-        self, rv: int, type_: str, kind: str, ns: str, name: str, manifest: str, flags: str
+        self,
+        rv: int,
+        type_: str,
+        kind: str,
+        ns: str,
+        name: str,
+        manifest: str,
+        flags: str,
+        at: float | None = None,
     ) -> Change:
         try:
             kind_of = ChangeType(type_)
             if kind_of is ChangeType.CONFIGURED:
-                return Change(rv, kind_of, config=config_from_json(json.loads(manifest)))
-            return Change(rv, kind_of, decode(json.loads(manifest), json.loads(flags)))
+                config = config_from_json(json.loads(manifest))
+                return Change(rv, kind_of, config=config, time=at)
+            return Change(rv, kind_of, decode(json.loads(manifest), json.loads(flags)), time=at)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             where = f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
             raise self._error(f"corrupt change {rv} ({type_} {where}): {e}") from e
@@ -485,27 +505,68 @@ class Store:
         between them, polling the store's version every ``interval`` seconds; ends
         when ``timeout`` seconds pass without a change (None: never).
         :class:`WatchExpired` as :meth:`changes_since` (at the start or later, if
-        the watcher falls ``log_limit`` changes behind)."""
+        the watcher falls ``log_limit`` changes behind, or the file is replaced).
+
+        The watch holds one connection to the file between polls (a poll is one
+        short read transaction of the ``meta`` row; no lock is held in between, so
+        writers are never kept waiting), and opens it again if the file at
+        ``path`` is replaced by another one."""
         last = since
         idle_since = time.monotonic()
-        while True:
-            changes = self.changes_since(last)
-            for change in changes:
-                last = change.version
-                yield change
-            if changes:
-                idle_since = time.monotonic()
-                continue
-            if timeout is not None and time.monotonic() - idle_since >= timeout:
-                return
-            time.sleep(interval)
+        held: _Held | None = None
+        try:
+            while True:
+                if held is None or held.stale():
+                    if held is not None:
+                        held.close()
+                    held = self._hold()
+                if held is None:  # no file yet
+                    self._check_since(last, 0, 0)
+                    changes: tuple[Change, ...] = ()
+                else:
+                    changes = held.read(last)
+                for change in changes:
+                    last = change.version
+                    yield change
+                if changes:
+                    idle_since = time.monotonic()
+                    continue
+                if timeout is not None and time.monotonic() - idle_since >= timeout:
+                    return
+                time.sleep(interval)
+        finally:
+            if held is not None:
+                held.close()
+
+    def _hold(self) -> _Held | None:
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise self._error(f"cannot open: {e.strerror}") from e
+        uri = "file:" + os.path.abspath(self.path) + "?mode=rw"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
+        except sqlite3.Error as e:
+            raise self._error(f"cannot open: {e}") from e
+        return _Held(self, conn, ino)
 
     @contextlib.contextmanager
-    def modify(self) -> Iterator[Session]:
+    def modify(self, known: tuple[ClusterState, int] | None = None) -> Iterator[Session]:
         """Load under an exclusive lock; ``session.save(state)`` is committed when
-        the block ends without an exception, rolled back otherwise."""
+        the block ends without an exception, rolled back otherwise.
+
+        ``known``: a state and the store version it is current at (a
+        :class:`Listing`'s, or a session's ``state`` and ``version`` after its
+        save) that a long-lived writer holds; when the store is still at that
+        version the session starts from it instead of loading every object."""
         with self._connect(write=True) as conn:
-            yield Session(self, conn, self._load(conn))
+            if known is not None and self._versions(conn)[0] == known[1]:
+                state = known[0]
+            else:
+                state = self._load(conn)
+            yield Session(self, conn, state)
 
     def synced(self, backend: str, target: str, node: str) -> ClusterState | None:
         """The state last synced to (backend, target, node), if any."""
@@ -531,6 +592,38 @@ class Store:
             raise self._error(f"corrupt sync record for {backend}/{node}: {e}") from e
 
 
+class _Held:
+    """The connection a :meth:`Store.watch` keeps between its polls."""
+
+    def __init__(self, store: Store, conn: sqlite3.Connection, ino: int) -> None:
+        self.store, self.conn, self.ino = store, conn, ino
+        self.checked = False  # the format is checked once per connection
+
+    def stale(self) -> bool:
+        """Whether the file at the store's path is no longer the one held."""
+        try:
+            return os.stat(self.store.path).st_ino != self.ino
+        except OSError:
+            return True
+
+    def read(self, since: int) -> tuple[Change, ...]:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN")
+            try:
+                if not self.checked:
+                    self.store._check(conn, write=False)
+                    self.checked = True
+                return self.store._changes_after(conn, since)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            raise self.store._error(f"not a readable svcnet store ({e})") from e
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class Session:
     """One locked load -> modify -> save (see :meth:`Store.modify`)."""
 
@@ -539,6 +632,11 @@ class Session:
         self._conn = conn
         self.state = state  # as loaded; save() moves it on
 
+    @property
+    def version(self) -> int:
+        """The store's version as this session sees it (after its saves)."""
+        return self.store._versions(self._conn)[0]
+
     def save(self, new: ClusterState) -> None:
         """Write what differs between the loaded (or last saved) state and ``new``."""
         old = self.state
@@ -546,13 +644,14 @@ class Session:
         try:
             version, compacted = self.store._versions(c)
             start = version
+            now = time.time()  # the time of every change of this save
 
             def log(type_: ChangeType, row: tuple[str, str, str], manifest: str, flags: str) -> int:
                 nonlocal version
                 version += 1
                 c.execute(
-                    "INSERT INTO changes VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (version, type_.value, *row, manifest, flags),
+                    "INSERT INTO changes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (version, type_.value, *row, manifest, flags, now),
                 )
                 return version
 

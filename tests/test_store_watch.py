@@ -318,3 +318,68 @@ def test_get_endpoints_watch_prints_a_service_whose_endpoints_changed(
     finally:
         proc.kill()
         proc.wait()
+
+
+# -- change times, a long-lived writer, a replaced file -----------------------------
+
+
+def test_each_change_records_when_it_was_committed(tmp_path: pathlib.Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    before = time.time()
+    _save(store, _apply(_pod("a")), _apply(_pod("b")))
+    after = time.time()
+    changes = store.changes_since(0)
+    assert sorted(c.key.name for c in changes if c.key is not None) == ["a", "b"]
+    assert all(c.time is not None and before <= c.time <= after for c in changes)
+    watched = next(store.watch(0, timeout=0.0))
+    assert watched.time == changes[0].time
+
+
+def test_a_format_2_store_is_read_and_upgraded(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "s.db"
+    store = Store(str(path))
+    _save(store, _apply(_pod("a")))
+    with sqlite3.connect(path) as c:  # make it as svcnet 0.2 wrote it
+        c.execute("ALTER TABLE changes DROP COLUMN at")
+        c.execute("UPDATE meta SET value = '2' WHERE key = 'format'")
+    (old,) = store.changes_since(0)
+    assert old.key is not None and old.key.name == "a" and old.time is None
+    assert next(store.watch(0, timeout=0.0)).time is None
+    _save(store, _apply(_pod("b")))  # the first write upgrades
+    with sqlite3.connect(path) as c:
+        fmt = c.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0]
+    assert int(fmt) == FORMAT_VERSION == 3
+    first, second = store.changes_since(0)
+    assert first.time is None and second.time is not None
+
+
+def test_a_long_lived_writer_skips_the_load_only_while_the_store_is_unchanged(
+    tmp_path: pathlib.Path,
+) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    _save(store, _demo())
+    listing = store.list()
+    marked = listing.state.step(_apply(_pod("only-in-memory")))  # never saved
+    with store.modify(known=(marked, listing.version)) as s:
+        assert s.state is marked  # current: used as it is, not loaded
+        s.save(s.state.step(_apply(_pod("w"))))
+        known = (s.state, s.version)
+    assert known[1] == store.version()
+    _save(store, _apply(_pod("x")))  # another writer: the known state is stale
+    with store.modify(known=known) as s:
+        assert s.state is not known[0]
+        assert ("default", "x") in s.state.pods
+        assert ("default", "only-in-memory") not in s.state.pods
+
+
+def test_a_watch_notices_that_the_file_was_replaced(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "s.db"
+    store = Store(str(path))
+    _save(store, _apply(_pod("a")), _apply(_pod("b")), _apply(_pod("c")))
+    watch = store.watch(store.version() - 1, timeout=DEADLINE, interval=0.001)
+    last = next(watch)  # the watch now holds a connection to the file
+    assert last.version == store.version()
+    path.unlink()
+    _save(store, _apply(_pod("z")))  # a new store: version 1, below the watcher's
+    with pytest.raises(WatchExpired, match="newer than the store"):
+        next(watch)
