@@ -74,6 +74,11 @@ class MemoryBackend(Backend):
     def observe(self) -> Snapshot:
         return Snapshot(tuple(self._tables.dump()))
 
+    def observed_plan(self) -> Plan:
+        """The plan the tables hold now (:meth:`Tables.as_plan`), rebuilt from their
+        entries on each call."""
+        return self._tables.as_plan(self.node)
+
     def evaluate(self, probe: Probe) -> Outcome:
         return interpret(self._tables, probe)[0]
 

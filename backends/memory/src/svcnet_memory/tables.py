@@ -14,7 +14,15 @@ import attrs
 
 from svcnet.errors import BackendError, BackendErrorKind
 from svcnet.model import IPNetwork, Protocol, format_endpoint
-from svcnet.plan import Changes, Frontend, NodeSettings, PortPlan, ServicePlan, ServiceRef
+from svcnet.plan import (
+    Changes,
+    Frontend,
+    NodeSettings,
+    Plan,
+    PortPlan,
+    ServicePlan,
+    ServiceRef,
+)
 
 # (destination address, port, protocol): what a packet's destination matches on.
 FrontendKey = tuple[str, int, Protocol]
@@ -117,3 +125,53 @@ class Tables:
         ]
         lines += [f"passthrough {ip} -> {min(r)}" for ip, r in sorted(self.passthrough.items())]
         return lines
+
+    def as_plan(self, node: str) -> Plan:
+        """What these tables hold, as a plan (:meth:`svcnet.backend.Backend.observed_plan`).
+
+        Built from the entries the interpreter reads: the settings, the frontend
+        claims (each carries the port plan it was installed for: its routes,
+        endpoints, source ranges and affinity), the ClusterIP and pass-through
+        tables. The service registry (``services``, kept to remove a service again,
+        as a kernel keeps named objects) gives only what those entries do not carry:
+        the order of a service's ClusterIPs and ports, and ports or services without
+        any frontend. A frontend or ClusterIP missing from the tables is missing from
+        the plan; a port found under another port plan than registered shows as the
+        port it is installed as."""
+        if not self.node:  # nothing installed
+            return Plan(NodeSettings(node, (), (), ()))
+        settings = NodeSettings(
+            self.node,
+            self.node_ips,
+            tuple(str(c) for c in self.cluster_cidrs),
+            tuple(str(c) for c in self.service_cidrs),
+        )
+        # ref -> registered port -> the (frontend, installed port) claims found
+        found: dict[ServiceRef, dict[int, list[tuple[Frontend, PortPlan]]]] = {}
+        for (_ip, _number, proto), claims in self.frontends.items():
+            for ref, (fe, port) in claims.items():
+                registered = self.services.get(ref)
+                if registered is None:
+                    continue
+                for i, known in enumerate(registered.ports):
+                    if known.protocol is proto and fe in known.frontends:
+                        found.setdefault(ref, {}).setdefault(i, []).append((fe, port))
+                        break
+        services: dict[ServiceRef, ServicePlan] = {}
+        for ref, registered in self.services.items():
+            table = self.cluster_ips if registered.proxied else self.passthrough
+            ips = tuple(ip for ip in registered.cluster_ips if ref in table.get(norm(ip), ()))
+            ports: list[PortPlan] = []
+            claims_of = found.get(ref, {})
+            for i, known in enumerate(registered.ports):
+                held = claims_of.get(i)
+                if not held:
+                    if not known.frontends:  # a port without frontends has no entry
+                        ports.append(known)
+                    else:  # every frontend gone: the port is served by no entry
+                        ports.append(attrs.evolve(known, frontends=()))
+                    continue
+                installed = held[0][1]
+                ports.append(attrs.evolve(installed, frontends=tuple(sorted({f for f, _ in held}))))
+            services[ref] = ServicePlan(ref, ips, tuple(ports), registered.proxied)
+        return Plan(settings, services)
