@@ -2,8 +2,13 @@
 ``svcnet port-forward`` (I/O). (``svcnet scenario run --traffic`` is in
 :mod:`svcnet.cli.scenario`.)
 
-Registered in :mod:`svcnet.cli.main`. The lab's record (``/run/svcnet/<lab>/lab.json``)
-keeps the manifests and the backend, so every command can rebuild what it needs.
+Registered in :mod:`svcnet.cli.main`. ``lab up`` binds the lab to a store: it applies
+its FILEs to the store (as ``svcnet apply -f``), builds the namespaces, starts a
+follower (:mod:`svcnet.lab.follow`) and one ``svcnet agent`` per node, and waits until
+every agent has programmed the store's current version; from then on ``svcnet apply``
+and ``svcnet delete`` change the lab live. The lab's record
+(``/run/svcnet/<lab>/lab.json``) keeps the store, the backend and the PIDs; the other
+commands read the lab's current state from the file its DNS servers answer from.
 """
 
 from __future__ import annotations
@@ -38,23 +43,6 @@ def _need_root(what: str) -> None:
         raise CliError(f"{what} needs root (it creates network namespaces)")
 
 
-def _load_documents(paths: Sequence[str]) -> list[Any]:
-    import glob
-
-    import yaml
-
-    docs: list[Any] = []
-    for p in paths:
-        files = sorted(glob.glob(os.path.join(p, "*.yaml"))) if os.path.isdir(p) else [p]
-        for f in files:
-            try:
-                with open(f, encoding="utf-8") as fh:
-                    docs += [d for d in yaml.safe_load_all(fh) if d is not None]
-            except (OSError, yaml.YAMLError) as e:
-                raise CliError(f"{f}: {e}") from e
-    return docs
-
-
 def _state_of(docs: list[Any]) -> Any:
     from svcnet import manifests
     from svcnet.state import Apply, ClusterState
@@ -72,10 +60,24 @@ def _record(name: str) -> dict[str, Any]:
     return record
 
 
+def _lab_state(name: str) -> Any:
+    """The cluster state lab ``name`` was last made to match (its DNS state file)."""
+    import pickle
+
+    from svcnet.lab.control import state_pickle
+
+    record = _record(name)
+    try:
+        with open(state_pickle(name), "rb") as f:
+            return pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError):
+        return _state_of(record.get("manifests", []))
+
+
 def _topology(name: str) -> Any:
     from svcnet.lab.topology import build
 
-    return build(name, _state_of(_record(name).get("manifests", [])))
+    return build(name, _lab_state(name))
 
 
 # -- svcnet lab ----------------------------------------------------------------------
@@ -97,7 +99,7 @@ name_option = click.option(
 
 
 @lab_group.command("up")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @name_option
 @click.option(
     "--backend",
@@ -105,26 +107,86 @@ name_option = click.option(
     default="iptables",
     show_default=True,
     metavar="NAME",
-    help="Kernel backend programming every node.",
+    help="Kernel backend the node agents program (fixed for the lab's life).",
 )
-def lab_up(paths: Sequence[str], name: str, backend_name: str) -> None:
-    """Build (or update) a lab from manifest FILEs or directories."""
+@click.option(
+    "--timeout",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    help="Seconds to wait for every agent to program the store's current version.",
+)
+@click.pass_context
+def lab_up(
+    ctx: click.Context, paths: Sequence[str], name: str, backend_name: str, timeout: float
+) -> None:
+    """Apply manifest FILEs or directories to the store and build a lab that
+    follows it: one agent per node, plumbing and DNS kept in step with every
+    ``svcnet apply`` and ``svcnet delete``."""
+    from svcnet.cli.common import current_store
+    from svcnet.cli.objects import apply_cmd
     from svcnet.lab.control import Lab
 
     _need_root("svcnet lab up")
     cls = backend_class(backend_name)
     if not cls.capabilities.kernel:
         raise CliError(f"backend {backend_name!r} programs no kernel; the lab needs one")
-    docs = _load_documents(paths)
-    state = _state_of(docs)
-    lab = Lab(name, cls, progress=_say)
-    lab.extra["manifests"] = docs
-    topo = lab.up(state)
+    store = current_store()
+    store_path = os.path.abspath(store.path)
+    click.echo(f"store: {store_path}")
+    if paths:
+        ctx.invoke(apply_cmd, files=tuple(paths))
+    listing = store.list()
+    lab = Lab(name, None, progress=_say)
+    lab.extra.update(store=store_path, backend=backend_name)
+    topo = lab.up(listing.state)
     for why in topo.skipped:
         click.echo(f"skipped {why}")
+    _start_follower(name, store_path, backend_name)
+    _wait_for_agents(name, store.version(), timeout)
     click.echo(
         f"lab {name} is up: {len(topo.nodes)} nodes, {len(topo.pods)} pods, "
-        f"{backend_name} rules (svcnet lab exec --name {name} pod NS/NAME -- CMD)"
+        f"{backend_name} agents following {store_path} "
+        f"(svcnet lab exec --name {name} pod NS/NAME -- CMD)"
+    )
+
+
+def _start_follower(name: str, store_path: str, backend_name: str) -> None:
+    import subprocess
+    import sys
+
+    from svcnet.lab.control import FOLLOW_MODULE, PACKAGE_ROOT, _spawn, _started, state_dir
+
+    log = os.path.join(state_dir(name), "follow.log")
+    args = [sys.executable, "-m", FOLLOW_MODULE, "--name", name, "--store", store_path]
+    with open(log, "a", encoding="utf-8") as err:
+        proc = _spawn([*args, "--backend", backend_name], err, cwd=PACKAGE_ROOT)
+    if not _started(proc, 120.0):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(1.0)
+        raise CliError(f"lab {name}: the follower did not start (see {log})")
+    _say(f"follower pid {proc.pid} (log {log})")
+
+
+def _wait_for_agents(name: str, version: int, timeout: float) -> None:
+    """Poll the agents' status files until every node's agent reports ``version``."""
+    import time
+
+    from svcnet.lab.follow import agents_in_step
+
+    deadline = time.monotonic() + timeout
+    why = ""
+    while time.monotonic() < deadline:
+        record = _record(name)
+        agents = {str(k): int(v) for k, v in record.get("agents", {}).items()}
+        done, why = agents_in_step(_topology(name), agents, version)
+        if done:
+            _say(f"every agent has programmed store version {version}")
+            return
+        time.sleep(0.05)
+    raise CliError(
+        f"lab {name}: agents not in step with store version {version} after {timeout:g} s: "
+        f"{why} (logs in /run/svcnet/{name}/; svcnet lab down --name {name} removes the lab)"
     )
 
 
@@ -143,10 +205,55 @@ def lab_down(name: str) -> None:
     )
 
 
+def _agent_lines(name: str, record: dict[str, Any]) -> list[str]:
+    import time
+
+    from svcnet.kernel import netns
+    from svcnet.lab.control import our_follower, read_agent_status
+
+    lines = []
+    store = record.get("store")
+    if store:
+        from svcnet.store import Store
+
+        try:
+            current: object = Store(str(store)).version()
+        except Exception as e:  # the status shows what it can
+            current = f"unreadable ({e})"
+        follower = record.get("follower")
+        running = isinstance(follower, int) and our_follower(follower, name)
+        lines.append(f"  store {store} at version {current}")
+        lines.append(
+            f"  follower pid {follower} {'running' if running else 'gone'}, "
+            f"lab at version {record.get('version')}"
+            + (f", error: {record['error']}" if record.get("error") else "")
+        )
+    agents = record.get("agents", {})
+    for node_ns, pid in sorted(agents.items() if isinstance(agents, dict) else []):
+        status = read_agent_status(str(node_ns)) or {}
+        state = "running" if netns.alive(int(pid)) else "gone"
+        last_sync = status.get("last_sync")
+        last: dict[str, Any] = last_sync if isinstance(last_sync, dict) else {}
+        at = last.get("time", status.get("written"))
+        when = (
+            time.strftime("%H:%M:%S", time.localtime(float(at)))
+            if isinstance(at, (int, float))
+            else "never"
+        )
+        took = f" ({last['duration_ms']} ms)" if last.get("duration_ms") is not None else ""
+        lines.append(
+            f"  agent {status.get('node', node_ns)}: pid {pid} {state}, "
+            f"version {status.get('version')}, last sync {when}{took}, "
+            f"error {status.get('error') or 'none'}"
+        )
+    return lines
+
+
 @lab_group.command("status")
 @name_option
 def lab_status(name: str) -> None:
-    """Show a lab's namespaces and pod servers."""
+    """Show a lab's store, follower, agents (version, last sync, error),
+    namespaces and pod servers."""
     from svcnet.kernel import netns
     from svcnet.lab.control import read_record
     from svcnet.lab.topology import prefix
@@ -157,6 +264,8 @@ def lab_status(name: str) -> None:
         click.echo(f"lab {name}: down")
         return
     click.echo(f"lab {name}: {len(spaces)} namespaces, backend {record.get('backend')}")
+    for line in _agent_lines(name, record):
+        click.echo(line)
     for ns in spaces:
         click.echo(f"  {ns}")
     for pod, pid in sorted(record.get("servers", {}).items()):
@@ -260,8 +369,7 @@ def port_forward(name: str, origin: str, address: str, destination: str, ports: 
         local, remote = int(local_s), int(remote_s or local_s)
     except ValueError as e:
         raise click.BadParameter("PORTS is LOCAL[:REMOTE]") from e
-    record = _record(name)
-    state = _state_of(record.get("manifests", []))
+    state = _lab_state(name)
     if destination.startswith("svc/"):
         ns, _, svc = destination[4:].partition("/")
         service = state.services.get((ns, svc))

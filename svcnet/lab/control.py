@@ -9,6 +9,13 @@ what a crashed run left: it finds the lab's namespaces by their
 ``svcnet-<lab>-`` prefix and kills the server processes recorded in
 ``/run/svcnet/<lab>/lab.json`` or running in those namespaces.
 
+A live lab (``svcnet lab up``) is bound to a store: its record names the store and
+the backend, one ``svcnet agent`` per node programs the node's namespace, and a
+follower (:mod:`svcnet.lab.follow`) keeps the plumbing and DNS in step with the
+store; the lab itself then programs nothing (``backend`` None). ``down()`` stops
+the follower and the agents first (by the PIDs in the record, checked against
+their command lines), so nothing rebuilds what it removes.
+
 Links, addresses and routes are made with iproute2 batches
 (:func:`svcnet.kernel.netns.batch`, one ``ip -batch`` process per namespace and
 round), not pyroute2: measured on the demo topology (2 nodes, 4 pods) the
@@ -61,6 +68,8 @@ from svcnet.plan import Plan
 from svcnet.state import ClusterState
 
 RUN_DIR = "/run/svcnet"
+AGENTS_DIR = os.path.join(RUN_DIR, "agents")  # svcnet agent's status files, one per netns
+FOLLOW_MODULE = "svcnet.lab.follow"
 POD_ROUTE_PROTO = 201
 SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "podserver.py")
 DNS_MODULE = "svcnet.dns.server"
@@ -110,6 +119,46 @@ def read_record(lab: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def agent_status_file(node_netns: str) -> str:
+    """The status file ``svcnet agent --netns NODE_NETNS`` writes after each sync."""
+    return os.path.join(AGENTS_DIR, f"{node_netns}.json")
+
+
+def read_agent_status(node_netns: str) -> dict[str, Any] | None:
+    """The agent's last status for ``node_netns`` (None: no agent wrote one)."""
+    path = agent_status_file(node_netns)
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+        mtime = os.stat(path).st_mtime
+    except (OSError, ValueError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    value.setdefault("written", mtime)
+    return value
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def our_agent(pid: int, node_netns: str) -> bool:
+    """``pid`` is a ``svcnet agent`` programming ``node_netns``."""
+    args = _cmdline(pid)
+    return b"agent" in args and node_netns.encode() in args
+
+
+def our_follower(pid: int, lab: str) -> bool:
+    """``pid`` is the follower of lab ``lab`` (``python -m svcnet.lab.follow --name LAB``)."""
+    args = _cmdline(pid)
+    return FOLLOW_MODULE.encode() in args and lab.encode() in args
+
+
 def _quiet(_: str) -> None:
     pass
 
@@ -134,6 +183,26 @@ class Lab:
         self.backends: dict[str, Backend] = {}
         self.plans: dict[str, Plan] = {}
         self.extra: dict[str, Any] = {}  # saved in the record (e.g. the CLI's manifests)
+
+    def resume(self) -> ClusterState | None:
+        """Take over the lab another process built: its record (servers, DNS servers,
+        extra keys) and the state it was last made to match (the DNS state file).
+        Returns that state, or None when there is no such lab (then ``up`` builds)."""
+        record = read_record(self.name)
+        try:
+            with open(state_pickle(self.name), "rb") as f:
+                state = pickle.load(f)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+            return None
+        if not record or not isinstance(state, ClusterState):
+            return None
+        owned = {"name", "servers", "dns", "namespaces", "updated"}
+        self.extra = {k: v for k, v in record.items() if k not in owned}
+        self.servers = {str(k): int(v) for k, v in record.get("servers", {}).items()}
+        self.dns = {str(k): int(v) for k, v in record.get("dns", {}).items()}
+        self.topo = build(self.name, state)
+        self.state = state
+        return state
 
     # -- building -------------------------------------------------------------------
     def up(self, state: ClusterState) -> Topology:
@@ -403,10 +472,11 @@ class Lab:
         with contextlib.suppress(OSError):
             os.makedirs(state_dir(self.name), exist_ok=True)
             record = dict(self.extra)
+            if self.backend_cls is not None or "backend" not in record:
+                record["backend"] = self.backend_cls.name if self.backend_cls else None
             record.update(
                 {
                     "name": self.name,
-                    "backend": self.backend_cls.name if self.backend_cls else None,
                     "servers": self.servers,
                     "dns": self.dns,
                     "namespaces": list(self.topo.namespaces) if self.topo else [],
@@ -491,6 +561,7 @@ def down(name: str, extra_pids: Any = ()) -> list[str]:
     folders and its record. Returns the namespaces removed. Idempotent."""
     check_lab_name(name)
     record = read_record(name)
+    _stop_live(name, record)
     spaces = netns.listed(prefix(name))
     pids = {int(p) for p in extra_pids}
     pids |= {int(p) for p in record.get("servers", {}).values() if _our_server(int(p))}
@@ -511,9 +582,38 @@ def down(name: str, extra_pids: Any = ()) -> list[str]:
     return spaces
 
 
+def _stop_live(name: str, record: dict[str, Any]) -> None:
+    """Stop a live lab's follower, then its agents (each checked to be ours), and
+    remove the agents' status and lock files of the lab's node namespaces (their
+    holders are stopped and the namespaces they name are about to go)."""
+    follower = record.get("follower")
+    if isinstance(follower, int) and our_follower(follower, name):
+        netns.stop([follower], timeout=15.0)  # it may be in the middle of a batch
+    agents = record.get("agents", {})
+    pids = (
+        [
+            int(pid)
+            for node_ns, pid in agents.items()
+            if isinstance(pid, int) and our_agent(pid, str(node_ns))
+        ]
+        if isinstance(agents, dict)
+        else []
+    )
+    netns.stop(pids, timeout=5.0)
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(AGENTS_DIR):
+            if entry.startswith(prefix(name)) and entry.endswith((".json", ".lock")):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(AGENTS_DIR, entry))
+
+
 def labs() -> list[str]:
     """Names of the labs with a record or namespaces on this machine."""
     names: set[str] = set()
     with contextlib.suppress(OSError):
-        names.update(n for n in os.listdir(RUN_DIR) if os.path.isdir(os.path.join(RUN_DIR, n)))
+        names.update(
+            n
+            for n in os.listdir(RUN_DIR)
+            if os.path.isdir(os.path.join(RUN_DIR, n)) and os.path.join(RUN_DIR, n) != AGENTS_DIR
+        )
     return sorted(names)

@@ -36,11 +36,16 @@ ROUTE_PROTO = 200  # routes the lab adds between nodes carry this protocol numbe
 LAB_NAME = re.compile(r"^[a-z0-9]{1,20}$")  # no "-": lab names must not prefix each other
 
 
+RESERVED = frozenset({"agents"})  # /run/svcnet/agents holds the agents' status files
+
+
 def check_lab_name(name: str) -> str:
-    if not LAB_NAME.match(name):
+    if not LAB_NAME.match(name) or name in RESERVED:
         from svcnet.errors import ValidationError
 
-        raise ValidationError("lab", "name", f"{name!r}: use 1-20 of a-z and 0-9")
+        raise ValidationError(
+            "lab", "name", f"{name!r}: use 1-20 of a-z and 0-9, not {sorted(RESERVED)}"
+        )
     return name
 
 
