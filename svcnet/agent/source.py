@@ -18,6 +18,7 @@ nothing more than these three members.
 
 from __future__ import annotations
 
+import os
 import typing
 from collections.abc import Iterator
 
@@ -58,8 +59,8 @@ class StoreSource:
 
     @property
     def location(self) -> str:
-        """The store's path."""
-        return self.store.path
+        """The store's path (absolute)."""
+        return os.path.abspath(self.store.path)
 
     def list(self) -> Listing:
         """:meth:`Store.list`."""

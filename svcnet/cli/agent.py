@@ -1,0 +1,148 @@
+"""``svcnet agent``: run the node agent (:mod:`svcnet.agent`) in the foreground (I/O).
+
+``svcnet [--store PATH] agent --node NAME --backend NAME (--netns NS | --host)``
+lists the store, installs the node's plan, then follows the store's changes until
+SIGTERM or SIGINT (exit 0, the rules stay; ``--cleanup`` removes them). A kernel
+backend needs exactly one of ``--netns`` (an existing network namespace, a lab
+node's say) and ``--host`` (this host's own root namespace, never implied); the
+memory backend programs no kernel and needs neither. One agent per namespace: a
+second one exits 1 naming the first one's pid. Registered in :mod:`svcnet.cli.main`;
+the reference is ``docs/reference/agent.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import types
+from typing import Any
+
+import click
+
+from svcnet.cli.common import CliError, backend_class, current_store
+
+NETNS_DIR = "/run/netns"  # where `ip netns add` puts the namespaces it names
+
+
+def _setup_logging(verbose: bool) -> tuple[logging.Logger, logging.Handler]:
+    """Per-sync lines (INFO) on stderr; with -v each change too (DEBUG)."""
+    from svcnet.agent import LOGGER
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger(LOGGER)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+    return logger, handler
+
+
+@click.command("agent")
+@click.option("--node", required=True, metavar="NAME", help="The node this agent programs.")
+@click.option("--backend", "backend_name", required=True, metavar="NAME", help="The data plane.")
+@click.option(
+    "--netns", metavar="NS", help="Program this network namespace (it must exist already)."
+)
+@click.option("--host", is_flag=True, help="Program this host's root network namespace (!).")
+@click.option(
+    "--min-sync-period",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="At most one sync per this many seconds; a burst coalesces (default 0.02).",
+)
+@click.option(
+    "--sync-period",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="A full resync at least this often, repairing drift (default 30).",
+)
+@click.option(
+    "--status-file",
+    metavar="PATH",
+    help="Where to write the status after each sync (default /run/svcnet/agents/<NS>.json).",
+)
+@click.option(
+    "--run-dir",
+    metavar="DIR",
+    default=None,
+    help="The directory of the agents' lock and status files (default /run/svcnet/agents).",
+)
+@click.option("--cleanup", is_flag=True, help="Remove the rules on exit (default: they stay).")
+@click.option("-v", "--verbose", is_flag=True, help="Log each change too, not only each sync.")
+def agent_cmd(
+    node: str,
+    backend_name: str,
+    netns: str | None,
+    host: bool,
+    min_sync_period: float | None,
+    sync_period: float | None,
+    status_file: str | None,
+    run_dir: str | None,
+    cleanup: bool,
+    verbose: bool,
+) -> None:
+    """Keep NODE's data plane in step with the store, live (kube-proxy's job).
+
+    Lists the store, installs NODE's plan, then applies each change as it is made
+    (bursts coalesce), with a full resync every --sync-period and after a failed
+    sync. SIGTERM or SIGINT ends it (exit 0); the rules stay unless --cleanup.
+    """
+    from svcnet.agent import AGENT_DIR, MIN_SYNC_PERIOD, SYNC_PERIOD, Agent, StoreSource
+
+    cls = backend_class(backend_name)
+    if netns is not None and host:
+        raise click.UsageError("give --netns NS or --host, not both")
+    if cls.capabilities.kernel and netns is None and not host:
+        raise click.UsageError(
+            f"backend {backend_name!r} programs a kernel: give --netns NS (a node's network "
+            "namespace) or --host (this host's root namespace)"
+        )
+    if netns is not None and not os.path.exists(os.path.join(NETNS_DIR, netns)):
+        raise CliError(f"network namespace {netns!r} does not exist (ip netns list)")
+    logger, handler = _setup_logging(verbose)
+    backend = cls(node, netns=netns) if netns is not None else cls(node)
+    first: list[bool] = []
+
+    def on_sync(report: Any) -> None:
+        if not first:
+            first.append(True)
+            click.echo(
+                f"agent: node {node} programmed store version {report.version} "
+                f"({report.services} services) in {report.duration * 1000:.0f} ms",
+                err=True,
+            )
+
+    try:
+        agent = Agent(
+            StoreSource(current_store()),
+            node,
+            backend,
+            min_sync_period=MIN_SYNC_PERIOD if min_sync_period is None else min_sync_period,
+            sync_period=SYNC_PERIOD if sync_period is None else sync_period,
+            run_dir=run_dir or AGENT_DIR,
+            status_file=status_file,
+            cleanup=cleanup,
+            on_sync=on_sync,
+        )
+
+        def stop(signum: int, frame: types.FrameType | None) -> None:
+            agent.stop()  # never blocks: safe here
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            agent.run()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+    finally:
+        backend.close()
+        logger.removeHandler(handler)
+
+
+COMMANDS: tuple[click.Command, ...] = (agent_cmd,)
+
+__all__ = ["COMMANDS", "agent_cmd"]
