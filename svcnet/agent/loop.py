@@ -431,7 +431,7 @@ class Agent:
             )  # fmt: skip
             self._list()
             return False
-        made = getattr(change, "time", None)
+        made = change.time
         with self._cond:
             self._state = state
             self._seen = change.version
