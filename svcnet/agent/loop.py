@@ -18,7 +18,8 @@ Two threads share one folded :class:`~svcnet.state.ClusterState`:
   ``min_sync_period``, like kube-proxy's ``--min-sync-period``; the first change
   after a quiet spell goes at once), a full resync every ``sync_period`` (like
   ``--sync-period``: it repairs what ``check()`` cannot see, a hand-deleted set
-  element say), or a retry after a failed sync (with a doubling backoff). An
+  element say; the plan is advanced, which equals a full compile, and installed
+  whole), or a retry after a failed sync (with a doubling backoff). An
   incremental sync takes the folded state, ``svcnet.plan.advance``\\ s the plan
   from the state last synced and calls ``Backend.apply`` with the changes (the
   backend itself falls back to a full sync when ``check()`` finds damage); a
@@ -519,17 +520,21 @@ class Agent:
         elif start - self._last_full >= self.sync_period:
             why = "period"
         fallbacks = self.backend.fallbacks
-        if why:
-            plan = compile(state, self.node)
-            added, replaced, removed = _counts(self.plan, plan)
-            self.backend.sync(plan)
-        else:
+        if why in ("", "period"):
+            # advance() equals compile(state, node) (its contract) at the cost of what
+            # changed: the periodic resync reinstalls in full without a full compile
             assert self.plan is not None and self._synced is not None
             plan, changes = advance(self.plan, self._synced, state)
             added, replaced = len(changes.added), len(changes.replaced)
             removed = len(changes.removed)
-            if not changes.empty:
+            if why:
+                self.backend.sync(plan)
+            elif not changes.empty:
                 self.backend.apply(changes)
+        else:  # start, relist, retry: from scratch
+            plan = compile(state, self.node)
+            added, replaced, removed = _counts(self.plan, plan)
+            self.backend.sync(plan)
         end = self.monotonic()
         now = self.clock()
         latency = None if oldest is None else now - oldest
