@@ -78,6 +78,7 @@ def bench(session: nox.Session) -> None:
         "plan": ["bench/bench_plan.py"],
         "dns": ["bench/bench_dns.py"],
         "faults": ["bench/bench_faults.py"],
+        "agent": ["bench/bench_agent.py"],
         "nftables": ["backends/nftables/bench_nft.py"],
         "iptables": ["backends/iptables/bench_ipt.py"],
     }
