@@ -246,6 +246,7 @@ BACKEND_PURE = {
         "svcnet_iptables.sync",
         "svcnet_iptables.readback",
         "svcnet_iptables.interpret",
+        "svcnet_iptables.observed",
     ],
 }
 BACKEND_MODULES = {pkg: module_files(src, pkg) for pkg, src in BACKENDS.items()}

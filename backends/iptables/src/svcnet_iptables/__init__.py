@@ -22,6 +22,7 @@ from svcnet.plan import Changes, Plan
 from svcnet.probe import Outcome, Probe
 
 from .interpret import Interpreter, InterpretError
+from .observed import observed_plan
 from .readback import Ruleset, parse_save
 from .render import FAMILIES, FILTER_TABLE, SHARED_CHAINS, TABLES, Renderer
 from .sync import (
@@ -94,7 +95,7 @@ class IptablesBackend(Backend):
 
     name: ClassVar[str] = "iptables"
     capabilities: ClassVar[Capabilities] = Capabilities(kernel=True)
-    contract: ClassVar[str] = "1.0"  # the backend contract version implemented
+    contract: ClassVar[str] = "1.1"  # the backend contract version implemented
 
     def __init__(
         self,
@@ -281,6 +282,14 @@ class IptablesBackend(Backend):
     def observe(self) -> Ruleset:
         self._check()
         return self.driver.read()
+
+    def observed_plan(self) -> Plan:
+        """What the kernel holds now, read back (both families, every call: never the
+        installed plan nor the probes' cached read-back) and decoded by
+        :func:`svcnet_iptables.observed.observed_plan`: equal to the installed plan
+        when nothing drifted (a port left with no frontend is never read back)."""
+        self._check()
+        return observed_plan(self.driver.read(), self.node)
 
     def _interpreter_for(self, probe: Probe) -> Interpreter:
         """An interpreter over the read-back of the probe's family: read from the

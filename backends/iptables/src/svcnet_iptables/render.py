@@ -216,7 +216,9 @@ def _source_classes(settings: NodeSettings, family: IPFamily) -> list[str]:
     ]
 
 
-def _dispatch_nat(routes: tuple[Route, Route, Route], pod_matches: list[str], h: str) -> list[str]:
+def _dispatch_nat(
+    routes: tuple[Route, Route, Route], pod_matches: list[str], h: str, meta: str = ""
+) -> list[str]:
     pod, node, ext = routes
     out: list[str] = []
     classes = [(m, pod) for m in pod_matches[:-1]] + [(pod_matches[-1], node)]
@@ -230,17 +232,65 @@ def _dispatch_nat(routes: tuple[Route, Route, Route], pod_matches: list[str], h:
         else:
             out.append(f"{match} -j {_mark_chain(route.action)}")
             out.append(f"{match} -j RETURN")
+    tail = f'-m comment --comment "{meta}" ' if meta else ""
     if ext.action is Action.FORWARD:
         if ext.masquerade:
             out.append(f"-j {MARK_MASQ}")
-        out.append(f"-j {_set_chain(ext, h)}")
+        out.append(f"{tail}-j {_set_chain(ext, h)}")
     else:
-        out.append(f"-j {_mark_chain(ext.action)}")
+        out.append(f"{tail}-j {_mark_chain(ext.action)}")
     return out
 
 
 def _set_chain(route: Route, h: str) -> str:
     return ("SVCNET-CLU-" if route.endpoints is EndpointSet.CLUSTER else "SVCNET-LOC-") + h
+
+
+#: One letter per route, for the comments that carry what the rules do not (the
+#: routes of a side with no frontend, a forward to an empty set, which renders as a
+#: reject): upper case masquerades.
+ROUTE_CODES: dict[Route, str] = {
+    Route(Action.FORWARD, EndpointSet.CLUSTER, True): "C",
+    Route(Action.FORWARD, EndpointSet.CLUSTER, False): "c",
+    Route(Action.FORWARD, EndpointSet.LOCAL, True): "L",
+    Route(Action.FORWARD, EndpointSet.LOCAL, False): "l",
+    Route(Action.REJECT): "r",
+    Route(Action.DROP): "d",
+}
+
+
+def port_meta(port: PortPlan, index: int, firewall: bool) -> str:
+    """The comment on the last rule of a port's first dispatch chain: the port's
+    index in its service, its six routes as written in the plan, its affinity and,
+    when no firewall chain carries them, its source ranges. None of it decides
+    anything a packet meets (see :mod:`svcnet_iptables.observed`)."""
+    routes = "".join(
+        ROUTE_CODES[r]
+        for r in (
+            port.internal_from_pod,
+            port.internal_from_node,
+            port.internal_from_external,
+            port.external_from_pod,
+            port.external_from_node,
+            port.external_from_external,
+        )
+    )
+    out = f"port={index} routes={routes}"
+    if port.affinity_timeout is not None:
+        out += f" affinity={port.affinity_timeout}"
+    if port.source_ranges and not firewall:
+        out += f" ranges={','.join(port.source_ranges)}"
+    return out
+
+
+def settings_comment(settings: NodeSettings) -> str:
+    """The node's settings, on the rule of SVCNET-MARK-MASQ (the node name and
+    addresses decide nothing in these tables; the CIDRs do where rules use them)."""
+    return (
+        f"svcnet node={settings.node} ips={','.join(settings.node_ips)} "
+        f"cluster={','.join(settings.cluster_cidrs)} "
+        f"services={','.join(settings.service_cidrs)}"
+    )
 
 
 def _probability(i: int, n: int) -> str:
@@ -326,16 +376,34 @@ def port_chain_names(port: PortPlan, shape: PortShape) -> dict[str, list[str]]:
         nat.append("SVCNET-EXT-" + h)
     for which in shape.used:
         nat.append(_set_chain_of(which, h))
-        nat += [endpoint_chain(h, ep) for ep in port.endpoints(which)]
+    if shape.has_internal or shape.has_external:
+        nat += [endpoint_chain(h, ep) for ep in _members(port)]
     if shape.firewall:
         nat.append("SVCNET-FW-" + h)
     # an endpoint in both the cluster and the local set has one chain
     return {NAT: list(dict.fromkeys(nat)), FILTER_TABLE: []}
 
 
+def _members(port: PortPlan) -> dict[PlanEndpoint, str]:
+    """Every endpoint of the port, in either set, with the sets it is in ("cluster",
+    "local" or "cluster,local"): each gets its SVCNET-SEP chain, whose DNAT rule's
+    comment names them, so that a set no route forwards to is still read back."""
+    local = set(port.local_endpoints)
+    out = {ep: "cluster,local" if ep in local else "cluster" for ep in port.cluster_endpoints}
+    for ep in port.local_endpoints:
+        out.setdefault(ep, "local")
+    return out
+
+
 def render_port(
-    svc: ServicePlan, port: PortPlan, settings: NodeSettings, shape: PortShape | None = None
+    svc: ServicePlan,
+    port: PortPlan,
+    settings: NodeSettings,
+    shape: PortShape | None = None,
+    index: int = 0,
 ) -> PortChains:
+    """The chains and dispatch rules of one port; ``index``: its place in
+    ``svc.ports`` (written in a comment, for :mod:`svcnet_iptables.observed`)."""
     family = port.family
     proto = _proto(port.protocol)
     shape = shape or port_shape(svc, port)
@@ -346,17 +414,18 @@ def render_port(
     nodeports: list[str] = []
     pod_matches = _source_classes(settings, family)
     internal, external, ranges = shape.internal, shape.external, shape.ranges
+    meta = port_meta(port, index, shape.firewall)
     if shape.has_internal:
-        nat["SVCNET-SVC-" + h] = _dispatch_nat(internal, pod_matches, h)
+        nat["SVCNET-SVC-" + h] = _dispatch_nat(internal, pod_matches, h, meta)
     if shape.has_external:
-        nat["SVCNET-EXT-" + h] = _dispatch_nat(external, pod_matches, h)
+        nat["SVCNET-EXT-" + h] = _dispatch_nat(
+            external, pod_matches, h, "" if shape.has_internal else meta
+        )
     for which in shape.used:
-        eps = port.endpoints(which)
-        nat[_set_chain_of(which, h)] = _cascade(eps, h, port.affinity_timeout)
-        for ep in eps:
+        nat[_set_chain_of(which, h)] = _cascade(port.endpoints(which), h, port.affinity_timeout)
+    if shape.has_internal or shape.has_external:
+        for ep, sets in _members(port).items():
             name = endpoint_chain(h, ep)
-            if name in nat:
-                continue
             sticky = (
                 f" -m recent --set --name {name} --rsource"
                 if port.affinity_timeout is not None
@@ -364,7 +433,8 @@ def render_port(
             )
             nat[name] = [
                 f"-s {_host(ep.ip)} -j {MARK_MASQ}",
-                f"-p {proto}{sticky} -j DNAT --to-destination {ep}",
+                f'-p {proto} -m comment --comment "{label} in {sets}"{sticky} '
+                f"-j DNAT --to-destination {ep}",
             ]
     if shape.firewall:
         assert ranges is not None
@@ -408,23 +478,29 @@ def render_service(
     services: list[str] = []
     nodeports: list[str] = []
     fdispatch: list[str] = []
+    indices = [i for i, p in enumerate(svc.ports) if p.family is family] if ports else []
     for i, port in enumerate(ports):
-        pc = render_port(svc, port, settings, shapes[i] if shapes is not None else None)
+        pc = render_port(svc, port, settings, shapes[i] if shapes is not None else None, indices[i])
         chains[NAT].update(pc.nat)
         chains[FILTER_TABLE].update(pc.filter)
         services += pc.services
         nodeports += pc.nodeports
         fdispatch += pc.filter_dispatch
     cips: list[str] = []
-    for ip in svc.cluster_ips:
+    for i, ip in enumerate(svc.cluster_ips):
         if (":" in ip) != (family is IPFamily.IPv6):
             continue
+        # the address's index in cluster_ips (the families' order) rides in the comment
         if svc.proxied:
             cips.append(
-                f'-d {_host(ip)} -m comment --comment "{svc.ref} has no such port" -j {MARK_REJECT}'
+                f'-d {_host(ip)} -m comment --comment "{svc.ref} has no such port; ClusterIP {i}" '
+                f"-j {MARK_REJECT}"
             )
         else:
-            cips.append(f'-d {_host(ip)} -m comment --comment "{svc.ref} another proxy" -j RETURN')
+            cips.append(
+                f'-d {_host(ip)} -m comment --comment "{svc.ref} another proxy; ClusterIP {i}" '
+                "-j RETURN"
+            )
     blocks = {
         table: "".join(f"-A {chain} {rule}\n" for chain, rules in own.items() for rule in rules)
         for table, own in chains.items()
@@ -533,7 +609,10 @@ class Renderer:
             NAT: {
                 SERVICES: services + proxied + unproxied + drops,
                 NODEPORTS: nodeports,
-                MARK_MASQ: [f"-j MARK --or-mark {MASQ_MARK:#x}"],
+                MARK_MASQ: [
+                    f'-m comment --comment "{settings_comment(settings)}" '
+                    f"-j MARK --or-mark {MASQ_MARK:#x}"
+                ],
                 POSTROUTING: [
                     f"-m mark ! --mark {MASQ_MARK:#x}/{MASQ_MARK:#x} -j RETURN",
                     f"-j MARK --xor-mark {MASQ_MARK:#x}",
