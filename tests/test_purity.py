@@ -240,6 +240,7 @@ BACKEND_PURE = {
         "svcnet_nftables.render",
         "svcnet_nftables.readback",
         "svcnet_nftables.interpret",
+        "svcnet_nftables.observed",
     ],
     "svcnet_iptables": [
         "svcnet_iptables.render",

@@ -35,9 +35,16 @@ def test_full_render_has_the_fixed_layout() -> None:
     # one route chain per combination of routes, shared: the source is classified there
     assert "add rule ip svcnet rt_c3_l1m_l1 ip saddr @cluster-cidrs goto fwd-cluster-3" in text
     assert "add rule ip svcnet rt_c3_l1m_l1 fib saddr type local goto fwd-local-1-masq" in text
-    assert "203.0.113.1 . tcp . 80 : goto rt_c3_l1m_l1" in text
-    assert "10.96.0.30 . tcp . 80 : goto do-reject" in text
-    assert "add element ip svcnet fw-allow { 203.0.113.1 . tcp . 80 . 198.51.100.0/24 }" in text
+    # each fe element's comment: service, port index and name, kind, routes, affinity
+    assert (
+        '203.0.113.1 . tcp . 80 comment "default/web 0 http L ccmcmclml -" : goto rt_c3_l1m_l1'
+        in (text)
+    )
+    assert '10.96.0.30 . tcp . 80 comment "default/empty 0 - C rrrrrr -" : goto do-reject' in text
+    assert (
+        "add element ip svcnet fw-allow"
+        ' { 203.0.113.1 . tcp . 80 . 198.51.100.0/24 comment "198.51.100.0/24" }'
+    ) in text
     assert "reject with icmpv6 port-unreachable" in text
     # hairpin: an equality test through a self-filled dynamic set, no element per endpoint
     assert (

@@ -1,7 +1,7 @@
 """svcnet's nftables data plane: tables ``ip svcnet`` and ``ip6 svcnet``.
 
-Only :mod:`svcnet_nftables.libnft` does I/O; :mod:`.render`, :mod:`.readback` and
-:mod:`.interpret` are pure. See the README for the layout.
+Only :mod:`svcnet_nftables.libnft` does I/O; :mod:`.render`, :mod:`.readback`,
+:mod:`.interpret` and :mod:`.observed` are pure. See the README for the layout.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from svcnet.errors import BackendError, BackendErrorKind
 from svcnet.kernel import has_net_admin, nf_tables_generation
 from svcnet.plan import Changes, Plan
 from svcnet.probe import Outcome, Probe
-from svcnet_nftables import interpret, readback, render
+from svcnet_nftables import interpret, observed, readback, render
 from svcnet_nftables.libnft import LibnftablesError, Nft
 
 __all__ = ["NftablesBackend"]
@@ -172,6 +172,10 @@ class NftablesBackend(Backend):
     def observe(self) -> readback.Ruleset:
         """svcnet's tables, listed from the kernel now."""
         return self._list(render.FAMILIES.values())
+
+    def observed_plan(self) -> Plan:
+        """The tables listed now, as a plan (:mod:`svcnet_nftables.observed`)."""
+        return observed.observed_plan(self.observe(), self.node)
 
     def _list(self, families: Iterable[str]) -> readback.Ruleset:
         listings = []

@@ -24,6 +24,8 @@ with the number of services: every service lives in a few named sets and maps.
   each behind an explicit protocol match.
 - ``fw-frontends`` / ``fw-allow``: LoadBalancer source ranges, checked first.
 - ``cluster-ips`` (reject), ``foreign-ips`` (pass), ``service-cidrs`` (drop).
+- ``node-ips``: the node's addresses, used by no rule (the kernel knows its own
+  addresses: ``fib saddr type local``); kept for :mod:`.observed`.
 - ``hairpin``: a dynamic set of ``saddr . saddr`` pairs, filled by the packets
   themselves: postrouting adds the DNATed packet's ``saddr . saddr`` and then
   masquerades it if ``saddr . daddr`` is in the set, i.e. iff ``saddr == daddr``
@@ -35,6 +37,17 @@ with the number of services: every service lives in a few named sets and maps.
   picks an endpoint with an anonymous numgen vmap; per endpoint a chain that
   refreshes the client's entry and DNATs. Its route chains are
   ``aff.<port>.rt_<codes>`` (codes without N).
+
+Annotations for :mod:`.observed` (the read-back as a plan), which take no part in
+what a packet meets: element comments carry what the rules do not say — on a
+``fe`` element the service, the port's index and name, the frontend kind, the
+port's six route codes and its affinity timeout (:func:`fe_comment`); on
+``cluster-ips``/``foreign-ips`` elements the service and the address's index; on
+``node-ips``, ``cluster-cidrs``, ``service-cidrs`` and ``fw-allow`` elements the
+plan's own entries that a (collapsed) element stands for. The endpoint maps hold
+both endpoint sets of every frontend, also a set no route of the frontend uses
+(and those of affinity ports, whose packets take the affinity chains). A comment
+longer than nft's limit (:data:`COMMENT_MAX`) is left out.
 
 Everything is produced as nft text directly (string joins; one ``add
 element`` command per set with all its elements): libnftables 1.0.6's JSON
@@ -76,6 +89,64 @@ Refs = Counter[tuple[str, str, str]]
 AffObjects = dict[tuple[str, str, str], list[str]]
 
 _KINDS = (SourceKind.POD, SourceKind.NODE, SourceKind.EXTERNAL)
+
+COMMENT_MAX = 128  # nft's limit on a comment (NFTNL_UDATA_COMMENT_MAXLEN)
+KIND_CODES: dict[FrontendKind, str] = {
+    FrontendKind.CLUSTER_IP: "C",
+    FrontendKind.EXTERNAL_IP: "E",
+    FrontendKind.LOAD_BALANCER: "L",
+    FrontendKind.NODE_PORT: "N",
+}
+
+
+def commented(key: str, comment: str) -> str:
+    """An element's text with ``comment`` (left out when longer than nft allows)."""
+    return f'{key} comment "{comment}"' if len(comment) <= COMMENT_MAX else key
+
+
+def bare(key: str) -> str:
+    """An element's text without its comment (what ``delete element`` names)."""
+    return key.split(' comment "', 1)[0]
+
+
+def plan_route_code(route: Route) -> str:
+    """``d``, ``r``, ``c``, ``cm``, ``l`` or ``lm``: a route as written in a comment
+    (a forward to an empty set keeps its set, unlike the rules' codes)."""
+    if route.action is Action.DROP:
+        return "d"
+    if route.action is Action.REJECT or route.endpoints is None:
+        return "r"
+    return f"{route.endpoints.value[0]}{'m' if route.masquerade else ''}"
+
+
+def port_routes(port: PortPlan) -> tuple[Route, ...]:
+    """The six routes: internal then external, each for pod, node, external sources."""
+    return (
+        port.internal_from_pod,
+        port.internal_from_node,
+        port.internal_from_external,
+        port.external_from_pod,
+        port.external_from_node,
+        port.external_from_external,
+    )
+
+
+def fe_comment(svc: ServicePlan, index: int, port: PortPlan, kind: FrontendKind) -> str:
+    """``<ns>/<name> <port index> <port name or -> <kind> <route codes> <affinity or ->``."""
+    codes = "".join(plan_route_code(r) for r in port_routes(port))
+    timeout = "-" if port.affinity_timeout is None else str(port.affinity_timeout)
+    return f"{svc.ref} {index} {port.name or '-'} {KIND_CODES[kind]} {codes} {timeout}"
+
+
+def _covered(entries: Iterable[tuple[str, str]], cidr: str) -> str:
+    """The comment of collapsed element ``cidr``: the entries (``label``, cidr) inside it."""
+    net = ipaddress.ip_network(cidr)
+    inside = []
+    for label, c in entries:
+        n = ipaddress.ip_network(c, strict=False)
+        if n.version == net.version and n.subnet_of(net):  # type: ignore[arg-type]
+            inside.append(f"{label}{c}")
+    return " ".join(inside)
 
 
 def _elements() -> Elements:
@@ -130,6 +201,7 @@ def skeleton(fam: str) -> list[str]:
         f"add set {w} service-cidrs {{ type {at}; flags interval; }}",
         f"add set {w} cluster-ips {{ type {at}; }}",
         f"add set {w} foreign-ips {{ type {at}; }}",
+        f"add set {w} node-ips {{ type {at}; }}",
         f"add set {w} fw-frontends {{ type {fkey}; }}",
         f"add set {w} fw-allow {{ type {fkey} . {at}; flags interval; }}",
         f"add set {w} hairpin {{ type {at} . {at}; flags dynamic,timeout; timeout 1s; }}",
@@ -283,41 +355,43 @@ def _shape(port: PortPlan, pid: str, externals: frozenset[bool]) -> _Shape:
 
 def add_service(svc: ServicePlan, out: Elements, refs: Refs) -> None:
     """Add every set/map element of ``svc`` to ``out`` and its shared objects to ``refs``."""
-    for ip in svc.cluster_ips:
-        out[("ip6" if ":" in ip else "ip", "cluster-ips" if svc.proxied else "foreign-ips")][ip] = (
-            None
-        )
+    for n, ip in enumerate(svc.cluster_ips):
+        where = ("ip6" if ":" in ip else "ip", "cluster-ips" if svc.proxied else "foreign-ips")
+        out[where][commented(ip, f"{svc.ref} {n}")] = None
     if not svc.proxied:
         return
-    for port in svc.ports:
+    for index, port in enumerate(svc.ports):
         fam = "ip" if port.family is IPFamily.IPv4 else "ip6"
         proto = port.protocol.value.lower()
         pid = port_id(svc, port) if port.affinity_timeout is not None else ""
-        verdicts, chains, used = _shape(
+        verdicts, chains, _used = _shape(
             port, pid, frozenset(fe.kind.external for fe in port.frontends)
         )
         for chain in chains:
             refs[(fam, "chain", chain)] += 1
         fe_map = out[(fam, FE_MAP)]
-        fkeys: dict[EndpointSet, list[str]] = {}
+        keys: list[str] = []
         for fe in port.frontends:
             key = f"{fe.ip} . {proto} . {fe.port}"
-            fe_map[key] = verdicts[fe.kind.external]
-            for which in used[fe.kind.external]:
-                fkeys.setdefault(which, []).append(key)
+            keys.append(key)
+            fe_map[commented(key, fe_comment(svc, index, port, fe.kind))] = verdicts[
+                fe.kind.external
+            ]
             if fe.kind is FrontendKind.LOAD_BALANCER and port.source_ranges:
                 out[(fam, "fw-frontends")][key] = None
                 allow = out[(fam, "fw-allow")]
+                ranges = [("", r) for r in port.source_ranges]
                 for cidr in _collapse(port.source_ranges):
-                    allow[f"{key} . {cidr}"] = None
-        for which, keys in fkeys.items():
-            eps = port.endpoints(which)
-            if not pid:
-                emap = out[(fam, eps_map(which.value, proto))]
-                for i, ep in enumerate(eps):
-                    value = f"{ep.ip} . {ep.port}"
-                    for key in keys:
-                        emap[f"{key} . {i}"] = value
+                    allow[commented(f"{key} . {cidr}", _covered(ranges, cidr))] = None
+        # both endpoint sets for every frontend: the rules use those their routes
+        # name (affinity ports: none, their chains name the endpoints); the others
+        # are there for observed.py
+        for which in EndpointSet:
+            emap = out[(fam, eps_map(which.value, proto))]
+            for i, ep in enumerate(port.endpoints(which)):
+                value = f"{ep.ip} . {ep.port}"
+                for key in keys:
+                    emap[f"{key} . {i}"] = value
 
 
 def affinity_objects(svc: ServicePlan) -> AffObjects:
@@ -370,17 +444,23 @@ def affinity_objects(svc: ServicePlan) -> AffObjects:
 
 
 def settings_elements(settings: NodeSettings, out: Elements) -> None:
+    """The settings' elements; each comment says which of the plan's entries (by
+    index) the element stands for."""
+    for n, ip in enumerate(settings.node_ips):
+        out[("ip6" if ":" in ip else "ip", "node-ips")][commented(ip, str(n))] = None
     for setname, cidrs in (
         ("cluster-cidrs", settings.cluster_cidrs),
         ("service-cidrs", settings.service_cidrs),
     ):
+        entries = [(f"{n}:", c) for n, c in enumerate(cidrs)]
         for cidr in _collapse(cidrs):
-            out[("ip6" if ":" in cidr else "ip", setname)][cidr] = None
+            fam = "ip6" if ":" in cidr else "ip"
+            out[(fam, setname)][commented(cidr, _covered(entries, cidr))] = None
 
 
 def element_cmd(op: str, fam: str, name: str, items: Mapping[str, str | None]) -> str:
     if op == "delete":
-        body = ", ".join(items)
+        body = ", ".join(bare(k) for k in items)
     else:
         body = ", ".join(k if v is None else f"{k} : {v}" for k, v in items.items())
     return f"{op} element {fam} {TABLE} {name} {{ {body} }}"
@@ -453,7 +533,10 @@ def render_changes(
     head: list[str] = []
     if changes.settings_changed:
         for fam in FAMILIES.values():
-            head += [f"flush set {fam} {w} cluster-cidrs", f"flush set {fam} {w} service-cidrs"]
+            head += [
+                f"flush set {fam} {w} {name}"
+                for name in ("node-ips", "cluster-cidrs", "service-cidrs")
+            ]
         settings_elements(changes.settings, new_elems)
     # affinity objects: create new, flush and refill kept chains, delete gone ones
     aff_rules: list[str] = []
