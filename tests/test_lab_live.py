@@ -288,3 +288,53 @@ def test_a_new_service_answers_by_name_until_deleted(
     assert p.returncode == 0, p.stderr
     wait_for("the name shop no longer resolves", lambda: not resolves(name, "shop"))
     assert curl(name, "http://shop") == ""
+
+
+NODE_C = """
+apiVersion: v1
+kind: Node
+metadata: {name: node-c}
+spec: {podCIDR: 10.244.3.0/24}
+status: {addresses: [{type: InternalIP, address: 192.168.56.13}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-5, namespace: default, labels: {app: web}}
+spec:
+  nodeName: node-c
+  containers:
+    - name: web
+      ports: [{name: http, containerPort: 8080}, {name: echo, containerPort: 8053, protocol: UDP}]
+status: {podIP: 10.244.3.10, conditions: [{type: Ready, status: "True"}]}
+"""
+
+
+def test_a_new_node_gets_an_agent_and_its_pod_is_reached(
+    live_lab: tuple[str, Path], tmp_path: Path
+) -> None:
+    from svcnet.lab.control import our_agent, read_record
+
+    name, store = live_lab
+    node_ns = f"svcnet-{name}-n-node-c"
+    node_c = tmp_path / "node-c.yaml"
+    node_c.write_text(NODE_C)
+    p = svcnet(store, "apply", "-f", str(node_c))
+    assert p.returncode == 0, p.stderr
+    wait_for(
+        "a curl from node-a's client reaches web-5 on node-c",
+        lambda: curl(name, "10.96.0.10") == "web-5",
+    )
+    wait_for("the lab and its agents reach the store's version", lambda: in_step(name, store))
+    pid = read_record(name)["agents"][node_ns]
+    assert our_agent(pid, node_ns)
+    p = svcnet(store, "lab", "status", "--name", name)
+    assert sum(line.strip().startswith("agent ") for line in p.stdout.splitlines()) == 3, p.stdout
+
+    p = svcnet(store, "delete", "-f", str(node_c))
+    assert p.returncode == 0, p.stderr
+    wait_for("node-c's namespace is gone", lambda: not netns.exists(node_ns))
+    wait_for("node-c's agent has stopped", lambda: not our_agent(pid, node_ns))
+    assert node_ns not in read_record(name)["agents"]
+    wait_for("the lab and its agents reach the store's version", lambda: in_step(name, store))
+    answers = {curl(name, "10.96.0.10") for _ in range(20)}
+    assert answers <= {"web-1", "web-2", "web-3"}, answers
