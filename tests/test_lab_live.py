@@ -148,7 +148,7 @@ def test_follower_builds_and_removes_pods_and_serves_dns(tmp_path: Path) -> None
 
         with store.modify() as session:
             session.save(session.state.step(Apply(objects(WEB4, "web4"))))
-        assert follower.poll()
+        wait_for("the follower takes the change", follower.poll)
         assert netns.exists(web4_ns)
         assert curl(name, "http://10.244.1.11:8080/") == "web-4"  # its server, pod to pod
         assert follower.lab.extra["version"] == store.version()
@@ -156,7 +156,7 @@ def test_follower_builds_and_removes_pods_and_serves_dns(tmp_path: Path) -> None
         assert not resolves(name, "shop")
         with store.modify() as session:
             session.save(session.state.step(Apply(objects(SHOP, "shop"))))
-        assert follower.poll()
+        wait_for("the follower takes the change", follower.poll)
         assert wait_for("shop resolves", lambda: resolves(name, "shop"))
         getent = in_pod(name, "default-client", "getent", "hosts", "shop").stdout
         assert getent.split()[:2] == ["10.96.0.40", "shop.default.svc.cluster.local"]
@@ -165,7 +165,7 @@ def test_follower_builds_and_removes_pods_and_serves_dns(tmp_path: Path) -> None
         server = follower.lab.servers["default/web-4"]
         with store.modify() as session:
             session.save(session.state.step(Delete(tuple(gone))))
-        assert follower.poll()
+        wait_for("the follower takes the deletions", follower.poll)
         assert not follower.poll()  # nothing new
         assert not netns.exists(web4_ns)
         assert not netns.exists(f"svcnet-{name}-p-default-shop-1")
@@ -334,7 +334,7 @@ def test_a_new_node_gets_an_agent_and_its_pod_is_reached(
     assert p.returncode == 0, p.stderr
     wait_for("node-c's namespace is gone", lambda: not netns.exists(node_ns))
     wait_for("node-c's agent has stopped", lambda: not our_agent(pid, node_ns))
-    assert node_ns not in read_record(name)["agents"]
     wait_for("the lab and its agents reach the store's version", lambda: in_step(name, store))
+    assert node_ns not in read_record(name)["agents"]
     answers = {curl(name, "10.96.0.10") for _ in range(20)}
     assert answers <= {"web-1", "web-2", "web-3"}, answers
