@@ -141,7 +141,8 @@ def test_follower_builds_and_removes_pods_and_serves_dns(tmp_path: Path) -> None
         session.save(session.state.step(Apply(tuple(demo))))
     try:
         Lab(name).up(store.list().state)
-        follower = Follower(name, store.path, None)
+        said: list[str] = []
+        follower = Follower(name, store.path, None, progress=said.append)
         follower.start()
         web4_ns = f"svcnet-{name}-p-default-web-4"
         assert not netns.exists(web4_ns)
@@ -172,6 +173,18 @@ def test_follower_builds_and_removes_pods_and_serves_dns(tmp_path: Path) -> None
         assert not netns.alive(server)
         assert wait_for("shop no longer resolves", lambda: not resolves(name, "shop"))
         assert resolves(name, "web")  # the rest of the lab is untouched
+
+        # fallen behind a compacted log: the follower lists again and catches up
+        compacting = Store(store.path, log_limit=1)
+        with compacting.modify() as session:
+            session.save(session.state.step(Apply(objects(WEB4, "web4"))))
+        with compacting.modify() as session:
+            session.save(session.state.step(Apply(objects(SHOP, "shop"))))
+        wait_for("the follower lists again", follower.poll)
+        assert any("compacted" in line and "listing again" in line for line in said), said
+        assert follower.version == store.version()
+        assert netns.exists(web4_ns) and netns.exists(f"svcnet-{name}-p-default-shop-1")
+        assert wait_for("shop resolves again", lambda: resolves(name, "shop"))
     finally:
         down(name)
     assert netns.listed(f"svcnet-{name}-") == []
