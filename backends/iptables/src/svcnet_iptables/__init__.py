@@ -287,7 +287,7 @@ class IptablesBackend(Backend):
         """What the kernel holds now, read back (both families, every call: never the
         installed plan nor the probes' cached read-back) and decoded by
         :func:`svcnet_iptables.observed.observed_plan`: equal to the installed plan
-        when nothing drifted (a port left with no frontend is never read back)."""
+        when nothing drifted."""
         self._check()
         return observed_plan(self.driver.read(), self.node)
 

@@ -33,8 +33,10 @@ source ranges; on each SVCNET-SEP chain's DNAT rule the endpoint sets it is in
 (a set no route forwards to has no cascade); on SVCNET-MARK-MASQ the node's name,
 addresses and CIDRs. A value the rules carry always wins over its comment.
 
-Not carried: a port left with no frontend at all (each lost to another service's
-claim, see :mod:`svcnet.plan.compiler`) renders to nothing and is not read back.
+A port left with no frontend at all (each lost to another service's claim, see
+:mod:`svcnet.plan.compiler`) has no rule a packet meets: its SVCNET-LOST-h chain
+(nothing jumps to it) holds one rule whose comment says the port's index, routes,
+protocol and name, and its endpoints have their SEP chains as usual.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from svcnet.plan import (
 from .readback import Rule, Ruleset, Table
 from .render import (
     FAMILIES,
+    LOST,
     MARK_DROP,
     MARK_MASQ,
     MARK_REJECT,
@@ -77,6 +80,7 @@ CODE_ROUTES = {code: route for route, code in ROUTE_CODES.items()}
 _CLUSTER_IP = re.compile(r"(\S+) (has no such port|another proxy); ClusterIP (\d+)")
 _DISPATCH = ("SVCNET-SVC-", "SVCNET-EXT-", "SVCNET-FW-")
 _SEP = "SVCNET-SEP-"
+_PROTOCOLS = frozenset(p.value for p in Protocol)
 _REJECT = Route(Action.REJECT)
 _DROP = Route(Action.DROP)
 
@@ -335,6 +339,10 @@ def _port(
     svc_rules = nat.get("SVCNET-SVC-" + h)
     ext_rules = nat.get("SVCNET-EXT-" + h)
     first = svc_rules if svc_rules is not None else ext_rules
+    if first is None:
+        first = nat.get(LOST + h)
+        if first is None or len(first) != 1 or first[0].target != "RETURN":
+            return None
     meta = _fields(first[-1].comment if first else None, "port=")
     codes = meta.get("routes", "")
     if len(codes) != 6 or not set(codes) <= set(CODE_ROUTES) or not meta.get("port", "").isdigit():
@@ -414,6 +422,13 @@ def _dispatch(nat: Mapping[str, tuple[Rule, ...]], family: IPFamily) -> dict[str
             port = ports.setdefault(h, _Port(named[0], named[1], protocol))
             kind = _kind(chain, rule.target, written)
             port.frontends.append(Frontend(kind, _host(rule.dst.net), rule.dport))
+    for chain, rules in nat.items():
+        if chain.startswith(LOST) and rules:
+            meta = _fields(rules[-1].comment, "port=")
+            named = _ref_and_name(meta.get("of", ""))
+            if named is None or meta.get("proto") not in _PROTOCOLS:
+                continue
+            ports.setdefault(chain[len(LOST) :], _Port(*named, Protocol(meta["proto"])))
     return ports
 
 

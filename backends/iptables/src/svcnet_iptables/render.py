@@ -232,7 +232,7 @@ def _dispatch_nat(
         else:
             out.append(f"{match} -j {_mark_chain(route.action)}")
             out.append(f"{match} -j RETURN")
-    tail = f'-m comment --comment "{meta}" ' if meta else ""
+    tail = f'-m comment --comment "{fit(meta)}" ' if meta else ""
     if ext.action is Action.FORWARD:
         if ext.masquerade:
             out.append(f"-j {MARK_MASQ}")
@@ -283,6 +283,23 @@ def port_meta(port: PortPlan, index: int, firewall: bool) -> str:
     return out
 
 
+#: The chain of a port left with no frontend (each lost to another service's claim,
+#: see :mod:`svcnet.plan.compiler`): nothing jumps to it; its one rule's comment
+#: holds the port's index, planned routes, protocol and name, and its endpoints
+#: have their SEP chains, so that the plan read back still lists the port.
+LOST = "SVCNET-LOST-"
+
+#: The longest comment iptables accepts (xt_comment holds 256 bytes with the NUL).
+MAX_COMMENT = 255
+
+
+def fit(comment: str) -> str:
+    """``comment`` cut to what iptables accepts (a longer one would fail the whole
+    restore). A cut comment is read back short: the observed plan then differs
+    from the installed one in what the comment carried, never in behaviour."""
+    return comment if len(comment) <= MAX_COMMENT else comment[:MAX_COMMENT]
+
+
 def settings_comment(settings: NodeSettings) -> str:
     """The node's settings, on the rule of SVCNET-MARK-MASQ (the node name and
     addresses decide nothing in these tables; the CIDRs do where rules use them)."""
@@ -316,7 +333,7 @@ def _cascade(eps: tuple[PlanEndpoint, ...], h: str, affinity: int | None) -> lis
 
 def _frontend_match(fe: Frontend, proto: str, comment: str) -> str:
     return (
-        f'-d {_host(fe.ip)} -p {proto} -m comment --comment "{comment}" '
+        f'-d {_host(fe.ip)} -p {proto} -m comment --comment "{fit(comment)}" '
         f"-m {proto} --dport {fe.port}"
     )
 
@@ -376,8 +393,9 @@ def port_chain_names(port: PortPlan, shape: PortShape) -> dict[str, list[str]]:
         nat.append("SVCNET-EXT-" + h)
     for which in shape.used:
         nat.append(_set_chain_of(which, h))
-    if shape.has_internal or shape.has_external:
-        nat += [endpoint_chain(h, ep) for ep in _members(port)]
+    if not (shape.has_internal or shape.has_external):
+        nat.append(LOST + h)
+    nat += [endpoint_chain(h, ep) for ep in _members(port)]
     if shape.firewall:
         nat.append("SVCNET-FW-" + h)
     # an endpoint in both the cluster and the local set has one chain
@@ -421,21 +439,23 @@ def render_port(
         nat["SVCNET-EXT-" + h] = _dispatch_nat(
             external, pod_matches, h, "" if shape.has_internal else meta
         )
+    if not (shape.has_internal or shape.has_external):
+        # every frontend lost to another service's claim: nothing reaches the port;
+        # one unreachable rule keeps what the plan says of it (see LOST)
+        lost = f"{meta} proto={port.protocol.value} of={label}"
+        nat[LOST + h] = [f'-m comment --comment "{fit(lost)}" -j RETURN']
     for which in shape.used:
         nat[_set_chain_of(which, h)] = _cascade(port.endpoints(which), h, port.affinity_timeout)
-    if shape.has_internal or shape.has_external:
-        for ep, sets in _members(port).items():
-            name = endpoint_chain(h, ep)
-            sticky = (
-                f" -m recent --set --name {name} --rsource"
-                if port.affinity_timeout is not None
-                else ""
-            )
-            nat[name] = [
-                f"-s {_host(ep.ip)} -j {MARK_MASQ}",
-                f'-p {proto} -m comment --comment "{label} in {sets}"{sticky} '
-                f"-j DNAT --to-destination {ep}",
-            ]
+    for ep, sets in _members(port).items():
+        name = endpoint_chain(h, ep)
+        sticky = (
+            f" -m recent --set --name {name} --rsource" if port.affinity_timeout is not None else ""
+        )
+        nat[name] = [
+            f"-s {_host(ep.ip)} -j {MARK_MASQ}",
+            f'-p {proto} -m comment --comment "{fit(f"{label} in {sets}")}"{sticky} '
+            f"-j DNAT --to-destination {ep}",
+        ]
     if shape.firewall:
         assert ranges is not None
         nat["SVCNET-FW-" + h] = [f"-s {r} -j SVCNET-EXT-{h}" for r in ranges] + [f"-j {MARK_DROP}"]
@@ -493,12 +513,14 @@ def render_service(
         # the address's index in cluster_ips (the families' order) rides in the comment
         if svc.proxied:
             cips.append(
-                f'-d {_host(ip)} -m comment --comment "{svc.ref} has no such port; ClusterIP {i}" '
+                f"-d {_host(ip)} -m comment "
+                f'--comment "{fit(f"{svc.ref} has no such port; ClusterIP {i}")}" '
                 f"-j {MARK_REJECT}"
             )
         else:
             cips.append(
-                f'-d {_host(ip)} -m comment --comment "{svc.ref} another proxy; ClusterIP {i}" '
+                f"-d {_host(ip)} -m comment "
+                f'--comment "{fit(f"{svc.ref} another proxy; ClusterIP {i}")}" '
                 "-j RETURN"
             )
     blocks = {
@@ -610,7 +632,7 @@ class Renderer:
                 SERVICES: services + proxied + unproxied + drops,
                 NODEPORTS: nodeports,
                 MARK_MASQ: [
-                    f'-m comment --comment "{settings_comment(settings)}" '
+                    f'-m comment --comment "{fit(settings_comment(settings))}" '
                     f"-j MARK --or-mark {MASQ_MARK:#x}"
                 ],
                 POSTROUTING: [
