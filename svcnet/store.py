@@ -659,13 +659,7 @@ class Session:
                 config = json.dumps(config_to_json(new.config))
                 c.execute("UPDATE meta SET value = ? WHERE key = 'config'", (config,))
                 log(ChangeType.CONFIGURED, ("", "", ""), config, "{}")
-            pairs: list[tuple[Mapping[Any, Any], Mapping[Any, Any]]] = [
-                (old.nodes, new.nodes),
-                (old.pods, new.pods),
-                (old.services, new.services),
-                (old.slices, new.slices),
-            ]
-            for before, after in pairs:
+            for before, after in _differing(old, new):
                 for key in before:
                     if key not in after:
                         row = _row_key(before[key])
@@ -714,6 +708,37 @@ class Session:
             c.execute("DELETE FROM snapshots WHERE id NOT IN (SELECT snapshot FROM synced)")
         except sqlite3.Error as e:
             raise self.store._error(f"cannot save: {e}") from e
+
+
+_KINDS = (Kind.NODE, Kind.POD, Kind.SERVICE, Kind.ENDPOINT_SLICE)  # the order saved
+
+
+def _maps(state: ClusterState) -> tuple[Mapping[Any, KubeObject], ...]:
+    return (state.nodes, state.pods, state.services, state.slices)
+
+
+def _differing(
+    old: ClusterState, new: ClusterState
+) -> list[tuple[Mapping[Any, KubeObject], Mapping[Any, KubeObject]]]:
+    """Per kind (nodes, pods, services, slices), the objects of ``old`` and ``new``
+    to compare: only those the steps from ``old`` to ``new`` touched when the state
+    can tell (:meth:`ClusterState.objects_changed_since`: the cost of one save is
+    then that of what changed, not of the store's size), else all of them."""
+    keys = new.objects_changed_since(old)
+    if keys is None:
+        return list(zip(_maps(old), _maps(new), strict=True))
+    pairs: list[tuple[Mapping[Any, KubeObject], Mapping[Any, KubeObject]]] = []
+    for kind, before, after in zip(_KINDS, _maps(old), _maps(new), strict=True):
+        mine = [
+            k.name if kind is Kind.NODE else (k.namespace, k.name) for k in keys if k.kind is kind
+        ]
+        pairs.append(
+            (
+                {k: before[k] for k in mine if k in before},
+                {k: after[k] for k in mine if k in after},
+            )
+        )
+    return pairs
 
 
 def object_key(kind: Kind, namespace: str, name: str) -> ObjectKey:

@@ -12,12 +12,15 @@ import sys
 import time
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from svcnet import manifests
 from svcnet.errors import StoreError, SvcnetError, ValidationError
 from svcnet.model import ClusterConfig, Kind, KubeObject
 from svcnet.state import Apply, ClusterState, Configure, Delete
 from svcnet.store import FORMAT_VERSION, Change, Store, WatchExpired
+from svcnet.testing.strategies import draw_cluster_objects, draw_config, draw_event
 
 DEMO = pathlib.Path(__file__).parent.parent / "examples" / "demo"
 DEADLINE = 60.0  # seconds any wait below may take at most (it normally takes far less)
@@ -383,3 +386,33 @@ def test_a_watch_notices_that_the_file_was_replaced(tmp_path: pathlib.Path) -> N
     _save(store, _apply(_pod("z")))  # a new store: version 1, below the watcher's
     with pytest.raises(WatchExpired, match="newer than the store"):
         next(watch)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_saving_only_what_the_steps_touched_stores_the_same_state(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    draw = data.draw
+    store = Store(str(tmp_path_factory.mktemp("keyed") / "s.db"))
+    config = draw_config(draw)
+    try:
+        start = ClusterState.empty(config).step(Apply(draw_cluster_objects(draw, config)))
+    except SvcnetError:
+        assume(False)  # a batch the state refuses: nothing to save
+    with store.modify() as s:
+        s.save(start)
+        known = (s.state, s.version)
+    for _ in range(draw(st.integers(1, 6))):
+        with store.modify(known=known) as s:
+            assert s.state is known[0]
+            try:
+                s.save(s.state.step(draw_event(draw, s.state)))
+            except SvcnetError:
+                continue  # refused: nothing saved
+            known = (s.state, s.version)
+    _same(store.load(), known[0])
+    replayed = ClusterState.empty(config)
+    for change in store.changes_since(0):
+        replayed = replayed.step(change.step)
+    _same(replayed, known[0])

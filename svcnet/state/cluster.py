@@ -110,6 +110,12 @@ Event = Apply | Delete | Configure
 class _LogEntry:
     revision: int
     touched: Touched
+    # the keys of the objects the step added, replaced or deleted (None: it cannot
+    # tell, a configuration change), and the lineage: the entry of the state it was
+    # stepped from (its token) and its own, compared by identity
+    objects: frozenset[ObjectKey] | None = None
+    parent: object = attrs.field(default=None, eq=False)
+    token: object = attrs.field(factory=object, eq=False)
 
 
 @attrs.frozen
@@ -196,6 +202,31 @@ class ClusterState:
             nodes |= entry.touched.nodes
             config = config or entry.touched.config
         return Touched(frozenset(services), frozenset(nodes), config)
+
+    def objects_changed_since(self, older: ClusterState) -> frozenset[ObjectKey] | None:
+        """The keys of the objects (nodes, pods, services, slices) that differ
+        between ``older`` and this state, when this state was stepped from
+        ``older`` (cost: the steps in between). None when it cannot tell: this
+        state does not descend from ``older``, more than the log's steps lie
+        between, or a configuration change (which may touch every object) did."""
+        if older is self:
+            return frozenset()
+        if not 0 < self.revision - older.revision < LOG_SIZE:
+            return None
+        base = older._log[older.revision % LOG_SIZE]
+        if base is None or base.revision != older.revision:
+            return None
+        keys: set[ObjectKey] = set()
+        expect: object = None
+        for rev in range(self.revision, older.revision, -1):
+            entry = self._log[rev % LOG_SIZE]
+            if entry is None or entry.revision != rev or entry.objects is None:
+                return None
+            if expect is not None and entry.token is not expect:
+                return None
+            keys |= entry.objects
+            expect = entry.parent
+        return frozenset(keys) if expect is base.token else None
 
     @property
     def last_recomputed(self) -> frozenset[NsName]:
@@ -293,6 +324,7 @@ class _Txn:
         self.changed_services: set[NsName] = set()
         self.changed_nodes: set[str] = set()
         self.config_changed = False
+        self.objects: set[ObjectKey] = set()  # added, replaced or deleted
 
     # ------------------------------------------------------------------ dispatch
     def apply(self, obj: KubeObject) -> None:
@@ -357,6 +389,7 @@ class _Txn:
         self._index_pod(pod, True)
         self._touch_pod(pod)
         self.pods = self.pods.set((pod.namespace, pod.name), pod)
+        self.objects.add(pod.key)
 
     def _serve_pods(self, node: str) -> None:
         if not node or not self.pod_alloc.pods_waiting(node):
@@ -384,6 +417,7 @@ class _Txn:
         self._index_pod(old, False)
         self._touch_pod(old)
         self.pods = self.pods.remove(key)
+        self.objects.add(old.key)
         if old.pod_ips_allocated:
             self._serve_pods(old.node_name)
 
@@ -396,6 +430,7 @@ class _Txn:
         on_node = self._pods_on(node.name)
         self.pod_alloc, changed = self.pod_alloc.set_node(old, node, on_node)
         self.nodes = self.nodes.set(node.name, node)
+        self.objects.add(node.key)
         for pod in changed:
             self._set_pod(self.pods[(pod.namespace, pod.name)], pod)
         if old != node:
@@ -407,6 +442,7 @@ class _Txn:
         on_node = self._pods_on(name)
         self.pod_alloc, changed = self.pod_alloc.remove_node(name, on_node)
         self.nodes = self.nodes.remove(name)
+        self.objects.add(ObjectKey(Kind.NODE, "", name))
         self.changed_nodes.add(name)
         for pod in changed:
             self._set_pod(self.pods[(pod.namespace, pod.name)], pod)
@@ -429,6 +465,7 @@ class _Txn:
         for svc in served:
             key = (svc.namespace, svc.name)
             self.services = self.services.set(key, svc)
+            self.objects.add(svc.key)
             self.changed_services.add(key)
 
     def apply_service(self, new: Service) -> None:
@@ -439,6 +476,7 @@ class _Txn:
             self._index_service(old, False)
         self._index_service(svc, True)
         self.services = self.services.set(key, svc)
+        self.objects.add(svc.key)
         self.dirty.add(key)
         if svc != old:
             self.changed_services.add(key)
@@ -454,6 +492,7 @@ class _Txn:
         self.svc_alloc = self.svc_alloc.release_service(old)
         self._index_service(old, False)
         self.services = self.services.remove(key)
+        self.objects.add(old.key)
         self.changed_services.add(key)
         self.dirty.add(key)
         if old.load_balancer_ips and not old.status_ingress:
@@ -470,6 +509,7 @@ class _Txn:
             self.dirty.add((old.namespace, old.service_name))
         self.slices_by_svc = _add(self.slices_by_svc, (new.namespace, new.service_name), new.name)
         self.slices = self.slices.set(key, new)
+        self.objects.add(new.key)
         self.dirty.add((new.namespace, new.service_name))
 
     def delete_slice(self, key: NsName) -> None:
@@ -478,6 +518,7 @@ class _Txn:
             self.slices_by_svc, (old.namespace, old.service_name), old.name
         )
         self.slices = self.slices.remove(key)
+        self.objects.add(old.key)
         self.dirty.add((old.namespace, old.service_name))
 
     # ------------------------------------------------------------------ config
@@ -523,6 +564,16 @@ class _Txn:
             slices = [self.slices[(svc.namespace, n)] for n in names]
         return _ep.compute(svc, pods, self.nodes, slices, self.config)
 
+    def _entry(self, revision: int, touched: Touched) -> _LogEntry:
+        old = self.old
+        parent = old._log[old.revision % LOG_SIZE]
+        return _LogEntry(
+            revision,
+            touched,
+            None if self.config_changed else frozenset(self.objects),
+            None if parent is None or parent.revision != old.revision else parent.token,
+        )
+
     def finish(self) -> ClusterState:
         old = self.old
         for key in self.dirty:
@@ -553,6 +604,6 @@ class _Txn:
             index=_Index(
                 self.svc_by_pair, self.pods_by_label, self.pods_by_node, self.slices_by_svc
             ),
-            log=old._log.set(revision % LOG_SIZE, _LogEntry(revision, touched)),
+            log=old._log.set(revision % LOG_SIZE, self._entry(revision, touched)),
             recomputed=frozenset(self.dirty),
         )
