@@ -7,6 +7,7 @@ status file other processes can poll."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -397,6 +398,27 @@ def test_namespace_lock_names_its_holder(tmp_path: pathlib.Path) -> None:
         assert pathlib.Path(path).read_text().strip() == str(os.getpid())
         with pytest.raises(AgentError, match=r"an agent \(pid \d+\) already programs network"):
             NamespaceLock(path, "svcnet-l").acquire()
+    assert not pathlib.Path(path).exists()  # removed by its holder on release
     with NamespaceLock(path, None) as lock:  # released: free again
         assert lock.held
     assert not lock.held
+
+
+def test_a_lock_removed_by_its_holder_is_not_taken_by_a_waiter(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "x.lock")
+    holder = NamespaceLock(path, "svcnet-l")
+    holder.acquire()
+    stale = os.open(path, os.O_RDWR)  # a waiter that opened the file the holder has
+    try:
+        holder.release()  # unlinks it, then unlocks
+        fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the old file is free now ...
+        lock = NamespaceLock(path, "svcnet-l")
+        lock.acquire()  # ... but a new acquirer locks the file at the path
+        try:
+            assert os.stat(path).st_ino != os.fstat(stale).st_ino
+            with pytest.raises(AgentError, match="already programs"):
+                NamespaceLock(path, "svcnet-l").acquire()
+        finally:
+            lock.release()
+    finally:
+        os.close(stale)

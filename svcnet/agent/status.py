@@ -84,7 +84,17 @@ class NamespaceLock:
 
     def acquire(self) -> None:
         """Take the lock; :class:`AgentError` naming the holder's pid when another
-        process has it."""
+        process has it.
+
+        The holder removes the file when it releases the lock, so a process that
+        got the lock on a file that is no longer the one at ``path`` (unlinked by
+        the holder it waited for) tries again on the new one."""
+        for _ in range(100):
+            if self._acquire_once():
+                return
+        raise AgentError(f"agent: the lock {self.path} keeps being replaced")
+
+    def _acquire_once(self) -> bool:
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, exist_ok=True)
@@ -105,16 +115,25 @@ class NamespaceLock:
         except OSError as e:
             os.close(fd)
             raise AgentError(f"agent: cannot lock {self.path}: {e.strerror}") from e
+        try:
+            same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # its holder removed it after we opened it: take the new one
+            os.close(fd)
+            return False
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        return True
 
     def release(self) -> None:
-        """Drop the lock (the file stays: removing it would race a new holder)."""
+        """Remove the file, then drop the lock (removing it while still holding the
+        lock: a process waiting on the old file sees it is gone and retries)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+                os.unlink(self.path)
             os.close(fd)  # closing the last descriptor releases the flock
 
     @property
