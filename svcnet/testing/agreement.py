@@ -38,6 +38,7 @@ import functools
 import os
 import time
 import types
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,14 +81,16 @@ from svcnet.scenario import (
 )
 from svcnet.state import Apply, ClusterState, Delete, Event
 from svcnet.testing import strategies
-from svcnet.testing.report import backend_error_report, failure_report
+from svcnet.testing.report import backend_error_report, failure_report, observed_plan_report
 
 __all__ = [
     "BACKEND_KINDS",
+    "ObservedPlanUnsupported",
     "capabilities_of",
     "check_error_kinds",
     "default_scenario_paths",
     "make_agreement_machine",
+    "observed_plan_of",
     "run_conformance",
     "run_scenarios",
 ]
@@ -144,6 +147,27 @@ def _dispose(factory: BackendFactory, backend: Backend) -> None:
             backend.close()
         finally:
             _release(factory, backend)
+
+
+class ObservedPlanUnsupported(UserWarning):
+    """A backend does not implement ``observed_plan()``: its read-back is not checked."""
+
+
+def observed_plan_of(backend: Backend, name: str) -> Plan | None:
+    """``backend.observed_plan()``; None, with a :class:`ObservedPlanUnsupported`
+    warning naming the backend and the reason, when it raises ``UNSUPPORTED``."""
+    try:
+        return backend.observed_plan()
+    except BackendError as e:
+        if e.kind is not BackendErrorKind.UNSUPPORTED:
+            raise
+        warnings.warn(
+            f"backend {name!r} (contract {backend.contract or '?'}): observed_plan() is not "
+            f"checked against the installed plan: {e}",
+            ObservedPlanUnsupported,
+            stacklevel=2,
+        )
+        return None
 
 
 def _documents(event: Event) -> Step:
@@ -219,6 +243,7 @@ def make_agreement_machine(
     capabilities: Capabilities | None = None,
     backend_name: str | None = None,
     shrink_seconds: float | None = None,
+    check_observed: bool = True,
 ) -> type[RuleBasedStateMachine]:
     """A state machine class checking ``backend_factory``'s backends against the
     reference semantics (use its ``TestCase`` attribute as a unittest/pytest test,
@@ -228,7 +253,8 @@ def make_agreement_machine(
     :func:`strategies.configs` over the declared families); ``capabilities``
     defaults to what the factory declares; ``backend_name`` names it in reports;
     ``shrink_seconds`` bounds shrinking (:class:`ShrinkBudget`, counted from the
-    class's first failure).
+    class's first failure); ``check_observed`` false leaves out the check of
+    ``observed_plan()`` against the installed plan (probes only).
     """
     caps = capabilities if capabilities is not None else capabilities_of(backend_factory)
     configs = config_strategy if config_strategy is not None else strategies.configs(caps)
@@ -302,6 +328,7 @@ def make_agreement_machine(
                     else:
                         plan = plan_mod.update(self.plans[node], old, new)
                     backend.update(plan)
+                    observed = observed_plan_of(backend, name) if check_observed else None
                 except Exception as e:
                     raise AssertionError(
                         backend_error_report(
@@ -309,6 +336,18 @@ def make_agreement_machine(
                         )
                     ) from e
                 self.plans[node] = plan
+                installed = backend.installed
+                if observed is not None and installed is not None and observed != installed:
+                    raise AssertionError(
+                        observed_plan_report(
+                            backend_name=name,
+                            state=new,
+                            steps=self.steps,
+                            node=node,
+                            installed=installed,
+                            observed=observed,
+                        )
+                    )
 
         def _check(self, probes: int) -> None:
             if not self.state.nodes:
@@ -430,6 +469,7 @@ def run_conformance(
     config_strategy: st.SearchStrategy[Any] | None = None,
     backend_name: str | None = None,
     shrink_seconds: float | None = 60,
+    check_observed: bool = True,
 ) -> None:
     """Check a backend against svcnet's reference semantics; raise AssertionError
     with a readable report if it disagrees anywhere.
@@ -441,7 +481,8 @@ def run_conformance(
     every run check the same examples. Shrinking a failure stops after about
     ``shrink_seconds`` (the report then shows the smallest cluster found so far;
     see :class:`ShrinkBudget`). The error kinds of obvious mistakes are checked
-    first (:func:`check_error_kinds`).
+    first (:func:`check_error_kinds`). ``check_observed``: also check, after every
+    install, that ``observed_plan()`` equals the installed plan (see the module doc).
     """
     name = backend_name or _name_of(backend_factory)
     reports: list[str] = []
@@ -464,6 +505,7 @@ def run_conformance(
         capabilities=capabilities,
         backend_name=name,
         shrink_seconds=shrink_seconds,
+        check_observed=check_observed,
     )
     options: dict[str, Any] = {}
     if derandomize:

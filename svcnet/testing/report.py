@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 import yaml
 
 from svcnet import manifests, semantics
 from svcnet.backend import Backend
 from svcnet.model import IPFamily, norm_ip
+from svcnet.plan import Plan
 from svcnet.probe import Outcome, Probe, SourceKind, Verdict
 from svcnet.scenario.format import API_VERSION
 from svcnet.state import ClusterState
@@ -19,6 +22,7 @@ __all__ = [
     "cluster_yaml",
     "differences",
     "failure_report",
+    "observed_plan_report",
     "replay_scenario",
 ]
 
@@ -234,6 +238,36 @@ def backend_error_report(
             f"{type(error).__name__}: {error}",
             "",
             "the cluster it was installing (Kubernetes YAML, allocated addresses included):",
+            cluster_yaml(state).rstrip(),
+            "",
+            "the accepted events so far, as scenario steps:",
+            yaml.safe_dump([{verb: docs} for verb, docs in steps], sort_keys=False).rstrip(),
+        ]
+    )
+
+
+def observed_plan_report(
+    *,
+    backend_name: str,
+    state: ClusterState,
+    steps: Sequence[tuple[str, list[dict[str, Any]]]],
+    node: str,
+    installed: Plan,
+    observed: Plan,
+) -> str:
+    """The report when a backend's read-back (``observed_plan()``) is not the plan it
+    installed: a unified diff of the two plans' text, then the cluster."""
+    shown = attrs.evolve(observed, revision=installed.revision)  # revisions do not compare
+    diff = difflib.unified_diff(
+        str(installed).splitlines(), str(shown).splitlines(), "installed", "observed", lineterm=""
+    )
+    return "\n".join(
+        [
+            f"backend {backend_name!r}: observed_plan() on node {node} is not the plan it "
+            "installed (nothing else touched its data plane):",
+            *diff,
+            "",
+            "the cluster (Kubernetes YAML, allocated addresses included):",
             cluster_yaml(state).rstrip(),
             "",
             "the accepted events so far, as scenario steps:",

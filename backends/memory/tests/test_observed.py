@@ -13,6 +13,8 @@ from svcnet.errors import BackendError, BackendErrorKind, SvcnetError
 from svcnet.plan import Changes, NodeSettings, Plan, advance, compile
 from svcnet.probe import Outcome, Probe
 from svcnet.state import ClusterState
+from svcnet.testing import run_conformance
+from svcnet.testing.agreement import ObservedPlanUnsupported
 
 OBSERVED = settings(
     derandomize=True,
@@ -85,3 +87,40 @@ def test_a_backend_for_contract_1_0_does_not_implement_it() -> None:
         Old("node-a").observed_plan()
     assert e.value.kind is BackendErrorKind.UNSUPPORTED
     assert "old backend (contract 1.0)" in str(e.value)
+
+
+class ForgetsAService(MemoryBackend):
+    """Reads back one service fewer than it installed (the last, by reference)."""
+
+    name = "mutant-forgets-a-service"
+
+    def observed_plan(self) -> Plan:
+        plan = super().observed_plan()
+        if not plan.services:
+            return plan
+        return Plan(plan.settings, plan.services.remove(max(plan.services)))
+
+
+class WrittenForContract10(MemoryBackend):
+    """A backend written before observed_plan(): the base class's answer."""
+
+    name = "contract-1.0"
+    contract = "1.0"
+
+    def observed_plan(self) -> Plan:
+        return Backend.observed_plan(self)
+
+
+def test_the_harness_checks_observed_plan_after_each_install() -> None:
+    with pytest.raises(AssertionError) as err:
+        run_conformance(ForgetsAService, scenario_paths=[], max_examples=50, shrink_seconds=10)
+    report = str(err.value)
+    assert "observed_plan() on node" in report and "is not the plan it installed" in report
+    assert "--- installed" in report and "+++ observed" in report
+    assert "\n-service " in report  # the service it forgot, in the plan's own text
+    assert "Plan(" not in report and "NodeSettings(" not in report
+
+
+def test_the_harness_skips_the_check_for_a_1_0_backend_and_says_why() -> None:
+    with pytest.warns(ObservedPlanUnsupported, match="contract 1.0.*not checked"):
+        run_conformance(WrittenForContract10, scenario_paths=[], max_examples=5)
