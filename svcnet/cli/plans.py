@@ -1,23 +1,29 @@
 """What the cluster state compiles to, and its data planes (I/O): ``plan``,
 ``diff``, ``sync``, ``trace``. The state is the CLI's store (``--store PATH``, see
-:mod:`svcnet.cli.common`); ``sync`` records in it what it installed where, so
-``diff`` can tell what the next ``sync`` would change.
+:mod:`svcnet.cli.common`). ``diff`` reads the data plane itself back
+(``Backend.observed_plan()``) and compares it with the plan compiled from the
+store; ``sync`` installs that plan (and records in the store what it installed
+where).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from typing import Any
 
+import attrs
 import click
 
 from svcnet import plan as plan_mod
 from svcnet import probe as probe_mod
 from svcnet import semantics
+from svcnet.backend import Backend
 from svcnet.cli.common import CliError, backend_class, backend_factory, current_store
-from svcnet.errors import NotFoundError
+from svcnet.errors import NotFoundError, SvcnetError
 from svcnet.model import Protocol, norm_ip
+from svcnet.plan import Plan
 from svcnet.probe import Probe, ProbeSource
 from svcnet.scenario import same_outcome
 from svcnet.state import ClusterState
@@ -55,13 +61,15 @@ def plan_cmd(node: str | None, output: str) -> None:
     click.echo("\n\n".join(str(p) for p in plans))
 
 
-def _target(backend: Any, lab: str | None, host: bool) -> str:
-    if lab is not None and host:
-        raise click.UsageError("give --lab or --host, not both")
+def _target(backend: Any, lab: str | None, host: bool, netns: str | None = None) -> str:
+    if sum((lab is not None, host, netns is not None)) > 1:
+        raise click.UsageError("give one of --lab, --host and --netns")
     if host:
         return "host"
     if lab is not None:
         return f"lab/{lab}"
+    if netns is not None:
+        return f"netns/{netns}"
     if backend.capabilities.kernel:
         raise click.UsageError(
             f"backend {backend.name!r} programs a kernel: give --lab LAB or --host"
@@ -74,26 +82,106 @@ host_option = click.option("--host", is_flag=True, help="This host's root namesp
 backend_option = click.option("--backend", "backend_name", required=True, metavar="NAME")
 
 
+def _lab_netns(lab: str, node: str, exit_code: int = 1) -> str:
+    """Lab ``lab``'s namespace of ``node``; CliError when it has none."""
+    from svcnet.lab.topology import node_netns
+
+    netns = node_netns(lab, node)
+    if not os.path.exists(os.path.join("/run/netns", netns)):
+        raise CliError(f"lab {lab} has no namespace {netns} (svcnet lab up?)", exit_code)
+    return netns
+
+
+def plan_diff(observed: Plan, planned: Plan, where: str) -> str:
+    """A unified diff of the plans' text, from what ``where`` holds to the plan ("" when
+    equal). The observed plan is shown with the planned one's revision: a read-back
+    has none, and revisions do not compare."""
+    shown = attrs.evolve(observed, revision=planned.revision)
+    return "\n".join(
+        difflib.unified_diff(
+            str(shown).splitlines(),
+            str(planned).splitlines(),
+            f"{where} (now)",
+            "the plan (from the store)",
+            lineterm="",
+        )
+    )
+
+
+def _observe(cls: type[Backend], node: str, netns: str | None) -> Plan:
+    backend = cls(node, netns=netns) if netns is not None else cls(node)
+    try:
+        return backend.observed_plan()
+    finally:
+        backend.close()
+
+
 @click.command("diff")
 @node_option
 @backend_option
-@lab_option
-@host_option
-def diff_cmd(node: str | None, backend_name: str, lab: str | None, host: bool) -> None:
-    """What the next `svcnet sync` would change (vs the plan synced last)."""
+@click.option("--lab", metavar="LAB", help="Read lab LAB's node namespaces.")
+@click.option("--host", is_flag=True, help="Read this host's root namespace (needs --node).")
+@click.option("--netns", metavar="NS", help="Read network namespace NS (needs --node).")
+def diff_cmd(
+    node: str | None, backend_name: str, lab: str | None, host: bool, netns: str | None
+) -> None:
+    """What the data plane holds now against the plan compiled from the store, per
+    node, in the plan's text (a unified diff; lines with + are what the next sync
+    installs). Exit status as diff(1): 0 equal, 1 different, 2 trouble."""
     cls = backend_class(backend_name)
-    target = _target(cls, lab, host)
-    store = current_store()
-    state = store.load()
-    blocks = []
-    for n in _nodes(state, node):
-        before = store.synced(backend_name, target, n)
-        previous = None
-        if before is not None and n in before.nodes:
-            previous = plan_mod.compile(before, n)
-        changes = plan_mod.compile(state, n).diff(previous)
-        blocks.append(f"node {n}:\n{changes}")
+    if cls.capabilities.kernel and lab is None and not host and netns is None:
+        raise click.UsageError(
+            f"backend {backend_name!r} programs a kernel: give --lab LAB or --host"
+            " (or --netns NS) to read"
+        )
+    _target(cls, lab, host, netns)
+    if not cls.capabilities.kernel:
+        raise CliError(
+            f"backend {backend_name!r} keeps its data plane in the process that installs it:"
+            " there is nothing to read back (svcnet diff reads a kernel backend's"
+            " --lab, --host or --netns)",
+            exit_code=2,
+        )
+    if (host or netns is not None) and node is None:
+        raise click.UsageError("--host and --netns read one node: give --node NAME")
+    differ = False
+    try:
+        state = current_store().load()
+        names = _nodes(state, node)
+        blocks = []
+        for n in names:
+            ns = _lab_netns(lab, n, exit_code=2) if lab is not None else netns
+            where = f"{backend_name} in {ns}" if ns is not None else f"{backend_name} on this host"
+            planned = plan_mod.compile(state, n)
+            observed = _observe(cls, n, ns)
+            if observed == planned:
+                blocks.append(f"node {n}: (no changes)")
+            else:
+                differ = True
+                blocks.append(f"node {n}:\n{plan_diff(observed, planned, where)}")
+    except SvcnetError as e:
+        raise CliError(str(e), exit_code=2) from e
     click.echo("\n".join(blocks))
+    if differ:
+        click.get_current_context().exit(1)
+
+
+def _check_lab(lab: str, backend_name: str) -> None:
+    """Refuse to sync into a lab that follows a store, or with another backend."""
+    from svcnet.lab.control import read_record
+
+    record = read_record(lab)
+    if "store" in record:
+        raise CliError(
+            f"lab {lab} follows its store through its agents; use `svcnet apply`"
+            f" (store: {record['store']})"
+        )
+    recorded = record.get("backend")
+    if recorded and recorded != backend_name:
+        raise CliError(
+            f"lab {lab} was set up with backend {recorded!r}: `sync --backend {backend_name}`"
+            " would install a second data plane beside it"
+        )
 
 
 @click.command("sync")
@@ -109,6 +197,8 @@ def sync_cmd(node: str | None, backend_name: str, lab: str | None, host: bool, y
     store = current_store()
     if host and node is None:
         raise click.UsageError("--host needs --node NAME (the node this host is)")
+    if lab is not None:
+        _check_lab(lab, backend_name)
     if host and not yes:
         click.confirm(
             f"Program this host's root network namespace with {backend_name} rules "
@@ -119,13 +209,7 @@ def sync_cmd(node: str | None, backend_name: str, lab: str | None, host: bool, y
         state = session.state
         names = _nodes(state, node)
         for n in names:
-            netns = None
-            if lab is not None:
-                from svcnet.lab.topology import node_netns
-
-                netns = node_netns(lab, n)
-                if not os.path.exists(os.path.join("/run/netns", netns)):
-                    raise CliError(f"lab {lab} has no namespace {netns} (svcnet lab up?)")
+            netns = _lab_netns(lab, n) if lab is not None else None
             plan = plan_mod.compile(state, n)
             backend = cls(n, netns=netns) if netns is not None else cls(n)
             try:
@@ -214,4 +298,4 @@ def trace_cmd(source: str, to: str, node: str | None, backend_name: str | None) 
 
 COMMANDS: tuple[click.Command, ...] = (plan_cmd, diff_cmd, sync_cmd, trace_cmd)
 
-__all__ = ["COMMANDS", "make_probe"]
+__all__ = ["COMMANDS", "make_probe", "plan_diff"]
