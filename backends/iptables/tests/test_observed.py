@@ -185,3 +185,10 @@ def test_a_port_with_no_frontend_reads_back() -> None:
     assert observed_plan(_as_libiptc(kernel), "node-a") == plan
     nat[lost].clear()
     assert observed_plan(kernel.read(), "node-a").services[ref].ports == ()
+
+
+def test_route_letters_are_one_per_route() -> None:
+    from svcnet_iptables.render import ROUTE_CODES, _code
+
+    assert len(set(ROUTE_CODES.values())) == len(ROUTE_CODES) == 6
+    assert all(_code(route) == letter for route, letter in ROUTE_CODES.items())

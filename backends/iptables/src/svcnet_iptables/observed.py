@@ -47,7 +47,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from svcnet.model import IPFamily, Protocol, parse_endpoint
+from svcnet.model import IPFamily, Protocol
 from svcnet.plan import (
     Action,
     EndpointSet,
@@ -228,20 +228,27 @@ def _sep(chain: str, rules: tuple[Rule, ...]) -> _Sep | None:
     hairpin, dnat = rules
     if dnat.target != "DNAT" or dnat.to_destination is None or dnat.protocol is None:
         return None
-    try:
-        ip, port = parse_endpoint(dnat.to_destination)
-    except ValueError:
+    src = hairpin.src
+    if hairpin.target != MARK_MASQ or src is None or src.negated:
         return None
-    if (
-        hairpin.target != MARK_MASQ
-        or hairpin.src is None
-        or hairpin.src.negated
-        or hairpin.src.net != ipaddress.ip_network(ip)
-    ):
+    if src.net.prefixlen != src.net.max_prefixlen:
         return None
+    text = dnat.to_destination
+    ip, _, port = text[1:].partition("]:") if text.startswith("[") else text.rpartition(":")
+    if not port.isdigit():
+        return None
+    # the hairpin matches the endpoint's address (a text comparison first: turning
+    # 100,000 addresses into text costs seconds)
+    if f"-s {ip}/{src.net.max_prefixlen} " not in hairpin.text:
+        try:
+            if ipaddress.ip_address(ip) != src.net.network_address:
+                return None
+        except ValueError:
+            return None
+        ip = str(src.net.network_address)
     sets = frozenset(_items((dnat.comment or "").rpartition(" in ")[2]))
     sticky = dnat.recent is not None and dnat.recent[0] == "set"
-    return _Sep(chain, PlanEndpoint(ip, port), sets, sticky)
+    return _Sep(chain, PlanEndpoint(ip, int(port)), sets, sticky)
 
 
 @attrs.frozen
@@ -312,6 +319,10 @@ class _Set:
     endpoints: list[PlanEndpoint]
     cascade: bool  # read from a cascade (else from the SEP chains' comments)
     affinity: int | None
+
+
+def _sorted(eps: list[PlanEndpoint]) -> tuple[PlanEndpoint, ...]:
+    return tuple(sorted(set(eps), key=lambda e: (e.ip, e.port)))
 
 
 def _effective(route: Route, planned: Route, eps: Mapping[EndpointSet, _Set]) -> Route:
@@ -388,16 +399,18 @@ def _port(
             return None
     else:
         ranges = list(_items(meta.get("ranges")))
-    plan = PortPlan.build(
+    # sorted and unique as PortPlan.build makes them (by plain keys: attrs' ordering
+    # builds tuples per comparison)
+    plan = PortPlan(
         port.name,
         family,
         port.protocol,
-        port.frontends,
-        cluster.endpoints,
-        local.endpoints,
+        tuple(sorted(set(port.frontends), key=lambda f: (f.kind.value, f.ip, f.port))),
+        _sorted(cluster.endpoints),
+        _sorted(local.endpoints),
         *sides[0],
         *sides[1],
-        source_ranges=ranges,
+        source_ranges=tuple(sorted(set(ranges))),
         affinity_timeout=affinity,
     )
     return int(meta["port"]), plan, classified

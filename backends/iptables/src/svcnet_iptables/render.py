@@ -259,13 +259,21 @@ ROUTE_CODES: dict[Route, str] = {
 }
 
 
+def _code(route: Route) -> str:
+    """:data:`ROUTE_CODES`' letter, from the fields (Route's attrs hash is slow)."""
+    if route.action is Action.FORWARD:
+        letter = "C" if route.endpoints is EndpointSet.CLUSTER else "L"
+        return letter if route.masquerade else letter.lower()
+    return "r" if route.action is Action.REJECT else "d"
+
+
 def port_meta(port: PortPlan, index: int, firewall: bool) -> str:
     """The comment on the last rule of a port's first dispatch chain: the port's
     index in its service, its six routes as written in the plan, its affinity and,
     when no firewall chain carries them, its source ranges. None of it decides
     anything a packet meets (see :mod:`svcnet_iptables.observed`)."""
     routes = "".join(
-        ROUTE_CODES[r]
+        _code(r)
         for r in (
             port.internal_from_pod,
             port.internal_from_node,
@@ -395,21 +403,28 @@ def port_chain_names(port: PortPlan, shape: PortShape) -> dict[str, list[str]]:
         nat.append(_set_chain_of(which, h))
     if not (shape.has_internal or shape.has_external):
         nat.append(LOST + h)
-    nat += [endpoint_chain(h, ep) for ep in _members(port)]
+    nat += [endpoint_chain(h, ep) for ep, _sets in _members(port)]
     if shape.firewall:
         nat.append("SVCNET-FW-" + h)
     # an endpoint in both the cluster and the local set has one chain
     return {NAT: list(dict.fromkeys(nat)), FILTER_TABLE: []}
 
 
-def _members(port: PortPlan) -> dict[PlanEndpoint, str]:
+def _members(port: PortPlan) -> list[tuple[PlanEndpoint, str]]:
     """Every endpoint of the port, in either set, with the sets it is in ("cluster",
     "local" or "cluster,local"): each gets its SVCNET-SEP chain, whose DNAT rule's
     comment names them, so that a set no route forwards to is still read back."""
-    local = set(port.local_endpoints)
-    out = {ep: "cluster,local" if ep in local else "cluster" for ep in port.cluster_endpoints}
-    for ep in port.local_endpoints:
-        out.setdefault(ep, "local")
+    cluster, local = port.cluster_endpoints, port.local_endpoints
+    if local is cluster:  # the compiler shares the tuple when the sets are equal
+        return [(ep, "cluster,local") for ep in cluster]
+    if not local:
+        return [(ep, "cluster") for ep in cluster]
+    # plain tuple keys: PlanEndpoint's attrs hash is a Python call per endpoint
+    here = {(ep.ip, ep.port) for ep in local}
+    out = [(ep, "cluster,local" if (ep.ip, ep.port) in here else "cluster") for ep in cluster]
+    if sum(sets == "cluster,local" for _ep, sets in out) != len(here):  # local-only ones
+        there = {(ep.ip, ep.port) for ep in cluster}
+        out += [(ep, "local") for ep in local if (ep.ip, ep.port) not in there]
     return out
 
 
@@ -446,7 +461,7 @@ def render_port(
         nat[LOST + h] = [f'-m comment --comment "{fit(lost)}" -j RETURN']
     for which in shape.used:
         nat[_set_chain_of(which, h)] = _cascade(port.endpoints(which), h, port.affinity_timeout)
-    for ep, sets in _members(port).items():
+    for ep, sets in _members(port):
         name = endpoint_chain(h, ep)
         sticky = (
             f" -m recent --set --name {name} --rsource" if port.affinity_timeout is not None else ""
