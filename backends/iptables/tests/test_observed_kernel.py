@@ -123,6 +123,19 @@ def test_a_rule_deleted_by_hand_shows_in_the_observed_plan(
             # the next full sync puts it back
             be.sync(plan)
             assert be.observed_plan() == plan
+            # an endpoint's DNAT rule: the port whose cascade jumps to that chain is
+            # not svcnet's any more and is not read back; the other family's stays
+            saved = sh(ns, f"{tool}-save -t nat")
+            dnat = next(
+                ln for ln in saved.splitlines() if ln.startswith("-A SVCNET-SEP-") and "DNAT" in ln
+            )
+            sh(ns, f"{tool} -t nat -D {dnat.split()[1]} 2")  # by number (-m recent's text
+            # does not round-trip through -D)
+            observed = be.observed_plan()
+            assert [s.ref for s in observed.diff(plan).replaced] == [web]
+            assert [p.family.value for p in observed.services[web].ports] == [
+                p.family.value for p in plan.services[web].ports if p.family.value != "IPv4"
+            ]
         finally:
             be.cleanup()
             be.close()

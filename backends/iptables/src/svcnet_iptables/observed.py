@@ -37,6 +37,14 @@ A port left with no frontend at all (each lost to another service's claim, see
 :mod:`svcnet.plan.compiler`) has no rule a packet meets: its SVCNET-LOST-h chain
 (nothing jumps to it) holds one rule whose comment says the port's index, routes,
 protocol and name, and its endpoints have their SEP chains as usual.
+
+Damage shows as a difference: a port whose chains are not exactly what svcnet
+writes (a class of a dispatch chain with a rule missing or changed, a cascade
+whose probabilities or affinity checks do not add up, a firewall chain without
+its final drop, no comment where one is expected) is left out of its service; an
+SEP chain that is not a hairpin mark then a DNAT to the same address is not an
+endpoint; a missing frontend or ClusterIP rule is a missing frontend or address.
+Nothing here raises: what cannot be read is not in the plan.
 """
 
 from __future__ import annotations
