@@ -131,9 +131,17 @@ def port_routes(port: PortPlan) -> tuple[Route, ...]:
     )
 
 
-def fe_comment(svc: ServicePlan, index: int, port: PortPlan, kind: FrontendKind) -> str:
-    """``<ns>/<name> <port index> <port name or -> <kind> <route codes> <affinity or ->``."""
-    codes = "".join(plan_route_code(r) for r in port_routes(port))
+def route_codes(port: PortPlan) -> str:
+    """The six routes' :func:`plan_route_code`, in :func:`port_routes` order."""
+    return "".join(plan_route_code(r) for r in port_routes(port))
+
+
+def fe_comment(
+    svc: ServicePlan, index: int, port: PortPlan, kind: FrontendKind, codes: str | None = None
+) -> str:
+    """``<ns>/<name> <port index> <port name or -> <kind> <route codes> <affinity or ->``
+    (``codes``: :func:`route_codes` of the port, when known)."""
+    codes = route_codes(port) if codes is None else codes
     timeout = "-" if port.affinity_timeout is None else str(port.affinity_timeout)
     return f"{svc.ref} {index} {port.name or '-'} {KIND_CODES[kind]} {codes} {timeout}"
 
@@ -186,6 +194,9 @@ def aff_route_chain(pid: str, which: EndpointSet, masq: bool) -> str:
 
 def aff_ep_name(pid: str, ep: PlanEndpoint, timeout: int) -> str:
     return f"{pid}/{ep.ip.replace(':', '_')}_{ep.port}_{timeout}"
+
+
+_EPS_MAPS = {(x.value, p): eps_map(x.value, p) for x in EndpointSet for p in PROTOCOLS}
 
 
 # -- the fixed skeleton -------------------------------------------------------
@@ -298,8 +309,9 @@ def _collapse(cidrs: Iterable[str]) -> list[str]:
     ]
 
 
-# (fe verdict per external flag, shared chains used, endpoint sets used per external flag)
-_Shape = tuple[dict[bool, str], tuple[str, ...], dict[bool, frozenset[EndpointSet]]]
+# (fe verdict per external flag, shared chains used, endpoint sets used per external flag,
+# the route codes of the fe comments)
+_Shape = tuple[dict[bool, str], tuple[str, ...], dict[bool, frozenset[EndpointSet]], str]
 _SHAPES: dict[tuple[object, ...], _Shape] = {}
 
 
@@ -345,7 +357,7 @@ def _shape(port: PortPlan, pid: str, externals: frozenset[bool]) -> _Shape:
             rt = f"{pid}.rt_{'_'.join(codes)}" if pid else f"rt_{'_'.join(codes)}"
             chains.append(rt)
             verdicts[external] = f"goto {rt}"
-    shape = (verdicts, tuple(chains), used)
+    shape = (verdicts, tuple(chains), used, route_codes(port))
     if not affinity:  # affinity shapes are per port: not worth keeping
         if len(_SHAPES) > 4096:
             _SHAPES.clear()
@@ -364,7 +376,7 @@ def add_service(svc: ServicePlan, out: Elements, refs: Refs) -> None:
         fam = "ip" if port.family is IPFamily.IPv4 else "ip6"
         proto = port.protocol.value.lower()
         pid = port_id(svc, port) if port.affinity_timeout is not None else ""
-        verdicts, chains, _used = _shape(
+        verdicts, chains, _used, codes = _shape(
             port, pid, frozenset(fe.kind.external for fe in port.frontends)
         )
         for chain in chains:
@@ -374,7 +386,7 @@ def add_service(svc: ServicePlan, out: Elements, refs: Refs) -> None:
         for fe in port.frontends:
             key = f"{fe.ip} . {proto} . {fe.port}"
             keys.append(key)
-            fe_map[commented(key, fe_comment(svc, index, port, fe.kind))] = verdicts[
+            fe_map[commented(key, fe_comment(svc, index, port, fe.kind, codes))] = verdicts[
                 fe.kind.external
             ]
             if fe.kind is FrontendKind.LOAD_BALANCER and port.source_ranges:
@@ -386,9 +398,11 @@ def add_service(svc: ServicePlan, out: Elements, refs: Refs) -> None:
         # both endpoint sets for every frontend: the rules use those their routes
         # name (affinity ports: none, their chains name the endpoints); the others
         # are there for observed.py
-        for which in EndpointSet:
-            emap = out[(fam, eps_map(which.value, proto))]
-            for i, ep in enumerate(port.endpoints(which)):
+        for which, eps in (("cluster", port.cluster_endpoints), ("local", port.local_endpoints)):
+            if not eps:
+                continue
+            emap = out[(fam, _EPS_MAPS[which, proto])]
+            for i, ep in enumerate(eps):
                 value = f"{ep.ip} . {ep.port}"
                 for key in keys:
                     emap[f"{key} . {i}"] = value
