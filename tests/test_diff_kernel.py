@@ -112,3 +112,7 @@ def test_diff_errors_exit_2(store: pathlib.Path, netns: str) -> None:
     assert ghost.returncode == 2 and "Node nope not found" in ghost.stderr
     one = run(store, "diff", "--backend", "nftables", "--netns", netns)
     assert one.returncode == 2 and "--node" in one.stderr
+    nowhere = run(store, "diff", "--backend", "nftables")
+    assert nowhere.returncode == 2 and "--lab LAB or --host (or --netns NS)" in nowhere.stderr
+    lab = run(store, "diff", "--backend", "nftables", "--lab", "svcnet-df-no-such-lab")
+    assert lab.returncode == 2 and "has no namespace svcnet-svcnet-df-no-such-lab-n-" in lab.stderr
