@@ -73,6 +73,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import math
 import os
 import sqlite3
 import time
@@ -98,7 +99,8 @@ FORMAT_VERSION = 3  # 2: resourceVersions and the change log; 3: the time of eac
 BUSY_TIMEOUT = 60.0  # seconds a CLI call waits for another one holding the lock
 ENV = "SVCNET_STORE"
 LOG_LIMIT = 10_000  # changes kept in the log (older ones are compacted away)
-POLL_INTERVAL = 0.005  # seconds between two reads of the version while watching
+POLL_INTERVAL = 0.005  # seconds between two looks at the file while watching
+REREAD = 1.0  # seconds after which a watch reads the store even if nothing seems changed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -524,7 +526,7 @@ class Store:
                     self._check_since(last, 0, 0)
                     changes: tuple[Change, ...] = ()
                 else:
-                    changes = held.read(last)
+                    changes = held.read(last) if held.changed() else ()
                 for change in changes:
                     last = change.version
                     yield change
@@ -540,7 +542,7 @@ class Store:
 
     def _hold(self) -> _Held | None:
         try:
-            ino = os.stat(self.path).st_ino
+            fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -549,8 +551,9 @@ class Store:
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
         except sqlite3.Error as e:
+            os.close(fd)
             raise self._error(f"cannot open: {e}") from e
-        return _Held(self, conn, ino)
+        return _Held(self, conn, fd, os.fstat(fd).st_ino)
 
     @contextlib.contextmanager
     def modify(self, known: tuple[ClusterState, int] | None = None) -> Iterator[Session]:
@@ -593,11 +596,32 @@ class Store:
 
 
 class _Held:
-    """The connection a :meth:`Store.watch` keeps between its polls."""
+    """The connection a :meth:`Store.watch` keeps between its polls, and a plain
+    descriptor of the same file for :meth:`changed`."""
 
-    def __init__(self, store: Store, conn: sqlite3.Connection, ino: int) -> None:
-        self.store, self.conn, self.ino = store, conn, ino
+    def __init__(self, store: Store, conn: sqlite3.Connection, fd: int, ino: int) -> None:
+        self.store, self.conn, self.fd, self.ino = store, conn, fd, ino
         self.checked = False  # the format is checked once per connection
+        self.counter: bytes | None = None  # the file change counter at the last read
+        self.read_at = -math.inf  # when (monotonic)
+
+    def _counter(self) -> bytes | None:
+        try:
+            return os.pread(self.fd, 4, 24)
+        except OSError:
+            return None
+
+    def changed(self) -> bool:
+        """Whether a commit may have come since the last :meth:`read`, without
+        taking a lock: SQLite's file change counter (bytes 24-27 of the header,
+        bumped by every commit in rollback-journal mode) differs from the one read
+        then, or :data:`REREAD` seconds passed. A poll that took SQLite's shared
+        lock every few milliseconds in each of several watchers kept a writer's
+        commit waiting (and backing off in its busy handler): up to seconds."""
+        counter = self._counter()
+        return (
+            counter is None or counter != self.counter or time.monotonic() - self.read_at >= REREAD
+        )
 
     def stale(self) -> bool:
         """Whether the file at the store's path is no longer the one held."""
@@ -607,6 +631,9 @@ class _Held:
             return True
 
     def read(self, since: int) -> tuple[Change, ...]:
+        # the counter before the transaction: a commit in between is read now and
+        # makes the next changed() true once more, never missed
+        counter = self._counter()
         conn = self.conn
         try:
             conn.execute("BEGIN")
@@ -614,14 +641,17 @@ class _Held:
                 if not self.checked:
                     self.store._check(conn, write=False)
                     self.checked = True
-                return self.store._changes_after(conn, since)
+                changes = self.store._changes_after(conn, since)
             finally:
                 conn.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             raise self.store._error(f"not a readable svcnet store ({e})") from e
+        self.counter, self.read_at = counter, time.monotonic()
+        return changes
 
     def close(self) -> None:
         self.conn.close()
+        os.close(self.fd)
 
 
 class Session:
