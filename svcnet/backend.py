@@ -101,6 +101,14 @@ class Backend(abc.ABC):
         (empty: none found). The default finds none; kernel backends override it."""
         return ()
 
+    def untouched(self) -> bool:
+        """True only when the backend can tell, cheaply, that nothing at all has
+        changed its data plane since its own last install (then a full resync
+        would rewrite exactly what is there, and a periodic one may be skipped).
+        The default cannot tell (False); the nftables backend compares the
+        namespace's nf_tables generation, which every committed change bumps."""
+        return False
+
     # -- programming -------------------------------------------------------
     def sync(self, plan: Plan) -> None:
         """Install ``plan`` whole, replacing whatever this backend installed."""

@@ -234,6 +234,7 @@ class Agent:
         self.version: int | None = None  # the source version the data plane reflects
         self.syncs = 0
         self.full_syncs = 0
+        self.resyncs_skipped = 0  # periodic resyncs found needless (Backend.untouched)
         self.failed_syncs = 0
         self.last_sync: SyncReport | None = None
         self.error: str | None = None
@@ -336,6 +337,7 @@ class Agent:
             "services": None if plan is None else len(plan.services),
             "syncs": self.syncs,
             "full_syncs": self.full_syncs,
+            "resyncs_skipped": self.resyncs_skipped,
             "failed_syncs": self.failed_syncs,
             "fallbacks": self.backend.fallbacks,
             "last_sync": None if self.last_sync is None else self.last_sync.as_json(),
@@ -518,7 +520,15 @@ class Agent:
         elif relisted:
             why = "relist"
         elif start - self._last_full >= self.sync_period:
-            why = "period"
+            if self.backend.untouched():
+                # nothing changed the data plane since our last install (the
+                # backend can tell: nftables' generation): a full resync would
+                # rewrite it as it is, and hold every change behind it meanwhile
+                self._last_full = start
+                self.resyncs_skipped += 1
+                self.log.debug("node %s: periodic resync skipped: data plane untouched", self.node)
+            else:
+                why = "period"
         fallbacks = self.backend.fallbacks
         if why in ("", "period"):
             # advance() equals compile(state, node) (its contract) at the cost of what

@@ -121,6 +121,13 @@ class NftablesBackend(Backend):
                 out.append((fam, chain, json.dumps(rules, sort_keys=True)))
         return tuple(out)
 
+    def untouched(self) -> bool:
+        """Nothing committed in the namespace's nf_tables since this backend's last
+        transaction: the generation read right after it is still current."""
+        if self.installed is None or self._gen is None:
+            return False
+        return self._generation() == self._gen
+
     def check(self) -> tuple[str, ...]:
         """A cheap look for damage, in two stages. First the namespace's nf_tables
         generation id (one netlink request, well under a millisecond at any size):
