@@ -24,6 +24,7 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -97,7 +98,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(services: int, changes: int, nodes: int, pods: int, seed: int) -> None:
+def run(
+    services: int, changes: int, nodes: int, pods: int, seed: int, keep_logs: str | None
+) -> None:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="svcnet-bench-agent-") as tmp:
         work = pathlib.Path(tmp)
@@ -160,6 +163,10 @@ def run(services: int, changes: int, nodes: int, pods: int, seed: int) -> None:
             for log in logs:
                 log.close()
             netns.delete_all(names)
+            if keep_logs:
+                os.makedirs(keep_logs, exist_ok=True)
+                for k in range(len(logs)):
+                    shutil.copy(work / f"agent-{k}.log", f"{keep_logs}/agent-{services}-{k}.log")
         ms = [x * 1000 for x in latencies]
         own = ", ".join(
             f"node-{k} p50 {r.get('p50', float('nan')):.1f} p99 {r.get('p99', float('nan')):.1f}"
@@ -182,11 +189,12 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--pods", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--logs", help="copy the agents' logs into this folder")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_agent: needs root (network namespaces, nftables)")
     for n in args.services:
-        run(n, args.changes, args.nodes, args.pods, args.seed)
+        run(n, args.changes, args.nodes, args.pods, args.seed, args.logs)
 
 
 if __name__ == "__main__":

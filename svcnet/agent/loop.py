@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -187,6 +188,7 @@ class Agent:
         on_sync: Callable[[SyncReport], None] | None = None,
         latency_window: int = LATENCY_WINDOW,
         watch_chunk: float = WATCH_CHUNK,
+        freeze_heap: bool = False,
     ) -> None:
         if backend.node != node:
             raise SvcnetError(f"agent: node {node!r}: the backend programs node {backend.node!r}")
@@ -205,6 +207,12 @@ class Agent:
         self.source = source
         self.node = node
         self.backend = backend
+        # after a sync from scratch, move every object alive into the collector's
+        # permanent generation (gc.freeze): the big state and plan are never walked
+        # again by a full collection, which at 10,000 services stalled one
+        # incremental sync per ~100 by 0.6 s. Process-wide: for a process that is
+        # only an agent (the CLI), not for an agent embedded in another program.
+        self.freeze_heap = freeze_heap
         self.min_sync_period = min_sync_period
         self.sync_period = sync_period
         self.max_pending = max_pending
@@ -570,6 +578,9 @@ class Agent:
         if why:
             self.full_syncs += 1
             self._last_full = start
+            if self.freeze_heap and why != "period":
+                gc.collect()
+                gc.freeze()
         self._failed = False
         self._backoff = self.retry_backoff
         self.error = None

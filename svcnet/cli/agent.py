@@ -127,6 +127,7 @@ def agent_cmd(
             status_file=status_file,
             cleanup=cleanup,
             on_sync=on_sync,
+            freeze_heap=True,  # this process is only an agent
         )
 
         def stop(signum: int, frame: types.FrameType | None) -> None:
