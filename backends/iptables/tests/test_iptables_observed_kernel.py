@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from support import kernel_skip_reason, netns, sh
 from svcnet_iptables import IptablesBackend
 from test_iptables_kernel import _plan
-from test_observed import _nodes, _state
+from test_iptables_observed import _nodes, _state
 
 from svcnet.errors import SvcnetError
 from svcnet.plan import ServiceRef, compile
