@@ -172,6 +172,18 @@ class PortPlan:
             affinity_timeout,
         )
 
+    @property
+    def routes(self) -> tuple[Route, Route, Route, Route, Route, Route]:
+        """The six routes, internal then external, each from pod, node, external."""
+        return (
+            self.internal_from_pod,
+            self.internal_from_node,
+            self.internal_from_external,
+            self.external_from_pod,
+            self.external_from_node,
+            self.external_from_external,
+        )
+
     def route(self, frontend: FrontendKind, source: SourceKind) -> Route:
         if frontend.external:
             if source is SourceKind.POD:

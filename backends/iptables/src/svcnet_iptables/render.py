@@ -272,17 +272,7 @@ def port_meta(port: PortPlan, index: int, firewall: bool) -> str:
     index in its service, its six routes as written in the plan, its affinity and,
     when no firewall chain carries them, its source ranges. None of it decides
     anything a packet meets (see :mod:`svcnet_iptables.observed`)."""
-    routes = "".join(
-        _code(r)
-        for r in (
-            port.internal_from_pod,
-            port.internal_from_node,
-            port.internal_from_external,
-            port.external_from_pod,
-            port.external_from_node,
-            port.external_from_external,
-        )
-    )
+    routes = "".join(_code(r) for r in port.routes)
     out = f"port={index} routes={routes}"
     if port.affinity_timeout is not None:
         out += f" affinity={port.affinity_timeout}"

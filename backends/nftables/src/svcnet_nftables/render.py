@@ -119,21 +119,9 @@ def plan_route_code(route: Route) -> str:
     return f"{route.endpoints.value[0]}{'m' if route.masquerade else ''}"
 
 
-def port_routes(port: PortPlan) -> tuple[Route, ...]:
-    """The six routes: internal then external, each for pod, node, external sources."""
-    return (
-        port.internal_from_pod,
-        port.internal_from_node,
-        port.internal_from_external,
-        port.external_from_pod,
-        port.external_from_node,
-        port.external_from_external,
-    )
-
-
 def route_codes(port: PortPlan) -> str:
-    """The six routes' :func:`plan_route_code`, in :func:`port_routes` order."""
-    return "".join(plan_route_code(r) for r in port_routes(port))
+    """The six routes' :func:`plan_route_code`, in :attr:`PortPlan.routes` order."""
+    return "".join(plan_route_code(r) for r in port.routes)
 
 
 def fe_comment(
@@ -319,12 +307,7 @@ def _shape(port: PortPlan, pid: str, externals: frozenset[bool]) -> _Shape:
     """What a port's routes make of its frontends; memoised: it depends only on the
     routes, the endpoint counts and the frontend kinds (affinity: also the port)."""
     memo = (
-        port.internal_from_pod,
-        port.internal_from_node,
-        port.internal_from_external,
-        port.external_from_pod,
-        port.external_from_node,
-        port.external_from_external,
+        *port.routes,
         len(port.cluster_endpoints),
         len(port.local_endpoints),
         externals,
