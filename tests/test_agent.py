@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from storehelp import demo, save, wait
 
 from svcnet import manifests
 from svcnet.agent import (
@@ -30,22 +31,13 @@ from svcnet.agent import (
 )
 from svcnet.backend import Backend, load_backend
 from svcnet.errors import BackendError, BackendErrorKind
-from svcnet.model import KubeObject
 from svcnet.plan import Changes, Plan, compile
-from svcnet.state import Apply, ClusterState, Delete
+from svcnet.state import Apply, Delete
 from svcnet.store import Change, Listing, Store
 
-DEMO = pathlib.Path(__file__).parent.parent / "examples" / "demo"
 DEADLINE = 30.0  # seconds any wait below may take at most (it normally takes far less)
 NODE = "node-a"
 Memory = load_backend("memory")
-
-
-def _demo() -> Apply:
-    objs: list[KubeObject] = []
-    for f in sorted(DEMO.glob("*.yaml")):
-        objs += manifests.load(f.read_text(), filename=str(f))
-    return Apply(tuple(objs))
 
 
 def _pod(name: str, node: str = "node-b", ip: str | None = None) -> Apply:
@@ -60,21 +52,8 @@ def _pod(name: str, node: str = "node-b", ip: str | None = None) -> Apply:
     return Apply(tuple(manifests.load(text)))
 
 
-def _save(store: Store, *events: Apply | Delete) -> ClusterState:
-    with store.modify() as s:
-        state = s.state
-        for e in events:
-            state = state.step(e)
-        s.save(state)
-    return state
-
-
 def _wait(what: str, cond: Callable[[], bool], deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"not within {deadline} s: {what}")
-        time.sleep(0.01)
+    wait(what, cond, deadline)
 
 
 def _installed(backend: Backend) -> Plan:
@@ -92,7 +71,7 @@ def _programmed(backend: object, store: Store) -> bool:
 @pytest.fixture
 def store(tmp_path: pathlib.Path) -> Store:
     s = Store(str(tmp_path / "store.db"))
-    _save(s, _demo())
+    save(s, demo())
     return s
 
 
@@ -136,7 +115,7 @@ def test_agent_follows_applies_and_deletes(store: Store, run_dir: str) -> None:
         assert agent.full_syncs == 1 and agent.last_sync is not None
         assert agent.last_sync.why == "start"
         # a new pod behind `web`: its endpoint appears in node-a's plan
-        _save(store, _pod("web-4", ip="10.244.2.12"))
+        save(store, _pod("web-4", ip="10.244.2.12"))
         _wait("web-4 programmed", lambda: _programmed(backend, store))
         assert any(
             ep.ip == "10.244.2.12"
@@ -147,7 +126,7 @@ def test_agent_follows_applies_and_deletes(store: Store, run_dir: str) -> None:
         assert agent.last_sync.full is False and agent.last_sync.replaced >= 1
         # a deleted service goes
         web = store.load().services[("default", "web")]
-        _save(store, Delete((web.key,)))
+        save(store, Delete((web.key,)))
         _wait("web removed", lambda: _programmed(backend, store))
         assert all(ref.name != "web" for ref in _installed(backend).services)
         assert agent.version == store.version()
@@ -200,10 +179,10 @@ def test_a_burst_coalesces_into_one_sync(store: Store, run_dir: str) -> None:
     with Running(agent):
         assert agent.wait_synced(store.version(), DEADLINE)
         backend.gate.clear()
-        _save(store, _pod("burst-0", ip="10.244.2.100"))
+        save(store, _pod("burst-0", ip="10.244.2.100"))
         assert backend.blocked.wait(DEADLINE)  # the first sync holds the kernel
         for i in range(1, 30):  # 29 more changes, one write (one version) each
-            _save(store, _pod(f"burst-{i}", ip=f"10.244.2.{100 + i}"))
+            save(store, _pod(f"burst-{i}", ip=f"10.244.2.{100 + i}"))
         final = store.version()
         _wait("every change folded", lambda: agent.status()["seen_version"] == final)
         backend.gate.set()
@@ -237,7 +216,7 @@ class GatedSource(StoreSource):
 
 def test_an_expired_watch_lists_again_and_syncs_in_full(tmp_path: pathlib.Path) -> None:
     store = Store(str(tmp_path / "store.db"), log_limit=3)
-    _save(store, _demo())
+    save(store, demo())
     source = GatedSource(store)
     backend = Memory(NODE)
     agent = Agent(source, NODE, backend, run_dir=None)
@@ -246,7 +225,7 @@ def test_an_expired_watch_lists_again_and_syncs_in_full(tmp_path: pathlib.Path) 
         source.open.clear()
         assert source.parked.wait(DEADLINE)  # its last watch call ended: it reads no more
         for i in range(6):  # more than the log keeps: the watcher's version is compacted
-            _save(store, _pod(f"late-{i}", ip=f"10.244.2.{50 + i}"))
+            save(store, _pod(f"late-{i}", ip=f"10.244.2.{50 + i}"))
         source.open.set()
         assert agent.wait_synced(store.version(), DEADLINE)
         assert _programmed(backend, store)
@@ -290,7 +269,7 @@ def test_a_failed_sync_is_retried_in_full_fake_failing_backend(
         assert _programmed(backend, store)
         # an incremental install fails (apply's own fallback too): a full retry follows
         backend.failing = True
-        _save(store, _pod("web-9", ip="10.244.2.99"))
+        save(store, _pod("web-9", ip="10.244.2.99"))
         _wait("the apply failed", lambda: agent.failed_syncs >= 2 and agent.error is not None)
         backend.failing = False
         assert agent.wait_synced(store.version(), DEADLINE)
@@ -360,7 +339,7 @@ def test_run_async_leaves_the_event_loop_free(store: Store) -> None:
             ticks += 1
             if agent.version is not None and target is None:
                 # write from a thread: store I/O must not block the loop either
-                await asyncio.to_thread(_save, store, _pod("async-1", ip="10.244.2.77"))
+                await asyncio.to_thread(save, store, _pod("async-1", ip="10.244.2.77"))
                 target = store.version()
             if target is not None and agent.version == target:
                 ticks_while_synced += 1

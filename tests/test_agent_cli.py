@@ -10,42 +10,24 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
+
+from storehelp import DEMO, WEB4_POD, wait
+from storehelp import svcnet as run_svcnet
 
 from svcnet.agent import read_status
 
-DEMO = pathlib.Path(__file__).parent.parent / "examples" / "demo"
 DEADLINE = 60.0  # seconds any wait below may take at most (it normally takes far less)
 
-POD = """\
-apiVersion: v1
-kind: Pod
-metadata: {name: web-4, labels: {app: web}}
-spec:
-  nodeName: node-b
-  containers:
-    - name: web
-      ports: [{name: http, containerPort: 8080}, {name: echo, containerPort: 8053, protocol: UDP}]
-status: {podIP: 10.244.2.12, conditions: [{type: Ready, status: "True"}]}
-"""
+POD = WEB4_POD
 
 
 def svcnet(store: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "svcnet", "--store", store, *args],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-    )
+    return run_svcnet(store, *args, timeout=DEADLINE)
 
 
 def _wait(what: str, cond: Callable[[], bool]) -> None:
-    end = time.monotonic() + DEADLINE
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"not within {DEADLINE} s: {what}")
-        time.sleep(0.02)
+    wait(what, cond, DEADLINE, interval=0.02)
 
 
 def _version(path: str) -> int | None:

@@ -19,11 +19,12 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import pytest
+from storehelp import DEMO, WEB4_POD, wait
+from storehelp import svcnet as run_svcnet
 
 from svcnet import semantics
 from svcnet.agent import AGENT_DIR, read_status
@@ -34,7 +35,6 @@ from svcnet.store import Store
 
 pytestmark = pytest.mark.kernel
 
-DEMO = pathlib.Path(__file__).parent.parent / "examples" / "demo"
 DEADLINE = 60.0  # seconds any wait below may take at most (it normally takes far less)
 PREFIX = "svcnet-ag-"
 NODE = "node-a"
@@ -42,34 +42,15 @@ NFT = ("ip", "netns", "exec")  # then the namespace and the nft command
 # the demo's client pod on node-a to the web service's ClusterIP
 PROBE = Probe(SourceKind.POD, "10.244.1.20", NODE, "10.96.0.10", 80)
 WEB4 = "10.244.2.12:8080"
-POD = """\
-apiVersion: v1
-kind: Pod
-metadata: {name: web-4, labels: {app: web}}
-spec:
-  nodeName: node-b
-  containers:
-    - name: web
-      ports: [{name: http, containerPort: 8080}, {name: echo, containerPort: 8053, protocol: UDP}]
-status: {podIP: 10.244.2.12, conditions: [{type: Ready, status: "True"}]}
-"""
+POD = WEB4_POD
 
 
 def svcnet(store: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "svcnet", "--store", store, *args],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-    )
+    return run_svcnet(store, *args, timeout=DEADLINE)
 
 
 def _wait(what: str, cond: Callable[[], bool]) -> None:
-    end = time.monotonic() + DEADLINE
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"not within {DEADLINE} s: {what}")
-        time.sleep(0.02)
+    wait(what, cond, DEADLINE, interval=0.02)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import multiprocessing
 import os
 import pathlib
@@ -13,14 +12,13 @@ import sys
 import time
 
 import pytest
+from storehelp import demo, same, save
 
 from svcnet import manifests
 from svcnet.errors import StoreError, ValidationError
 from svcnet.model import ClusterConfig, KubeObject
 from svcnet.state import Apply, ClusterState, Configure, Delete
 from svcnet.store import FORMAT_VERSION, Store, default_path
-
-DEMO = sorted(glob.glob(str(pathlib.Path(__file__).parent.parent / "examples/demo/*.yaml")))
 
 EXTRA = """
 apiVersion: v1
@@ -51,27 +49,6 @@ def _objects(text: str) -> Apply:
     return Apply(objs)
 
 
-def _demo() -> Apply:
-    objs: list[KubeObject] = []
-    for f in DEMO:
-        objs += manifests.load(pathlib.Path(f).read_text(), filename=f)
-    return Apply(tuple(objs))
-
-
-def _same(a: ClusterState, b: ClusterState) -> None:
-    for field in ("config", "nodes", "pods", "services", "slices", "endpoints"):
-        assert getattr(a, field) == getattr(b, field), field
-
-
-def _save(store: Store, *events: Apply | Delete | Configure) -> ClusterState:
-    with store.modify() as s:
-        state = s.state
-        for e in events:
-            state = state.step(e)
-        s.save(state)
-    return state
-
-
 def test_default_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SVCNET_STORE", "/x/y.db")
     assert default_path() == "/x/y.db"
@@ -87,37 +64,37 @@ def test_missing_file_is_empty_and_not_created(tmp_path: pathlib.Path) -> None:
 
 def test_replay_gives_identical_state_and_allocations(tmp_path: pathlib.Path) -> None:
     store = Store(str(tmp_path / "s.db"))
-    _save(store, _demo())
-    new = _save(store, _objects(EXTRA))
+    save(store, demo())
+    new = save(store, _objects(EXTRA))
     assert new.services[("default", "lb2")].load_balancer_ips  # from the pool
     assert new.pods[("default", "dyn")].pod_ips_allocated
     back = store.load()
-    _same(back, new)
+    same(back, new)
     # The allocators come back too: the next allocation is the same either way.
     more = _objects(
         "apiVersion: v1\nkind: Service\nmetadata: {name: lb3}\n"
         "spec: {type: LoadBalancer, ports: [{port: 1}]}\n---\n"
         "apiVersion: v1\nkind: Pod\nmetadata: {name: dyn2}\nspec: {nodeName: node-a}\n"
     )
-    _same(back.step(more), new.step(more))
+    same(back.step(more), new.step(more))
     # Deleting a pool-allocated LB frees its address for another service.
     freed = Delete((new.services[("default", "lb2")].key,))
-    _same(back.step(freed).step(more), new.step(freed).step(more))
+    same(back.step(freed).step(more), new.step(freed).step(more))
 
 
 def test_saves_only_changes_and_keeps_order(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "s.db"
     store = Store(str(path))
-    _save(store, _demo())
-    _save(store, _objects(EXTRA))
+    save(store, demo())
+    save(store, _objects(EXTRA))
     key = new_key = None
     with sqlite3.connect(path) as c:
         before = c.execute("SELECT seq, kind, name FROM objects ORDER BY seq").fetchall()
         key = before[0]
     state = store.load()
     svc = state.services[("default", "web")]
-    _save(store, Delete((svc.key,)))
-    _save(
+    save(store, Delete((svc.key,)))
+    save(
         store,
         _objects(
             "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 1}]}\n"
@@ -133,7 +110,7 @@ def test_saves_only_changes_and_keeps_order(tmp_path: pathlib.Path) -> None:
 
 def test_failed_step_saves_nothing(tmp_path: pathlib.Path) -> None:
     store = Store(str(tmp_path / "s.db"))
-    old = _save(store, _demo())
+    old = save(store, demo())
     bad = _objects(
         "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"
         "spec: {type: NodePort, ports: [{port: 1, nodePort: 30080}]}\n"
@@ -141,7 +118,7 @@ def test_failed_step_saves_nothing(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValidationError), store.modify() as s:
         s.save(s.state.step(_objects(EXTRA)))  # saved inside the transaction ...
         s.state.step(bad)  # ... then a conflict: all rolled back
-    _same(store.load(), old)
+    same(store.load(), old)
 
 
 def test_config_round_trip_and_conflict(tmp_path: pathlib.Path) -> None:
@@ -149,7 +126,7 @@ def test_config_round_trip_and_conflict(tmp_path: pathlib.Path) -> None:
     cfg = ClusterConfig(
         node_port_range=(30000, 30100), masquerade_all=True, cluster_domain="example.org"
     )
-    _save(store, Configure(cfg), _demo())
+    save(store, Configure(cfg), demo())
     assert store.load().config == cfg
     with pytest.raises(ValidationError, match="outside"), store.modify() as s:
         s.save(s.state.step(Configure(ClusterConfig(node_port_range=(31000, 31001)))))
@@ -159,13 +136,13 @@ def test_config_round_trip_and_conflict(tmp_path: pathlib.Path) -> None:
 def test_sync_record(tmp_path: pathlib.Path) -> None:
     store = Store(str(tmp_path / "s.db"))
     assert store.synced("memory", "", "node-a") is None
-    state = _save(store, _demo())
+    state = save(store, demo())
     with store.modify() as s:
         s.record_sync("memory", "", ["node-a"])
-    _save(store, _objects(EXTRA))
+    save(store, _objects(EXTRA))
     synced = store.synced("memory", "", "node-a")
     assert synced is not None
-    _same(synced, state)
+    same(synced, state)
     assert store.synced("memory", "", "node-b") is None
 
 
@@ -189,7 +166,7 @@ def test_foreign_database(tmp_path: pathlib.Path) -> None:
 def test_newer_format(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "s.db"
     store = Store(str(path))
-    _save(store, _demo())
+    save(store, demo())
     with sqlite3.connect(path) as c:
         c.execute("UPDATE meta SET value = ? WHERE key = 'format'", (str(FORMAT_VERSION + 1),))
     with pytest.raises(StoreError, match=f"{path}: format version {FORMAT_VERSION + 1} is newer"):
@@ -199,7 +176,7 @@ def test_newer_format(tmp_path: pathlib.Path) -> None:
 def test_corrupt_row_names_object(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "s.db"
     store = Store(str(path))
-    _save(store, _demo())
+    save(store, demo())
     with sqlite3.connect(path) as c:
         c.execute("UPDATE objects SET manifest = '{' WHERE name = 'web-1'")
     with pytest.raises(StoreError, match="corrupt object Pod default/web-1"):
@@ -263,11 +240,11 @@ def test_thousands_of_objects_replay_quickly(tmp_path: pathlib.Path) -> None:
                 "spec": {"selector": {"app": f"a{i % 100}"}, "ports": [{"port": 80}]},
             }
         )
-    state = _save(store, Apply(tuple(manifests.load(docs))))
+    state = save(store, Apply(tuple(manifests.load(docs))))
     start = time.monotonic()
     back = store.load()
     elapsed = time.monotonic() - start
-    _same(back, state)
+    same(back, state)
     assert elapsed < 20, elapsed
 
 
@@ -293,7 +270,7 @@ with Store(sys.argv[1]).modify() as s:
 def test_a_killed_writers_hot_journal_is_rolled_back_by_a_reader(tmp_path: pathlib.Path) -> None:
     path = str(tmp_path / "s.db")
     store = Store(path)
-    before = _save(store, _objects(EXTRA))
+    before = save(store, _objects(EXTRA))
     size_before = os.path.getsize(path)
     child = subprocess.Popen(
         [sys.executable, "-c", _HOLD_WRITE, path], stdout=subprocess.PIPE, text=True
@@ -306,7 +283,7 @@ def test_a_killed_writers_hot_journal_is_rolled_back_by_a_reader(tmp_path: pathl
     with open(path + "-journal", "rb") as f:  # a hot journal: a synced header, pages in
         assert f.read(8) == JOURNAL_MAGIC  # the file that only it can undo
     assert os.path.getsize(path) > size_before
-    _same(store.load(), before)  # read-only commands work, and see the old state
+    same(store.load(), before)  # read-only commands work, and see the old state
     assert store.synced("memory", "t", "node-a") is None
     assert not os.path.exists(path + "-journal")  # the reader rolled it back
-    _same(_save(store, Configure(ClusterConfig())), store.load())  # and writes work
+    same(save(store, Configure(ClusterConfig())), store.load())  # and writes work

@@ -14,6 +14,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from storehelp import DEMO, demo, same, save
 
 from svcnet import manifests
 from svcnet.errors import StoreError, SvcnetError, ValidationError
@@ -22,15 +23,7 @@ from svcnet.state import Apply, ClusterState, Configure, Delete
 from svcnet.store import FORMAT_VERSION, Change, Store, WatchExpired
 from svcnet.testing.strategies import draw_cluster_objects, draw_config, draw_event
 
-DEMO = pathlib.Path(__file__).parent.parent / "examples" / "demo"
 DEADLINE = 60.0  # seconds any wait below may take at most (it normally takes far less)
-
-
-def _demo() -> Apply:
-    objs: list[KubeObject] = []
-    for f in sorted(DEMO.glob("*.yaml")):
-        objs += manifests.load(f.read_text(), filename=str(f))
-    return Apply(tuple(objs))
 
 
 def _pod(name: str, node: str = "node-a") -> str:
@@ -46,20 +39,6 @@ def _apply(text: str) -> Apply:
     return Apply(objs)
 
 
-def _save(store: Store, *events: Apply | Delete | Configure) -> ClusterState:
-    with store.modify() as s:
-        state = s.state
-        for e in events:
-            state = state.step(e)
-        s.save(state)
-    return state
-
-
-def _same(a: ClusterState, b: ClusterState) -> None:
-    for field in ("config", "nodes", "pods", "services", "slices", "endpoints"):
-        assert getattr(a, field) == getattr(b, field), field
-
-
 def _summary(changes: tuple[Change, ...] | list[Change]) -> list[tuple[str, str]]:
     return [(c.type.value, c.key.name if c.key is not None else "<config>") for c in changes]
 
@@ -67,35 +46,35 @@ def _summary(changes: tuple[Change, ...] | list[Change]) -> list[tuple[str, str]
 def test_every_change_gets_the_next_version(tmp_path: pathlib.Path) -> None:
     store = Store(str(tmp_path / "s.db"))
     assert store.version() == 0 and store.list().version == 0  # no file yet
-    state = _save(store, _demo())
+    state = save(store, demo())
     listing = store.list()
     count = sum(1 for _ in (*state.nodes, *state.pods, *state.services, *state.slices))
     assert listing.version == count  # one version per object added
     assert sorted(listing.versions.values()) == list(range(1, count + 1))
     web1 = listing.state.pods[("default", "web-1")]
-    _save(store, Delete((web1.key,)))
+    save(store, Delete((web1.key,)))
     assert store.version() == count + 1
-    _save(store, _apply(_pod("web-1")))  # re-created: a new version, not the old one
+    save(store, _apply(_pod("web-1")))  # re-created: a new version, not the old one
     again = store.list()
     assert again.version == count + 2
     assert again.versions[web1.key] == count + 2
     others = {k: v for k, v in again.versions.items() if k != web1.key}
     assert others == {k: v for k, v in listing.versions.items() if k != web1.key}
-    _save(store, _demo())  # the demo's web-1 differs from _pod's: one change
+    save(store, demo())  # the demo's web-1 differs from _pod's: one change
     assert store.version() == count + 3
-    _save(store, _demo())  # the same objects again: no change, no version
+    save(store, demo())  # the same objects again: no change, no version
     assert store.version() == count + 3
 
 
 def test_changes_since_yields_exactly_the_later_changes_in_order(tmp_path: pathlib.Path) -> None:
     store = Store(str(tmp_path / "s.db"))
-    _save(store, _demo())
+    save(store, demo())
     start = store.list()
-    _save(store, _apply(_pod("web-4")))
-    _save(store, Delete((start.state.pods[("default", "web-2")].key,)))
+    save(store, _apply(_pod("web-4")))
+    save(store, Delete((start.state.pods[("default", "web-2")].key,)))
     config = ClusterConfig(cluster_domain="example.test")
-    _save(store, Configure(config))
-    _save(store, _apply(_pod("web-4", node="node-b")))
+    save(store, Configure(config))
+    save(store, _apply(_pod("web-4", node="node-b")))
     changes = store.changes_since(start.version)
     assert _summary(changes) == [
         ("ADDED", "web-4"), ("DELETED", "web-2"), ("CONFIGURED", "<config>"),
@@ -111,13 +90,13 @@ def test_changes_since_yields_exactly_the_later_changes_in_order(tmp_path: pathl
     state = start.state
     for change in changes:
         state = state.step(change.step)
-    _same(state, store.load())
+    same(state, store.load())
 
 
 def test_watch_follows_a_writer_in_another_process(tmp_path: pathlib.Path) -> None:
     path = str(tmp_path / "s.db")
     store = Store(path)
-    _save(store, _demo())
+    save(store, demo())
     listing = store.list()
     names = [f"w-{i}" for i in range(20)]
     writer = (
@@ -150,16 +129,16 @@ def test_watch_follows_a_writer_in_another_process(tmp_path: pathlib.Path) -> No
     assert [c.version for c in seen] == list(
         range(listing.version + 1, listing.version + len(names) + 1)
     )
-    _same(state, store.load())
+    same(state, store.load())
     assert list(store.watch(store.version(), timeout=0.0)) == []  # nothing more: ends
 
 
 def test_a_compacted_log_tells_the_watcher_to_list_again(tmp_path: pathlib.Path) -> None:
     store = Store(str(tmp_path / "s.db"), log_limit=3)
-    _save(store, _apply(_pod("a")))
+    save(store, _apply(_pod("a")))
     first = store.version()
     for name in ("b", "c", "d", "e"):
-        _save(store, _apply(_pod(name)))
+        save(store, _apply(_pod(name)))
     top = store.version()
     with sqlite3.connect(tmp_path / "s.db") as c:
         assert c.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 3  # bounded
@@ -178,7 +157,7 @@ def test_a_compacted_log_tells_the_watcher_to_list_again(tmp_path: pathlib.Path)
 
 def test_a_failed_apply_records_no_change(tmp_path: pathlib.Path) -> None:
     store = Store(str(tmp_path / "s.db"))
-    _save(store, _demo())
+    save(store, demo())
     before = store.version()
     bad = _apply(
         "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"
@@ -195,18 +174,18 @@ def test_a_failed_apply_records_no_change(tmp_path: pathlib.Path) -> None:
 def test_a_format_1_store_is_read_and_upgraded(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "s.db"
     store = Store(str(path))
-    state = _save(store, _demo())
+    state = save(store, demo())
     with sqlite3.connect(path) as c:  # make it as svcnet 0.1 wrote it
         c.execute("DROP TABLE changes")
         c.execute("ALTER TABLE objects DROP COLUMN rv")
         c.execute("DELETE FROM meta WHERE key IN ('resourceVersion', 'compacted')")
         c.execute("UPDATE meta SET value = '1' WHERE key = 'format'")
     listing = store.list()
-    _same(listing.state, state)
+    same(listing.state, state)
     assert listing.version == max(listing.versions.values())
     with pytest.raises(WatchExpired):
         store.changes_since(0)  # the old objects have no log
-    _save(store, _apply(_pod("web-4")))  # the first write upgrades
+    save(store, _apply(_pod("web-4")))  # the first write upgrades
     with sqlite3.connect(path) as c:
         fmt = c.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0]
     assert int(fmt) == FORMAT_VERSION
@@ -329,7 +308,7 @@ def test_get_endpoints_watch_prints_a_service_whose_endpoints_changed(
 def test_each_change_records_when_it_was_committed(tmp_path: pathlib.Path) -> None:
     store = Store(str(tmp_path / "s.db"))
     before = time.time()
-    _save(store, _apply(_pod("a")), _apply(_pod("b")))
+    save(store, _apply(_pod("a")), _apply(_pod("b")))
     after = time.time()
     changes = store.changes_since(0)
     assert sorted(c.key.name for c in changes if c.key is not None) == ["a", "b"]
@@ -341,14 +320,14 @@ def test_each_change_records_when_it_was_committed(tmp_path: pathlib.Path) -> No
 def test_a_format_2_store_is_read_and_upgraded(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "s.db"
     store = Store(str(path))
-    _save(store, _apply(_pod("a")))
+    save(store, _apply(_pod("a")))
     with sqlite3.connect(path) as c:  # make it as svcnet 0.2 wrote it
         c.execute("ALTER TABLE changes DROP COLUMN at")
         c.execute("UPDATE meta SET value = '2' WHERE key = 'format'")
     (old,) = store.changes_since(0)
     assert old.key is not None and old.key.name == "a" and old.time is None
     assert next(store.watch(0, timeout=0.0)).time is None
-    _save(store, _apply(_pod("b")))  # the first write upgrades
+    save(store, _apply(_pod("b")))  # the first write upgrades
     with sqlite3.connect(path) as c:
         fmt = c.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0]
     assert int(fmt) == FORMAT_VERSION == 3
@@ -360,7 +339,7 @@ def test_a_long_lived_writer_skips_the_load_only_while_the_store_is_unchanged(
     tmp_path: pathlib.Path,
 ) -> None:
     store = Store(str(tmp_path / "s.db"))
-    _save(store, _demo())
+    save(store, demo())
     listing = store.list()
     marked = listing.state.step(_apply(_pod("only-in-memory")))  # never saved
     with store.modify(known=(marked, listing.version)) as s:
@@ -368,7 +347,7 @@ def test_a_long_lived_writer_skips_the_load_only_while_the_store_is_unchanged(
         s.save(s.state.step(_apply(_pod("w"))))
         known = (s.state, s.version)
     assert known[1] == store.version()
-    _save(store, _apply(_pod("x")))  # another writer: the known state is stale
+    save(store, _apply(_pod("x")))  # another writer: the known state is stale
     with store.modify(known=known) as s:
         assert s.state is not known[0]
         assert ("default", "x") in s.state.pods
@@ -378,12 +357,12 @@ def test_a_long_lived_writer_skips_the_load_only_while_the_store_is_unchanged(
 def test_a_watch_notices_that_the_file_was_replaced(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "s.db"
     store = Store(str(path))
-    _save(store, _apply(_pod("a")), _apply(_pod("b")), _apply(_pod("c")))
+    save(store, _apply(_pod("a")), _apply(_pod("b")), _apply(_pod("c")))
     watch = store.watch(store.version() - 1, timeout=DEADLINE, interval=0.001)
     last = next(watch)  # the watch now holds a connection to the file
     assert last.version == store.version()
     path.unlink()
-    _save(store, _apply(_pod("z")))  # a new store: version 1, below the watcher's
+    save(store, _apply(_pod("z")))  # a new store: version 1, below the watcher's
     with pytest.raises(WatchExpired, match="newer than the store"):
         next(watch)
 
@@ -411,8 +390,8 @@ def test_saving_only_what_the_steps_touched_stores_the_same_state(
             except SvcnetError:
                 continue  # refused: nothing saved
             known = (s.state, s.version)
-    _same(store.load(), known[0])
+    same(store.load(), known[0])
     replayed = ClusterState.empty(config)
     for change in store.changes_since(0):
         replayed = replayed.step(change.step)
-    _same(replayed, known[0])
+    same(replayed, known[0])
