@@ -504,41 +504,27 @@ class Store:
         self, since: int, timeout: float | None = None, interval: float = POLL_INTERVAL
     ) -> Iterator[Change]:
         """Every change after version ``since``, in order, as they are made: blocks
-        between them, polling the store's version every ``interval`` seconds; ends
-        when ``timeout`` seconds pass without a change (None: never).
-        :class:`WatchExpired` as :meth:`changes_since` (at the start or later, if
-        the watcher falls ``log_limit`` changes behind, or the file is replaced).
-
-        The watch holds one connection to the file between polls (a poll is one
-        short read transaction of the ``meta`` row; no lock is held in between, so
-        writers are never kept waiting), and opens it again if the file at
-        ``path`` is replaced by another one."""
-        last = since
+        between them, polling the store every ``interval`` seconds (a
+        :class:`Poller`: no lock taken while nothing changes); ends when ``timeout``
+        seconds pass without a change (None: never). :class:`WatchExpired` as
+        :meth:`changes_since` (at the start or later, if the watcher falls
+        ``log_limit`` changes behind, or the file is replaced)."""
         idle_since = time.monotonic()
-        held: _Held | None = None
-        try:
+        with self.poller(since) as poller:
             while True:
-                if held is None or held.stale():
-                    if held is not None:
-                        held.close()
-                    held = self._hold()
-                if held is None:  # no file yet
-                    self._check_since(last, 0, 0)
-                    changes: tuple[Change, ...] = ()
-                else:
-                    changes = held.read(last) if held.changed() else ()
-                for change in changes:
-                    last = change.version
-                    yield change
+                changes = poller.poll()
+                yield from changes
                 if changes:
                     idle_since = time.monotonic()
                     continue
                 if timeout is not None and time.monotonic() - idle_since >= timeout:
                     return
                 time.sleep(interval)
-        finally:
-            if held is not None:
-                held.close()
+
+    def poller(self, since: int) -> Poller:
+        """A non-blocking reader of the changes after version ``since``: each
+        ``poll()`` returns those made since the previous one (see :class:`Poller`)."""
+        return Poller(self, since)
 
     def _hold(self) -> _Held | None:
         try:
@@ -595,8 +581,52 @@ class Store:
             raise self._error(f"corrupt sync record for {backend}/{node}: {e}") from e
 
 
+class Poller:
+    """Reads the changes of a store after a version without blocking: each
+    :meth:`poll` returns, in order, the changes committed since the last one it
+    returned (possibly none), or raises :class:`WatchExpired` (list again).
+
+    It keeps one connection to the file between polls and opens it again when the
+    file at the store's path is replaced. A poll takes no lock: it reads SQLite's
+    file change counter (bytes 24-27 of the header, bumped by every commit) and
+    reads the log, in one short read transaction, only when the counter moved (or
+    :data:`REREAD` seconds passed). Polls that each took SQLite's shared lock
+    (three agents every 5 ms) kept a writer's commit waiting and backing off in its
+    busy handler for up to seconds."""
+
+    def __init__(self, store: Store, since: int) -> None:
+        self.store = store
+        self.version = since  # the last change returned (or ``since``)
+        self._held: _Held | None = None
+
+    def poll(self) -> tuple[Change, ...]:
+        held = self._held
+        if held is None or held.stale():
+            if held is not None:
+                held.close()
+            held = self._held = self.store._hold()
+        if held is None:  # no file yet
+            self.store._check_since(self.version, 0, 0)
+            return ()
+        changes = held.read(self.version) if held.changed() else ()
+        if changes:
+            self.version = changes[-1].version
+        return changes
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
+
+    def __enter__(self) -> Poller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class _Held:
-    """The connection a :meth:`Store.watch` keeps between its polls, and a plain
+    """The connection a :class:`Poller` keeps between its polls, and a plain
     descriptor of the same file for :meth:`changed`."""
 
     def __init__(self, store: Store, conn: sqlite3.Connection, fd: int, ino: int) -> None:
@@ -613,11 +643,9 @@ class _Held:
 
     def changed(self) -> bool:
         """Whether a commit may have come since the last :meth:`read`, without
-        taking a lock: SQLite's file change counter (bytes 24-27 of the header,
-        bumped by every commit in rollback-journal mode) differs from the one read
-        then, or :data:`REREAD` seconds passed. A poll that took SQLite's shared
-        lock every few milliseconds in each of several watchers kept a writer's
-        commit waiting (and backing off in its busy handler): up to seconds."""
+        taking a lock: the file change counter differs from the one read then
+        (rollback-journal mode bumps it at every commit), or :data:`REREAD`
+        seconds passed."""
         counter = self._counter()
         return (
             counter is None or counter != self.counter or time.monotonic() - self.read_at >= REREAD
@@ -784,6 +812,7 @@ __all__ = [
     "Change",
     "ChangeType",
     "Listing",
+    "Poller",
     "Session",
     "Store",
     "WatchExpired",

@@ -395,3 +395,17 @@ def test_saving_only_what_the_steps_touched_stores_the_same_state(
     for change in store.changes_since(0):
         replayed = replayed.step(change.step)
     same(replayed, known[0])
+
+
+def test_a_poller_returns_each_change_once_without_blocking(tmp_path: pathlib.Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    with store.poller(0) as poller:
+        assert poller.poll() == ()  # no file yet: nothing, at once
+        save(store, _apply(_pod("a")))
+        first = poller.poll()
+        assert [c.key.name for c in first if c.key is not None] == ["a"]
+        assert poller.poll() == ()  # nothing new
+        save(store, _apply(_pod("b")))
+        second = poller.poll()
+        assert [c.key.name for c in second if c.key is not None] == ["b"]
+        assert poller.version == store.version() == second[-1].version

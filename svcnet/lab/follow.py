@@ -44,11 +44,10 @@ from svcnet.lab.control import (
 )
 from svcnet.lab.topology import Topology, build
 from svcnet.state import ClusterState
-from svcnet.store import Store, WatchExpired
+from svcnet.store import Poller, Store, WatchExpired
 
 RETRY_AFTER = 1.0  # seconds before a failed batch is tried again
-POLL_INTERVAL = 0.02  # seconds between two looks at the store file
-READ_ANYWAY = 1.0  # seconds after which the change log is read even if the file looks unchanged
+POLL_INTERVAL = 0.02  # seconds between two looks at the store (Store.poller: no lock)
 
 
 def agent_command(store: str, node: str, backend: str, node_netns: str) -> list[str]:
@@ -134,24 +133,7 @@ class Follower:
         self.version = -1  # nothing listed yet
         self.failed = False
         self.agents: dict[str, int] = {}
-        self._file: tuple[int, int, int] | None = None  # the store file's (inode, size, mtime)
-        self._read_at = 0.0
-
-    def _looks_unchanged(self) -> bool:
-        """Is the store file as it was at the last read of its change log (and was
-        that read recent)? A commit rewrites the file (rollback journal), so this
-        ``stat`` spares reading the log 50 times a second while nothing happens;
-        the log is read every READ_ANYWAY seconds all the same."""
-        try:
-            st = os.stat(self.store_path)
-            seen: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except OSError:
-            seen = None
-        now = time.monotonic()
-        if seen is not None and seen == self._file and now - self._read_at < READ_ANYWAY:
-            return True
-        self._file, self._read_at = seen, now  # taken before the read: no commit is missed
-        return False
+        self._poller: Poller | None = None  # the store's changes after the last listing
 
     def start(self) -> None:
         """Take the lab over, list the store and make the lab match it."""
@@ -168,16 +150,18 @@ class Follower:
 
     def _relist(self) -> None:
         listing = self.store.list()
+        if self._poller is not None:
+            self._poller.close()
+        self._poller = self.store.poller(listing.version)
         self._apply(listing.state, listing.version)
 
     def poll(self) -> bool:
         """One round: fold the changes made since the last one and reconcile the lab
         once (a failed round is retried, with no new changes needed). Returns
         whether anything was done."""
-        if not self.failed and self._looks_unchanged():
-            return False
+        assert self._poller is not None, "start() first"
         try:
-            changes = self.store.changes_since(self.version)
+            changes = self._poller.poll()
         except WatchExpired as e:
             self.lab.progress(f"{e}: listing again")
             self._relist()
