@@ -78,7 +78,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 
@@ -509,17 +509,8 @@ class Store:
         seconds pass without a change (None: never). :class:`WatchExpired` as
         :meth:`changes_since` (at the start or later, if the watcher falls
         ``log_limit`` changes behind, or the file is replaced)."""
-        idle_since = time.monotonic()
         with self.poller(since) as poller:
-            while True:
-                changes = poller.poll()
-                yield from changes
-                if changes:
-                    idle_since = time.monotonic()
-                    continue
-                if timeout is not None and time.monotonic() - idle_since >= timeout:
-                    return
-                time.sleep(interval)
+            yield from poller.follow(timeout, interval)
 
     def poller(self, since: int) -> Poller:
         """A non-blocking reader of the changes after version ``since``: each
@@ -528,7 +519,7 @@ class Store:
 
     def _hold(self) -> _Held | None:
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - _Held closes it
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -537,9 +528,9 @@ class Store:
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None)
         except sqlite3.Error as e:
-            os.close(fd)
+            file.close()
             raise self._error(f"cannot open: {e}") from e
-        return _Held(self, conn, fd, os.fstat(fd).st_ino)
+        return _Held(self, conn, file, os.fstat(file.fileno()).st_ino)
 
     @contextlib.contextmanager
     def modify(self, known: tuple[ClusterState, int] | None = None) -> Iterator[Session]:
@@ -613,6 +604,23 @@ class Poller:
             self.version = changes[-1].version
         return changes
 
+    def follow(
+        self, timeout: float | None = None, interval: float = POLL_INTERVAL
+    ) -> Iterator[Change]:
+        """:meth:`poll` every ``interval`` seconds, yielding each change, until
+        ``timeout`` seconds pass without one (None: never); the poller stays open,
+        so a later ``follow()`` goes on from where this one stopped."""
+        idle_since = time.monotonic()
+        while True:
+            changes = self.poll()
+            yield from changes
+            if changes:
+                idle_since = time.monotonic()
+                continue
+            if timeout is not None and time.monotonic() - idle_since >= timeout:
+                return
+            time.sleep(interval)
+
     def close(self) -> None:
         if self._held is not None:
             self._held.close()
@@ -629,15 +637,17 @@ class _Held:
     """The connection a :class:`Poller` keeps between its polls, and a plain
     descriptor of the same file for :meth:`changed`."""
 
-    def __init__(self, store: Store, conn: sqlite3.Connection, fd: int, ino: int) -> None:
-        self.store, self.conn, self.fd, self.ino = store, conn, fd, ino
+    def __init__(self, store: Store, conn: sqlite3.Connection, file: BinaryIO, ino: int) -> None:
+        # a file object, not a bare descriptor: one left unclosed (a poller
+        # dropped without close()) is closed when it is collected
+        self.store, self.conn, self.file, self.ino = store, conn, file, ino
         self.checked = False  # the format is checked once per connection
         self.counter: bytes | None = None  # the file change counter at the last read
         self.read_at = -math.inf  # when (monotonic)
 
     def _counter(self) -> bytes | None:
         try:
-            return os.pread(self.fd, 4, 24)
+            return os.pread(self.file.fileno(), 4, 24)
         except OSError:
             return None
 
@@ -679,7 +689,7 @@ class _Held:
 
     def close(self) -> None:
         self.conn.close()
-        os.close(self.fd)
+        self.file.close()
 
 
 class Session:

@@ -401,3 +401,17 @@ def test_a_lock_removed_by_its_holder_is_not_taken_by_a_waiter(tmp_path: pathlib
             lock.release()
     finally:
         os.close(stale)
+
+
+def test_store_source_goes_on_with_one_poller_between_watch_calls(store: Store) -> None:
+    source = StoreSource(store)
+    start = store.version()
+    assert list(source.watch(start, 0.0)) == []
+    poller = source._poller
+    save(store, _pod("w-1"))
+    got = list(source.watch(start, 0.0))  # goes on from where the last call stopped
+    assert [c.key.name for c in got if c.key is not None] == ["w-1"]
+    assert source._poller is poller
+    again = list(source.watch(start, 0.0))  # from an older version: a new reader
+    assert [c.version for c in again] == [c.version for c in got]
+    assert source._poller is not poller

@@ -19,10 +19,11 @@ nothing more than these three members.
 from __future__ import annotations
 
 import os
+import threading
 import typing
 from collections.abc import Iterator
 
-from svcnet.store import Change, Listing, Store
+from svcnet.store import Change, Listing, Poller, Store
 
 __all__ = ["Source", "StoreSource"]
 
@@ -51,11 +52,16 @@ class Source(typing.Protocol):
 
 class StoreSource:
     """A :class:`Source` over a :class:`~svcnet.store.Store` (the SQLite file the
-    ``svcnet`` command writes): ``list`` is :meth:`Store.list`, ``watch`` is
-    :meth:`Store.watch` (which polls the store's version between reads)."""
+    ``svcnet`` command writes): ``list`` is :meth:`Store.list`, ``watch`` follows a
+    :class:`~svcnet.store.Poller` (as :meth:`Store.watch` does). The poller is
+    kept between watch calls that go on from where the last one stopped (the
+    agent watches in short calls, to notice ``stop()``), so its connection and
+    its last look at the file are not made again at each call."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._poller: Poller | None = None
+        self._thread = 0  # the thread that opened it (SQLite connections stay in theirs)
 
     @property
     def location(self) -> str:
@@ -67,8 +73,16 @@ class StoreSource:
         return self.store.list()
 
     def watch(self, since: int, timeout: float | None) -> Iterator[Change]:
-        """:meth:`Store.watch` from ``since`` (its default polling interval)."""
-        return self.store.watch(since, timeout=timeout)
+        """Every change after ``since``, as :meth:`Store.watch` (its default
+        polling interval)."""
+        poller = self._poller
+        here = threading.get_ident()
+        if poller is None or poller.version != since or self._thread != here:
+            if poller is not None and self._thread == here:
+                poller.close()
+            poller = self._poller = self.store.poller(since)
+            self._thread = here
+        return poller.follow(timeout)
 
     def __repr__(self) -> str:
         return f"StoreSource({self.store.path!r})"
