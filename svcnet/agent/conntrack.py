@@ -324,8 +324,10 @@ class ConntrackCleaner:
         """Run ``work`` in the worker thread; native failures become ConntrackError."""
         try:
             return self._pool.submit(work).result()
-        except BackendError:
+        except ConntrackError:
             raise
+        except BackendError as e:  # the namespace cannot be entered: NOT_FOUND, PERMISSION
+            raise ConntrackError(f"{self._where}: {operation}: {e}", e.kind) from e
         except Exception as e:
             raise ConntrackError(f"{self._where}: {operation}: {e}") from e
 
