@@ -25,6 +25,7 @@ from svcnet.agent.health import (
     AddressError,
     HealthCheck,
     HealthCheckPorts,
+    HealthCheckTracker,
     HTTPEndpoint,
     NodeHealth,
     health_checks,
@@ -32,8 +33,9 @@ from svcnet.agent.health import (
     parse_address,
 )
 from svcnet.kernel import netns, setns
+from svcnet.model import Kind, ObjectKey
 from svcnet.plan.types import ServiceRef
-from svcnet.state import Apply, ClusterState
+from svcnet.state import Apply, ClusterState, Delete
 
 PREFIX = "svcnet-th-"
 PROXY_NAME = "service.kubernetes.io/service-proxy-name"
@@ -272,6 +274,27 @@ def test_health_checks_follow_the_state(cluster: ClusterState) -> None:
     state = cluster.step(Apply(tuple(objs)))
     counts = {c.ref.name: c.local_endpoints for c in health_checks(state, "node-a")}
     assert counts == {"drain": 1, "web": 3}
+
+
+def test_tracker_equals_health_checks_from_state_to_state(cluster: ClusterState) -> None:
+    track = HealthCheckTracker("node-a")
+    assert track(cluster) == health_checks(cluster, "node-a")
+    steps: list[Apply | Delete] = [
+        Apply(tuple(manifests.load(_pod("web-4", "node-a", "10.244.1.13").strip()))),
+        Apply(tuple(manifests.load(_pod("web-6", "node-a", "10.244.1.14").strip()))),
+        Delete((ObjectKey(Kind.POD, "default", "web-1"),)),
+        Apply(tuple(manifests.load(_lb("api", "Local", 32050).strip()))),  # gains a check
+        Apply(tuple(manifests.load(_lb("drain", "Cluster", None).strip()))),  # loses it
+        Delete((ObjectKey(Kind.SERVICE, "default", "web"),)),
+    ]
+    state = cluster
+    for event in steps:
+        state = state.step(event)
+        assert track(state) == health_checks(state, "node-a"), event
+    assert [c.ref.name for c in track(state)] == ["api"]
+    assert track.full_recounts == 1  # each step recounted only what changed
+    fresh = ClusterState.empty().step(Apply(tuple(manifests.load(NODES))))
+    assert track(fresh) == () and track.full_recounts == 2  # not a descendant: all
 
 
 # -- kernel: sockets in a svcnet- namespace, a real HTTP client inside it --------------
