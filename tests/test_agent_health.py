@@ -344,6 +344,22 @@ def get(
     return inside(name, fetch)
 
 
+def head(name: str, port: int) -> tuple[int, str | None]:
+    """HEAD / inside namespace ``name``: the status and the weight header (no body)."""
+
+    def fetch() -> tuple[int, str | None]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("HEAD", "/")
+            resp = conn.getresponse()
+            assert resp.read() == b""
+            return resp.status, resp.getheader("X-Load-Balancing-Endpoint-Weight")
+        finally:
+            conn.close()
+
+    return inside(name, fetch)
+
+
 def listening(name: str) -> set[int]:
     """TCP ports listening in namespace ``name``, read from the kernel (``ss -N``)."""
     out = subprocess.run(
@@ -376,6 +392,13 @@ def test_health_check_ports_open_answer_and_close(ns: str) -> None:
         }
         # every address of both families
         assert get(ns, 32200, host="::1")[0] == 200
+        # a client that connects and says nothing holds up no one
+        idle = inside(ns, lambda: socket.create_connection(("127.0.0.1", 32200), timeout=10))
+        try:
+            assert get(ns, 32200)[0] == 200
+            assert head(ns, 32200) == (200, "2")
+        finally:
+            idle.close()
 
         status, headers, body = get(ns, 32100)  # no local ready endpoint
         assert status == 503 and headers["X-Load-Balancing-Endpoint-Weight"] == "0"
