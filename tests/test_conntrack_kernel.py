@@ -57,6 +57,7 @@ PODS = {"A": "10.244.1.11", "B": "10.244.1.12"}
 SETTINGS = NodeSettings(NODE, (NODE_IP,), ("10.244.0.0/16",), ("10.96.0.0/16",))
 FORWARD = Route(A.FORWARD, EndpointSet.CLUSTER)
 REF = ServiceRef("default", "dns")
+FAMILIES = {IPFamily.IPv4: socket.AF_INET, IPFamily.IPv6: socket.AF_INET6}
 
 
 def plan(pod: str | None) -> Plan:
@@ -283,22 +284,16 @@ def test_replaced_endpoint_stale_udp_flow_is_deleted_and_the_new_pod_answers(
         assert reply_sources(to_service(node, socket.IPPROTO_UDP)) == [(PODS["B"], TARGET)]
 
         # nothing UDP changed: 0 without a dump
-        dumps: list[IPFamily] = []
-        real = cleaner.flows
-
-        def counted(family: IPFamily) -> list[Flow]:
-            dumps.append(family)
-            return real(family)
-
-        cleaner.flows = counted  # type: ignore[method-assign]
+        dumps = cleaner.dumps
         assert cleaner.clean(new, new) == 0
-        assert dumps == []
+        assert cleaner.clean(new, plan("B")) == 0  # an equal plan, another object
+        assert cleaner.dumps == dumps
 
         # the service is deleted: its UDP flow goes, the TCP connection's entry stays
         gone = plan(None)
         backend.update(gone)
         assert cleaner.clean(new, gone) == 1
-        assert dumps == [IPFamily.IPv4]  # only the plan's family was dumped
+        assert cleaner.dumps == dumps + 1  # one dump, filtered to the deleted frontend
         assert to_service(node, socket.IPPROTO_UDP) == []
         assert reply_sources(to_service(node, socket.IPPROTO_TCP)) == [(PODS["A"], TARGET)]
         assert tcp.fileno() >= 0
@@ -336,10 +331,12 @@ def inject(ns: str, flows: list[Flow]) -> None:
         from pyroute2 import Conntrack
         from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
-        ct = Conntrack()
+        cts = {fam: Conntrack(nfgen_family=af) for fam, af in FAMILIES.items()}
         try:
             for f in flows:
+                af = FAMILIES[f.family]
                 orig = NFCTAttrTuple(
+                    family=af,
                     saddr=f.src_ip,
                     daddr=f.dst_ip,
                     proto=socket.IPPROTO_UDP,
@@ -347,15 +344,17 @@ def inject(ns: str, flows: list[Flow]) -> None:
                     dport=f.dst_port,
                 )
                 reply = NFCTAttrTuple(
+                    family=af,
                     saddr=f.reply_src_ip,
                     daddr=f.src_ip,
                     proto=socket.IPPROTO_UDP,
                     sport=f.reply_src_port,
                     dport=f.src_port,
                 )
-                ct.entry("add", timeout=120, tuple_orig=orig, tuple_reply=reply)
+                cts[f.family].entry("add", timeout=120, tuple_orig=orig, tuple_reply=reply)
         finally:
-            ct.close()
+            for ct in cts.values():
+                ct.close()
 
     in_ns(ns, add)
 
@@ -391,3 +390,43 @@ def test_a_missing_namespace_is_an_svcnet_error_naming_it() -> None:
         ConntrackCleaner("svcnet-ct-missing")
     assert isinstance(e.value, SvcnetError)
     assert e.value.kind is BackendErrorKind.NOT_FOUND
+
+
+def udp_plan(pod: str, family: IPFamily) -> Plan:
+    """A UDP service with a ClusterIP and NodePort 30053 in ``family`` -> ``pod``."""
+    v6 = family is IPFamily.IPv6
+    ep = PlanEndpoint(f"fd00:244::{pod}" if v6 else f"10.244.1.{pod}", TARGET)
+    fes = [
+        Frontend(FrontendKind.CLUSTER_IP, "fd00:96::a" if v6 else CLUSTER_IP, PORT),
+        Frontend(FrontendKind.NODE_PORT, "fd00::1" if v6 else NODE_IP, 30053),
+    ]
+    p = PortPlan.build("dns", family, Protocol.UDP, fes, [ep], (), *(FORWARD,) * 6)
+    settings = NodeSettings(NODE, ("10.0.0.1", "fd00::1"), (), ())
+    return Plan(settings, {REF: ServicePlan(REF, (fes[0].ip,), (p,))})
+
+
+@pytest.mark.parametrize("family", list(IPFamily), ids=lambda f: f.value)
+def test_node_port_and_ipv6_flows_are_cleaned_by_port_on_any_address(
+    lab: dict[str, str], cleaner: ConntrackCleaner, family: IPFamily
+) -> None:
+    """Flows to the NodePort on two node addresses and to the ClusterIP, answered by
+    the old endpoint, go; a flow to the next port and one answered by the new
+    endpoint stay."""
+    v6 = family is IPFamily.IPv6
+    old_ep, new_ep = ("fd00:244::11", "fd00:244::12") if v6 else ("10.244.1.11", "10.244.1.12")
+    client_ip = "fd00:244::20" if v6 else CLIENT_IP
+    node_ips = ("fd00::1", "fd00:1::1") if v6 else (NODE_IP, "172.16.0.1")
+    cluster_ip = "fd00:96::a" if v6 else CLUSTER_IP
+
+    def f(sport: int, dst: str, dport: int, reply: str) -> Flow:
+        rport = TARGET if reply in (old_ep, new_ep) else dport
+        return Flow(family, Protocol.UDP, client_ip, sport, dst, dport, reply, rport)
+
+    stale = [f(1, node_ips[0], 30053, old_ep), f(2, node_ips[1], 30053, old_ep)]
+    stale.append(f(3, cluster_ip, PORT, old_ep))
+    kept = [f(4, node_ips[0], 30054, old_ep), f(5, node_ips[1], 30053, new_ep)]
+    inject(lab["node"], stale + kept)
+    dumps = cleaner.dumps
+    assert cleaner.clean(udp_plan("11", family), udp_plan("12", family)) == 3
+    assert cleaner.dumps == dumps + 2  # the ClusterIP and the NodePort, kernel-filtered
+    assert sorted(cleaner.flows(family), key=lambda x: x.src_port) == kept

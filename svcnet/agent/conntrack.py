@@ -48,13 +48,14 @@ namespace for good (:func:`svcnet.kernel.setns.enter`) before pyroute2 is touche
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import errno
 import ipaddress
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -91,7 +92,7 @@ class Target:
     NodePort: the port on any address of the family."""
 
     family: IPFamily = attrs.field(order=lambda f: f.value)
-    ip: str | None
+    ip: str | None = attrs.field(order=lambda ip: ip or "")  # NodePorts first
     port: int
 
     def __str__(self) -> str:
@@ -175,13 +176,11 @@ def udp_targets(plan: Plan | None) -> Targets:
     return out
 
 
-def udp_changed(old: Plan | None, new: Plan) -> bool:
-    """Whether the UDP targets of ``old`` and ``new`` differ (``old`` None: yes).
-    Only services whose plan object changed are compared."""
-    if old is None:
-        return True
+def changed_targets(old: Plan, new: Plan) -> set[Target]:
+    """The UDP frontends added, removed, or whose serving endpoints changed from
+    ``old`` to ``new``; only services whose plan object changed are looked at."""
     if old is new:
-        return False
+        return set()
     changes = new.diff(old)
     refs: list[ServiceRef] = [s.ref for s in changes.added + changes.replaced]
     refs += changes.removed
@@ -192,7 +191,12 @@ def udp_changed(old: Plan | None, new: Plan) -> bool:
             _merge(before, service_targets(svc))
         if (svc := new.services.get(ref)) is not None:
             _merge(after, service_targets(svc))
-    return before != after
+    return {t for t in before.keys() | after.keys() if before.get(t) != after.get(t)}
+
+
+def udp_changed(old: Plan | None, new: Plan) -> bool:
+    """Whether the UDP targets of ``old`` and ``new`` differ (``old`` None: yes)."""
+    return old is None or bool(changed_targets(old, new))
 
 
 def _lookup(targets: Targets, flow: Flow) -> frozenset[Endpoint] | None:
@@ -239,6 +243,8 @@ _NOTHING_OWED = _Owed()
 
 
 class ConntrackCleaner:
+    SCOPED_DUMPS_MAX = 32  # past this many changed frontends, one dump per family
+
     """Deletes stale UDP conntrack entries in network namespace ``netns`` (None: the
     caller's own) after each sync. One worker thread lives in the namespace and owns
     the netlink sockets (see the module docstring); :meth:`close` ends it.
@@ -253,6 +259,8 @@ class ConntrackCleaner:
         self._sockets: dict[IPFamily, Any] = {}
         self._owed: Plan | _Owed | None = _NOTHING_OWED
         self._lock = threading.Lock()  # one clean at a time
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.dumps = 0  # conntrack dump requests made by clean(), for tests and metrics
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="svcnet-conntrack"
         )
@@ -262,27 +270,42 @@ class ConntrackCleaner:
             self._pool.shutdown(wait=True)
             raise
 
-    # -- worker side -----------------------------------------------------------------
+    # -- worker side (all pyroute2 objects live in the worker thread) ------------------
     def _open(self) -> None:
         from svcnet.kernel import setns
 
         if self.netns is not None:
             setns.enter(self.netns)  # NamespaceError: NOT_FOUND or PERMISSION
-        from pyroute2 import Conntrack
+        from pyroute2.conntrack import AsyncConntrack
 
-        for family, af in _FAMILY.items():
-            ct = Conntrack(nfgen_family=af)
-            ct.count()  # the socket is made here, in this thread's namespace
-            self._sockets[family] = ct
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
 
-    def _dump(self, family: IPFamily) -> list[Flow]:
+        async def open_all() -> None:
+            for family, af in _FAMILY.items():
+                ct = AsyncConntrack(nfgen_family=af)
+                await ct.count()  # the socket is made here, in this thread's namespace
+                self._sockets[family] = ct
+
+        self._loop.run_until_complete(open_all())
+
+    async def _dump(self, family: IPFamily, target: Target | None) -> list[Flow]:
         from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
-        af = _FAMILY[family]
-        want = NFCTAttrTuple(family=af, proto=socket.IPPROTO_UDP)
+        want = NFCTAttrTuple(family=_FAMILY[family], proto=socket.IPPROTO_UDP)
+        address = None
+        if target is not None:  # the kernel filters on the original tuple too
+            want.dport = target.port
+            address = target.ip
+            if family is IPFamily.IPv4:
+                want.daddr = address
+            # IPv6: a filter on the address matched no entry (kernel 6.18, pyroute2
+            # 0.9.7), so the kernel filters on the port and the address is checked here
         flows = []
-        for e in self._sockets[family].dump_entries(tuple_orig=want):
+        async for e in await self._sockets[family].dump_entries(tuple_orig=want):
             o, r = e.tuple_orig, e.tuple_reply
+            if address is not None and _ip(o.daddr) != address:
+                continue
             flows.append(
                 Flow(
                     family,
@@ -297,7 +320,13 @@ class ConntrackCleaner:
             )
         return flows
 
-    def _delete(self, flows: list[Flow]) -> int:
+    async def _dump_all(self, scopes: list[tuple[IPFamily, Target | None]]) -> list[Flow]:
+        seen: dict[Flow, None] = {}  # a flow in two dumps (a NodePort's port, an address)
+        for family, target in scopes:
+            seen.update(dict.fromkeys(await self._dump(family, target)))
+        return list(seen)
+
+    async def _delete(self, flows: list[Flow]) -> int:
         from pyroute2.netlink.exceptions import NetlinkError
         from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
@@ -312,7 +341,7 @@ class ConntrackCleaner:
                 dport=flow.dst_port,
             )
             try:
-                self._sockets[flow.family].entry("del", tuple_orig=orig)
+                await self._sockets[flow.family].entry("del", tuple_orig=orig)
             except NetlinkError as e:
                 if e.code == errno.ENOENT:
                     continue  # expired or deleted between the dump and now
@@ -331,36 +360,56 @@ class ConntrackCleaner:
         except Exception as e:
             raise ConntrackError(f"{self._where}: {operation}: {e}") from e
 
+    def _run_async(self, operation: str, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        if not self._sockets:
+            raise ConntrackError(f"{self._where}: {operation}: closed", BackendErrorKind.STATE)
+        loop = self._loop
+        assert loop is not None  # set with the sockets
+        return self._run(operation, lambda: loop.run_until_complete(work()))
+
     # -- caller side -----------------------------------------------------------------
-    def flows(self, family: IPFamily) -> list[Flow]:
-        """Every UDP flow of ``family`` in the namespace (a kernel-filtered dump)."""
-        return self._run(f"dump the UDP {family.value} flows", lambda: self._dump(family))
+    def flows(self, family: IPFamily, target: Target | None = None) -> list[Flow]:
+        """The UDP flows of ``family`` in the namespace (None: all of them; else those
+        sent to ``target``), from a dump the kernel filters."""
+        what = f"dump the UDP {family.value} flows" + (f" to {target}" if target else "")
+        return self._run_async(what, lambda: self._dump_all([(family, target)]))
 
     def delete(self, flows: Iterable[Flow]) -> int:
         """Delete ``flows`` (by their original tuple); how many were there to delete."""
         todo = list(flows)
-        return self._run(f"delete {len(todo)} UDP flows", lambda: self._delete(todo))
+        return self._run_async(f"delete {len(todo)} UDP flows", lambda: self._delete(todo))
 
     def clean(self, old: Plan | None, new: Plan) -> int:
         """Delete the stale UDP flows after a sync from ``old`` (None: first sync) to
         ``new``; how many were deleted. Returns 0 at once when no UDP frontend or
-        endpoint set changed."""
+        endpoint set changed; else dumps only the flows to the frontends that changed
+        (all UDP flows of the plans' families on the first clean, after a failed one,
+        or past :attr:`SCOPED_DUMPS_MAX` changed frontends)."""
         with self._lock:
-            if self._sockets == {}:
-                raise ConntrackError(
-                    f"{self._where}: clean: the cleaner is closed", BackendErrorKind.STATE
-                )
+            scope: set[Target] | None = None  # None: every UDP flow
             if not isinstance(self._owed, _Owed):
                 old = self._owed  # a failed clean is still owed: clean from its old plan
-            elif not udp_changed(old, new):
-                return 0
+            elif old is not None:
+                scope = changed_targets(old, new)
+                if not scope:
+                    return 0
             self._owed = old
             old_targets, new_targets = udp_targets(old), udp_targets(new)
-            deleted = 0
-            for family in families(old_targets, new_targets):
-                doomed = stale_in(old_targets, new_targets, self.flows(family))
-                if doomed:
-                    deleted += self.delete(doomed)
+            if scope is None or len(scope) > self.SCOPED_DUMPS_MAX:
+                scopes: list[tuple[IPFamily, Target | None]] = [
+                    (f, None) for f in families(old_targets, new_targets)
+                ]
+            else:
+                scopes = [(t.family, t) for t in sorted(scope)]
+            if not scopes:
+                self._owed = _NOTHING_OWED
+                return 0
+            self.dumps += len(scopes)
+            flows = self._run_async(
+                f"dump the UDP flows ({len(scopes)} dumps)", lambda: self._dump_all(scopes)
+            )
+            doomed = stale_in(old_targets, new_targets, flows)
+            deleted = self.delete(doomed) if doomed else 0
             self._owed = _NOTHING_OWED
             return deleted
 
@@ -373,6 +422,8 @@ class ConntrackCleaner:
                 def shut() -> None:
                     for ct in sockets.values():
                         ct.close()
+                    if self._loop is not None:
+                        self._loop.close()
 
                 with contextlib.suppress(Exception):  # closing: nothing left to do with it
                     self._pool.submit(shut).result()
@@ -392,6 +443,7 @@ __all__ = [
     "Flow",
     "Target",
     "Targets",
+    "changed_targets",
     "families",
     "service_targets",
     "stale",
