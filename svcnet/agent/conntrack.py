@@ -25,9 +25,13 @@ flows (they end with their connection), flows to addresses that are no frontend.
 Cheap when nothing UDP changed: :meth:`ConntrackCleaner.clean` compares the UDP
 frontends and endpoint sets of the two plans service by service (only the services
 whose :class:`ServicePlan` object changed, so a 10,000-service plan costs one walk
-of its map) and returns 0 without asking the kernel. The first clean (``old`` None)
-always dumps: a restarted agent must clear flows to endpoints that vanished while it
-was away.
+of its map) and returns 0 without asking the kernel. When some changed, it dumps
+only the flows sent to those frontends (one kernel-filtered dump each, up to
+``SCOPED_DUMPS_MAX``; past that, one dump of every UDP flow per family): a flow to a
+frontend whose endpoints did not change was judged at the clean that followed its
+last change. The first clean (``old`` None) and the one after a failed clean dump
+every UDP flow: a restarted agent must clear flows to endpoints that vanished while
+it was away.
 
 Why pyroute2's conntrack netlink and not the ``conntrack`` tool: the agent calls
 this after every sync that touched UDP, and a tool means a process per call (per
