@@ -18,6 +18,7 @@ counted; flows injected with conntrack netlink are cleaned by the rule.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import threading
 import time
@@ -430,3 +431,26 @@ def test_node_port_and_ipv6_flows_are_cleaned_by_port_on_any_address(
     assert cleaner.clean(udp_plan("11", family), udp_plan("12", family)) == 3
     assert cleaner.dumps == dumps + 2  # the ClusterIP and the NodePort, kernel-filtered
     assert sorted(cleaner.flows(family), key=lambda x: x.src_port) == kept
+
+
+def test_a_failed_clean_names_the_namespace_and_is_owed(
+    lab: dict[str, str], cleaner: ConntrackCleaner
+) -> None:
+    """A dump that fails raises ConntrackError naming the namespace and the
+    operation; the next clean, even with no plan change, still deletes the flow."""
+    node = lab["node"]
+    flow = Flow(IPFamily.IPv4, Protocol.UDP, CLIENT_IP, 40000, CLUSTER_IP, PORT, PODS["A"], TARGET)
+    inject(node, [flow])
+    real = cleaner._dump_all
+
+    async def broken(scopes: Any) -> list[Flow]:
+        raise OSError(errno.ENOBUFS, "injected failure")
+
+    cleaner._dump_all = broken  # type: ignore[method-assign]
+    with pytest.raises(ConntrackError, match=f"network namespace {node}: dump the UDP flows"):
+        cleaner.clean(plan("A"), plan("B"))
+    cleaner._dump_all = real  # type: ignore[method-assign]
+    assert cleaner.flows(IPFamily.IPv4) == [flow]
+    assert cleaner.clean(plan("B"), plan("B")) == 1  # owed: from the failed call's old plan
+    assert cleaner.flows(IPFamily.IPv4) == []
+    assert cleaner.clean(plan("B"), plan("B")) == 0

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 
 import pytest
 
-from svcnet.agent.conntrack import Flow, Target, stale, udp_changed, udp_targets
+from svcnet.agent.conntrack import (
+    Flow,
+    Target,
+    changed_targets,
+    stale,
+    udp_changed,
+    udp_targets,
+)
 from svcnet.model import IPFamily, Protocol
 from svcnet.plan import Plan
 from svcnet.plan.types import Action as A
@@ -226,3 +233,25 @@ def test_random_plans_stale_is_exactly_the_rule(seed: int) -> None:
             expected.append(f)
     assert stale(old, new, flows) == expected
     assert all(f.protocol is UDP for f in stale(old, new, flows))
+
+
+def test_changed_targets_are_the_frontends_whose_endpoints_changed() -> None:
+    np = Frontend(FrontendKind.NODE_PORT, "10.0.0.1", 30053)
+    keep = ("keep", [port(UDP, [cip("10.96.0.5", 53)], [A_EP])])
+    old = plan(
+        keep,
+        ("dns", [port(UDP, [DNS, np], [A_EP])]),
+        ("gone", [port(UDP, [cip("10.96.0.6", 9)], [])]),
+    )
+    new = plan(
+        keep,
+        ("dns", [port(UDP, [DNS, np], [B_EP])]),
+        ("web", [port(TCP, [cip("10.96.0.7", 80)], [A_EP])]),
+    )
+    assert changed_targets(old, new) == {
+        Target(V4, "10.96.0.10", 53),
+        Target(V4, None, 30053),
+        Target(V4, "10.96.0.6", 9),
+    }
+    assert sorted(changed_targets(old, new))[0] == Target(V4, None, 30053)  # NodePorts sort first
+    assert changed_targets(new, new) == set()
