@@ -42,7 +42,7 @@ from prometheus_client.registry import Collector
 
 from svcnet.errors import SvcnetError
 from svcnet.model import Kind
-from svcnet.plan.types import Action, EndpointSet, Plan, PortPlan, Route, ServicePlan
+from svcnet.plan.types import Action, EndpointSet, Plan, PortPlan, Route, ServicePlan, ServiceRef
 
 __all__ = [
     "BACKEND_FAILURES",
@@ -98,32 +98,32 @@ _PROBES = ("/healthz", "/livez")
 _CODES = ("200", "503")  # children made at start, so the series exist before a probe
 
 
-def _wants_local(route: Route, port: PortPlan) -> bool:
-    """The route serves only local endpoints and the node has none: the compiler
-    writes DROP for that (Local policy, endpoints elsewhere only); a FORWARD to an
-    empty local set means the same."""
-    if route.action is Action.DROP:
-        return True
-    return (
-        route.action is Action.FORWARD
-        and route.endpoints is EndpointSet.LOCAL
-        and not port.local_endpoints
+def _lacks_local(route: Route) -> bool:
+    """On a port with no local endpoint: the route needed one. The compiler writes
+    DROP for a Local policy whose endpoints are all on other nodes (no endpoint
+    at all is REJECT); a FORWARD to the (empty) local set means the same."""
+    action = route.action
+    return action is Action.DROP or (
+        action is Action.FORWARD and route.endpoints is EndpointSet.LOCAL
     )
 
 
 def _port_counts(port: PortPlan) -> tuple[int, int, int, int]:
     """(frontends, endpoints, no local internal, no local external) of one port."""
     cluster, local = port.cluster_endpoints, port.local_endpoints
-    same = local is cluster or not local
-    endpoints = len(cluster) if same else len(set(cluster).union(local))
-    internal = any(
-        _wants_local(r, port)
-        for r in (port.internal_from_pod, port.internal_from_node, port.internal_from_external)
+    if local:
+        same = local is cluster
+        endpoints = len(cluster) if same else len(set(cluster).union(local))
+        return len(port.frontends), endpoints, 0, 0
+    internal = (
+        _lacks_local(port.internal_from_pod)
+        or _lacks_local(port.internal_from_node)
+        or _lacks_local(port.internal_from_external)
     )
-    external = any(f.kind.external for f in port.frontends) and _wants_local(
-        port.external_from_external, port
+    external = _lacks_local(port.external_from_external) and any(
+        f.kind.external for f in port.frontends
     )
-    return len(port.frontends), endpoints, int(internal), int(external)
+    return len(port.frontends), len(cluster), int(internal), int(external)
 
 
 def _service_counts(svc: ServicePlan) -> tuple[int, int, int, int, int]:
@@ -169,13 +169,14 @@ class _PlanCollector(Collector):
 
     Per-service counts are memoised by the :class:`ServicePlan` object: a plan
     advanced by a few services is recounted for those only (plans share the
-    untouched entries), so a scrape of a 10,000-service plan costs one pass over
-    the map, and nothing at all in the syncing thread."""
+    untouched entries), so a scrape after a sync costs one pass over the plan's
+    map comparing identities, and the syncing thread pays nothing."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._plan: Plan | None = None
-        self._memo: dict[object, tuple[ServicePlan, tuple[int, int, int, int, int]]] = {}
+        self._memo: dict[ServiceRef, tuple[ServicePlan, tuple[int, int, int, int, int]]] = {}
+        self._totals = [0, 0, 0, 0, 0]  # the sums of the memo's counts
         self._counted: Plan | None = None
         self._counts = plan_counts(None)
 
@@ -186,27 +187,38 @@ class _PlanCollector(Collector):
     def counts(self) -> dict[str, int]:
         with self._lock:
             plan = self._plan
-            if plan is None or plan is self._counted:
-                return dict(self._counts)
-            memo: dict[object, tuple[ServicePlan, tuple[int, int, int, int, int]]] = {}
-            old = self._memo
-            totals = [0, 0, 0, 0, 0]
-            for ref, svc in plan.services.items():
-                hit = old.get(ref)
-                counts = hit[1] if hit is not None and hit[0] is svc else _service_counts(svc)
-                memo[ref] = (svc, counts)
-                for i, n in enumerate(counts):
-                    totals[i] += n
-            self._memo, self._counted = memo, plan
-            self._counts = {
-                "services": len(plan.services),
-                "service_ports": totals[0],
-                "frontends": totals[1],
-                "endpoints": totals[2],
-                "no_local_internal": totals[3],
-                "no_local_external": totals[4],
-            }
+            if plan is not None and plan is not self._counted:
+                self._recount(plan)
             return dict(self._counts)
+
+    def _recount(self, plan: Plan) -> None:
+        """Bring the totals to ``plan``: only the entries that are not the very
+        objects counted before are counted (and the old counts taken off)."""
+        services, memo, totals = plan.services, self._memo, self._totals
+        for ref, svc in services.items():
+            hit = memo.get(ref)
+            if hit is not None:
+                if hit[0] is svc:
+                    continue
+                for i, n in enumerate(hit[1]):
+                    totals[i] -= n
+            counts = _service_counts(svc)
+            for i, n in enumerate(counts):
+                totals[i] += n
+            memo[ref] = (svc, counts)
+        if len(memo) > len(services):  # services gone since
+            for ref in [r for r in memo if r not in services]:
+                for i, n in enumerate(memo.pop(ref)[1]):
+                    totals[i] -= n
+        self._counted = plan
+        self._counts = {
+            "services": len(services),
+            "service_ports": totals[0],
+            "frontends": totals[1],
+            "endpoints": totals[2],
+            "no_local_internal": totals[3],
+            "no_local_external": totals[4],
+        }
 
     def collect(self) -> Iterator[Metric]:
         counts = self.counts()
