@@ -10,6 +10,10 @@ equal to the cluster, live -- kube-proxy's job.
   watch from a version, "expired: list again");
 * :mod:`svcnet.agent.status` -- the status file other tools poll, the one-agent-
   per-namespace lock, the latency window.
+* :mod:`svcnet.agent.duties` -- kube-proxy's node duties around the rules: UDP
+  conntrack cleanup (:mod:`~svcnet.agent.conntrack`), ``/healthz``, ``/livez`` and
+  the health-check node ports (:mod:`~svcnet.agent.health`), Prometheus metrics
+  (:mod:`~svcnet.agent.metrics`).
 
 ``svcnet agent`` (:mod:`svcnet.cli.agent`) runs one from the command line. Usage,
 the status fields and the defaults: ``docs/reference/agent.md``.

@@ -189,6 +189,11 @@ class Agent:
         latency_window: int = LATENCY_WINDOW,
         watch_chunk: float = WATCH_CHUNK,
         freeze_heap: bool = False,
+        conntrack_cleanup: bool | None = None,
+        health_check_ports: bool | None = None,
+        healthz_address: str | None = None,
+        metrics_address: str | None = None,
+        health_timeout: float | None = None,
     ) -> None:
         if backend.node != node:
             raise SvcnetError(f"agent: node {node!r}: the backend programs node {backend.node!r}")
@@ -202,6 +207,12 @@ class Agent:
                 raise SvcnetError(f"agent: {name} must be a finite number >= 0, got {value!r}")
         if sync_period <= 0:
             raise SvcnetError(f"agent: sync_period must be > 0, got {sync_period!r}")
+        if health_timeout is not None and not (
+            health_timeout > 0 and math.isfinite(health_timeout)
+        ):
+            raise SvcnetError(
+                f"agent: health_timeout must be a finite number > 0, got {health_timeout!r}"
+            )
         if max_pending < 1:
             raise SvcnetError(f"agent: max_pending must be >= 1, got {max_pending!r}")
         self.source = source
@@ -236,6 +247,23 @@ class Agent:
                 status_file = status_file or os.path.join(run_dir, name)
         self.status_file = status_file
         self.latencies = LatencyWindow(latency_window)
+        # kube-proxy's node duties (svcnet.agent.duties); a backend that programs
+        # no kernel has no flows to clean and no namespace to serve ports in
+        from svcnet.agent.duties import NodeDuties  # prometheus_client, http.server
+
+        kernel = backend.capabilities.kernel
+        self.duties = NodeDuties(
+            backend,
+            node,
+            health_timeout=2 * sync_period if health_timeout is None else health_timeout,
+            conntrack=kernel if conntrack_cleanup is None else conntrack_cleanup,
+            health_check_ports=kernel if health_check_ports is None else health_check_ports,
+            healthz_address=healthz_address,
+            metrics_address=metrics_address,
+            clock=clock,
+            monotonic=monotonic,
+            logger=self.log,
+        )
         # -- the syncer's own (only the syncing thread writes these)
         self.plan: Plan | None = None  # the plan installed (from compile/advance)
         self._synced: ClusterState | None = None  # the state `plan` was made from
@@ -286,6 +314,7 @@ class Agent:
         with self.lock if self.lock is not None else contextlib.nullcontext():
             self.running = True
             try:
+                self.duties.start()
                 if self._list_first():
                     self._watcher = threading.Thread(
                         target=self._watch, name=f"svcnet-agent-watch-{self.node}", daemon=True
@@ -297,6 +326,7 @@ class Agent:
                 if self._watcher is not None:
                     self._watcher.join(timeout=max(5.0, 10 * self.watch_chunk))
                 self.running = False
+                self.duties.close()
                 try:
                     if self.cleanup:
                         self.backend.cleanup()
@@ -351,6 +381,7 @@ class Agent:
             "last_sync": None if self.last_sync is None else self.last_sync.as_json(),
             "latency_ms": self.latencies.summary_ms(),
             "error": self.error,
+            "health": self.duties.status(),
         }
 
     def _write_status(self) -> None:
@@ -370,6 +401,7 @@ class Agent:
             self._seen = listing.version
             self._relisted = True
             self._cond.notify_all()
+        self.duties.relisted()
         self.log.debug("node %s: listed version %d", self.node, listing.version)
 
     def _list_first(self) -> bool:
@@ -451,6 +483,7 @@ class Agent:
                 self._times.append(made)
                 self._oldest = made if self._oldest is None else min(self._oldest, made)
             self._cond.notify_all()
+        self.duties.queued(change)
         self.log.debug(
             "node %s: change %d %s %s", self.node, change.version, change.type.value, change.key
         )
@@ -499,6 +532,7 @@ class Agent:
                         self._oldest = oldest if self._oldest is None else min(self._oldest, oldest)
                     self._relisted = self._relisted or relisted
                 self.failed_syncs += 1
+                self.duties.failed()
                 self._failed = True
                 self._retry_at = self.monotonic() + self._backoff
                 self._note_error(
@@ -534,10 +568,13 @@ class Agent:
                 # rewrite it as it is, and hold every change behind it meanwhile
                 self._last_full = start
                 self.resyncs_skipped += 1
+                self.duties.skipped()
                 self.log.debug("node %s: periodic resync skipped: data plane untouched", self.node)
             else:
                 why = "period"
         fallbacks = self.backend.fallbacks
+        old = self.plan
+        incremental = None  # the Changes installed by Backend.apply; None: in full
         if why in ("", "period"):
             # advance() equals compile(state, node) (its contract) at the cost of what
             # changed: the periodic resync reinstalls in full without a full compile
@@ -549,6 +586,9 @@ class Agent:
                 self.backend.sync(plan)
             elif not changes.empty:
                 self.backend.apply(changes)
+                incremental = changes
+            else:
+                incremental = changes
         else:  # start, relist, retry: from scratch
             plan = compile(state, self.node)
             added, replaced, removed = _counts(self.plan, plan)
@@ -556,7 +596,8 @@ class Agent:
         end = self.monotonic()
         now = self.clock()
         latency = None if oldest is None else now - oldest
-        self.latencies.add((now - t for t in times), last=latency)
+        latencies = [now - t for t in times]
+        self.latencies.add(latencies, last=latency)
         report = SyncReport(
             version=version,
             full=bool(why),
@@ -586,6 +627,19 @@ class Agent:
         self.error = None
         self.last_sync = report
         self.log.info("%s", report.line(self.node))
+        try:
+            self.duties.synced(
+                state=state,
+                old=old,
+                plan=plan,
+                changes=incremental,
+                full=bool(why),
+                duration=report.duration,
+                latencies=latencies,
+                fell_back=report.fell_back,
+            )
+        except Exception:  # the rules are in: a duty's failure is not the sync's
+            self.log.exception("node %s: a node duty failed after the sync", self.node)
         self._write_status()
         if self.on_sync is not None:
             try:

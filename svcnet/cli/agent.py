@@ -6,8 +6,11 @@ SIGTERM or SIGINT (exit 0, the rules stay; ``--cleanup`` removes them). A kernel
 backend needs exactly one of ``--netns`` (an existing network namespace, a lab
 node's say) and ``--host`` (this host's own root namespace, never implied); the
 memory backend programs no kernel and needs neither. One agent per namespace: a
-second one exits 1 naming the first one's pid. Registered in :mod:`svcnet.cli.main`;
-the reference is ``docs/reference/agent.md``.
+second one exits 1 naming the first one's pid. In the programmed namespace it also
+serves ``/healthz`` and ``/livez`` (``--healthz-bind-address``), ``/metrics``
+(``--metrics-bind-address``) and the health-check node ports, and cleans stale UDP
+conntrack flows after each sync (``--no-conntrack-cleanup`` turns that off).
+Registered in :mod:`svcnet.cli.main`; the reference is ``docs/reference/agent.md``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ from typing import Any
 import click
 
 from svcnet.cli.common import CliError, backend_class, current_store
+from svcnet.errors import SvcnetError
 
 NETNS_DIR = "/run/netns"  # where `ip netns add` puts the namespaces it names
+HEALTHZ_ADDRESS = "0.0.0.0:10256"  # kube-proxy's --healthz-bind-address default
+METRICS_ADDRESS = "127.0.0.1:10249"  # kube-proxy's --metrics-bind-address default
 
 
 def _setup_logging(verbose: bool) -> tuple[logging.Logger, logging.Handler]:
@@ -71,6 +77,32 @@ def _setup_logging(verbose: bool) -> tuple[logging.Logger, logging.Handler]:
     default=None,
     help="The directory of the agents' lock and status files (default /run/svcnet/agents).",
 )
+@click.option(
+    "--healthz-bind-address",
+    metavar="HOST:PORT",
+    default=None,
+    help="Serve /healthz and /livez here, in the node's namespace (kube-proxy's "
+    "default 0.0.0.0:10256 for a kernel backend; '' turns it off).",
+)
+@click.option(
+    "--metrics-bind-address",
+    metavar="HOST:PORT",
+    default=None,
+    help="Serve Prometheus /metrics here, in the node's namespace (kube-proxy's "
+    "default 127.0.0.1:10249 for a kernel backend; '' turns it off).",
+)
+@click.option(
+    "--health-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="/healthz turns 503 when a change waits longer than this (default 2 x --sync-period).",
+)
+@click.option(
+    "--conntrack-cleanup/--no-conntrack-cleanup",
+    default=True,
+    help="After each sync delete UDP flows to endpoints that no longer serve (default on).",
+)
 @click.option("--cleanup", is_flag=True, help="Remove the rules on exit (default: they stay).")
 @click.option("-v", "--verbose", is_flag=True, help="Log each change too, not only each sync.")
 def agent_cmd(
@@ -82,6 +114,10 @@ def agent_cmd(
     sync_period: float | None,
     status_file: str | None,
     run_dir: str | None,
+    healthz_bind_address: str | None,
+    metrics_bind_address: str | None,
+    health_timeout: float | None,
+    conntrack_cleanup: bool,
     cleanup: bool,
     verbose: bool,
 ) -> None:
@@ -103,6 +139,22 @@ def agent_cmd(
         )
     if netns is not None and not os.path.exists(os.path.join(NETNS_DIR, netns)):
         raise CliError(f"network namespace {netns!r} does not exist (ip netns list)")
+    from svcnet.agent.health import parse_address
+
+    kernel = cls.capabilities.kernel
+    if healthz_bind_address is None:
+        healthz_bind_address = HEALTHZ_ADDRESS if kernel else ""
+    if metrics_bind_address is None:
+        metrics_bind_address = METRICS_ADDRESS if kernel else ""
+    for option, value in (
+        ("--healthz-bind-address", healthz_bind_address),
+        ("--metrics-bind-address", metrics_bind_address),
+    ):
+        if value:
+            try:
+                parse_address(value)
+            except SvcnetError as e:
+                raise click.BadParameter(str(e), param_hint=option) from None
     logger, handler = _setup_logging(verbose)
     backend = cls(node, netns=netns) if netns is not None else cls(node)
     first: list[bool] = []
@@ -128,6 +180,10 @@ def agent_cmd(
             cleanup=cleanup,
             on_sync=on_sync,
             freeze_heap=True,  # this process is only an agent
+            conntrack_cleanup=conntrack_cleanup and kernel,
+            healthz_address=healthz_bind_address or None,
+            metrics_address=metrics_bind_address or None,
+            health_timeout=health_timeout,
         )
 
         def stop(signum: int, frame: types.FrameType | None) -> None:

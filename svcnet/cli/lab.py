@@ -116,9 +116,22 @@ name_option = click.option(
     type=click.FloatRange(1, 3600),
     help="Seconds to wait for every agent to program the store's current version.",
 )
+@click.option(
+    "--agent-arg",
+    "agent_args",
+    multiple=True,
+    metavar="ARG",
+    help="One more `svcnet agent` option for every node's agent "
+    "(e.g. --agent-arg=--no-conntrack-cleanup); repeat for several.",
+)
 @click.pass_context
 def lab_up(
-    ctx: click.Context, paths: Sequence[str], name: str, backend_name: str, timeout: float
+    ctx: click.Context,
+    paths: Sequence[str],
+    name: str,
+    backend_name: str,
+    timeout: float,
+    agent_args: Sequence[str],
 ) -> None:
     """Apply manifest FILEs or directories to the store and build a lab that
     follows it: one agent per node, plumbing and DNS kept in step with every
@@ -138,7 +151,7 @@ def lab_up(
         ctx.invoke(apply_cmd, files=tuple(paths))
     listing = store.list()
     lab = Lab(name, None, progress=_say)
-    lab.extra.update(store=store_path, backend=backend_name)
+    lab.extra.update(store=store_path, backend=backend_name, agent_args=list(agent_args))
     topo = lab.up(listing.state)
     for why in topo.skipped:
         click.echo(f"skipped {why}")
@@ -243,10 +256,37 @@ def _agent_lines(name: str, record: dict[str, Any]) -> list[str]:
         took = f" ({last['duration_ms']} ms)" if last.get("duration_ms") is not None else ""
         lines.append(
             f"  agent {status.get('node', node_ns)}: pid {pid} {state}, "
+            f"{_health(str(node_ns), status) if state == 'running' else 'health -'}, "
             f"version {status.get('version')}, last sync {when}{took}, "
             f"error {status.get('error') or 'none'}"
         )
     return lines
+
+
+def _served(status: dict[str, Any], path: str) -> str | None:
+    """The ``host:port`` of the agent's server for ``path`` (its status file)."""
+    health = status.get("health")
+    servers = health.get("servers") if isinstance(health, dict) else None
+    if isinstance(servers, dict):
+        for address, paths in servers.items():
+            if isinstance(paths, list) and path in paths:
+                return str(address)
+    return None
+
+
+def _health(node_ns: str, status: dict[str, Any]) -> str:
+    """``health 200`` as the agent's own /healthz answers now (asked over HTTP in
+    the node's namespace), or why it cannot be asked."""
+    from svcnet.lab.control import agent_http_get
+
+    address = _served(status, "/healthz")
+    if address is None:
+        return "health unknown (no /healthz)"
+    try:
+        code, _ = agent_http_get(node_ns, address, "/healthz")
+    except Exception as e:  # the status shows what it can
+        return f"health unreachable ({e})"
+    return f"health {code} {'ok' if code == 200 else 'unhealthy'}"
 
 
 @lab_group.command("status")
@@ -275,6 +315,32 @@ def lab_status(name: str) -> None:
     missing = sorted(expected - set(spaces))
     if missing:
         click.echo("  missing: " + ", ".join(missing))
+
+
+@lab_group.command("metrics")
+@click.argument("node")
+@name_option
+def lab_metrics(node: str, name: str) -> None:
+    """Print NODE's agent's Prometheus metrics (its /metrics, fetched over HTTP
+    inside the node's namespace)."""
+    from svcnet.lab.control import agent_http_get, read_agent_status
+
+    _need_root("svcnet lab metrics")
+    topo = _topology(name)
+    match = [n for n in topo.nodes if n.name == node]
+    if not match:
+        known = ", ".join(n.name for n in topo.nodes) or "none"
+        raise CliError(f"lab {name}: no node {node!r} (nodes: {known})")
+    status = read_agent_status(match[0].netns)
+    if status is None:
+        raise CliError(f"lab {name}: node {node} has no agent status (is the lab live?)")
+    address = _served(status, "/metrics")
+    if address is None:
+        raise CliError(f"lab {name}: node {node}'s agent serves no /metrics")
+    code, body = agent_http_get(match[0].netns, address, "/metrics")
+    if code != 200:
+        raise CliError(f"lab {name}: node {node}'s /metrics answered {code}")
+    click.echo(body.decode("utf-8"), nl=False)
 
 
 def _target_netns(name: str, kind: str, target: str) -> str:

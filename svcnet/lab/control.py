@@ -139,6 +139,47 @@ def read_agent_status(node_netns: str) -> dict[str, Any] | None:
     return value
 
 
+def agent_http_get(
+    node_netns: str, address: str, path: str, timeout: float = 2.0
+) -> tuple[int, bytes]:
+    """GET ``path`` from an agent's HTTP server at ``address`` (``host:port`` as its
+    status file says; a wildcard host is asked on loopback) inside ``node_netns``:
+    (status code, body). A worker thread enters the namespace, so this process's
+    own threads stay where they are."""
+    import http.client
+    import threading
+
+    from svcnet.kernel.setns import enter
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    result: list[tuple[int, bytes]] = []
+    failure: list[BaseException] = []
+
+    def get() -> None:
+        try:
+            enter(node_netns)
+            conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                result.append((response.status, response.read()))
+            finally:
+                conn.close()
+        except BaseException as e:  # handed to the caller
+            failure.append(e)
+
+    worker = threading.Thread(target=get, name=f"svcnet-http-{node_netns}", daemon=True)
+    worker.start()
+    worker.join(timeout + 1.0)
+    if failure:
+        raise failure[0]
+    if not result:
+        raise LabError(f"GET http://{address}{path} in {node_netns}: no answer in {timeout:g} s")
+    return result[0]
+
+
 def _cmdline(pid: int) -> list[bytes]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

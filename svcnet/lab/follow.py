@@ -50,8 +50,11 @@ RETRY_AFTER = 1.0  # seconds before a failed batch is tried again
 POLL_INTERVAL = 0.02  # seconds between two looks at the store (Store.poller: no lock)
 
 
-def agent_command(store: str, node: str, backend: str, node_netns: str) -> list[str]:
-    """The command line of the agent programming ``node`` in ``node_netns``."""
+def agent_command(
+    store: str, node: str, backend: str, node_netns: str, extra: Sequence[str] = ()
+) -> list[str]:
+    """The command line of the agent programming ``node`` in ``node_netns``
+    (``extra``: more ``svcnet agent`` options, from ``lab up --agent-arg``)."""
     return [
         sys.executable,
         "-m",
@@ -65,6 +68,7 @@ def agent_command(store: str, node: str, backend: str, node_netns: str) -> list[
         backend,
         "--netns",
         node_netns,
+        *extra,
     ]
 
 
@@ -72,7 +76,9 @@ def agent_log(lab: str, node: str) -> str:
     return os.path.join(state_dir(lab), f"agent-{node}.log")
 
 
-def start_agent(lab: str, store: str, node: str, backend: str, node_netns: str) -> int:
+def start_agent(
+    lab: str, store: str, node: str, backend: str, node_netns: str, extra: Sequence[str] = ()
+) -> int:
     """Start the agent for one node, detached (its own session), output to its log;
     returns its PID. A status file left by an earlier agent is removed first so that
     what the new one writes is the only status there is."""
@@ -81,7 +87,7 @@ def start_agent(lab: str, store: str, node: str, backend: str, node_netns: str) 
         os.unlink(agent_status_file(node_netns))
     with open(agent_log(lab, node), "a", encoding="utf-8") as log:
         proc = subprocess.Popen(
-            agent_command(store, node, backend, node_netns),
+            agent_command(store, node, backend, node_netns, extra),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -218,7 +224,15 @@ class Follower:
             pid = self.agents.get(node.netns)
             if pid is not None and our_agent(pid, node.netns):
                 continue
-            pid = start_agent(self.lab.name, self.store_path, node.name, self.backend, node.netns)
+            extra = self.lab.extra.get("agent_args") or []
+            pid = start_agent(
+                self.lab.name,
+                self.store_path,
+                node.name,
+                self.backend,
+                node.netns,
+                [str(arg) for arg in extra],
+            )
             self.agents[node.netns] = pid
             self.lab.progress(f"node {node.name}: agent pid {pid} ({self.backend})")
 
