@@ -260,6 +260,24 @@ def test_lab_status_shows_each_agent(live_lab: tuple[str, Path]) -> None:
     agents = [line for line in p.stdout.splitlines() if line.strip().startswith("agent ")]
     assert len(agents) == 2, p.stdout
     assert all("running" in line and "error none" in line for line in agents), p.stdout
+    # each agent's own /healthz, asked over HTTP in its node's namespace
+    assert all("health 200 ok" in line for line in agents), p.stdout
+
+
+def test_lab_metrics_prints_the_agents_prometheus_metrics(live_lab: tuple[str, Path]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    name, store = live_lab
+    p = svcnet(store, "lab", "metrics", "node-a", "--name", name)
+    assert p.returncode == 0, p.stderr
+    families = {f.name: f for f in text_string_to_metric_families(p.stdout)}
+    syncs = families["kubeproxy_sync_proxy_rules_duration_seconds"]
+    count = [s.value for s in syncs.samples if s.name.endswith("_count")]
+    assert count and count[0] >= 1, p.stdout  # the agent has synced at least once
+    info = [s.labels for s in families["svcnet_agent_info"].samples]
+    assert info == [{"node": "node-a", "backend": "nftables"}], info
+    p = svcnet(store, "lab", "metrics", "node-z", "--name", name)
+    assert p.returncode == 1 and "no node 'node-z'" in p.stderr, p.stderr
 
 
 def test_a_new_pod_is_reached_and_a_deleted_one_is_not(
