@@ -114,16 +114,20 @@ class Doc:
     def mapping(self, value: Any, path: str) -> Mapping[str, Any]:
         if value is None:
             return {}
-        if not isinstance(value, Mapping):
+        # type(...) is dict first: the abstract-class check costs ~10x more.
+        if type(value) is not dict and not isinstance(value, Mapping):
             self.fail(path, f"expected a mapping, got {type_name(value)}")
         for k in value:
             if not isinstance(k, str):
                 self.fail(path, f"keys must be strings, got {type_name(k)} {k!r}")
         return value
 
-    def seq(self, value: Any, path: str) -> list[Any]:
+    def seq(self, value: Any, path: str) -> Sequence[Any]:
+        """A list (as given: callers only read it) or another sequence (copied)."""
         if value is None:
-            return []
+            return ()
+        if type(value) is list:
+            return value
         if isinstance(value, str | bytes) or not isinstance(value, Sequence):
             self.fail(path, f"expected a list, got {type_name(value)}")
         return list(value)
@@ -165,12 +169,14 @@ class Doc:
         return value
 
     def choice(self, cls: type[_E], value: Any, path: str, default: _E) -> _E:
+        if value is None:
+            return default
         text = self.text(value, path)
         if not text:
             return default
-        for member in cls:
-            if member.value == text:
-                return member
+        member = _members(cls).get(text)
+        if member is not None:
+            return member
         allowed = ", ".join(repr(m.value) for m in cls)
         self.fail(path, f"unsupported value {text!r}: supported values: {allowed}")
 
@@ -199,18 +205,33 @@ class Doc:
 
     def labels(self, value: Any, path: str) -> Labels:
         m = self.mapping(value, path)
+        if not m:
+            return _NO_LABELS
         out: dict[str, str] = {}
         for k, v in m.items():
             self.check(path, k, label_key_error(k))
             out[k] = self.text(v, f"{path}[{k}]")
             self.check(f"{path}[{k}]", out[k], label_value_error(out[k]))
-        return Labels.of(out)
+        # What Labels.of makes of it (the keys and values are already strings).
+        return Labels(tuple(sorted(out.items())))
 
     def dual_stack(self, addresses: Sequence[str], path: str, what: str) -> None:
         if len(addresses) > 2:
             self.fail(path, f"may only hold up to 2 values, got {len(addresses)}")
         if len(addresses) == 2 and parse_family(addresses[0]) is parse_family(addresses[1]):
             self.fail(path, f"may specify no more than one {what} for each IP family")
+
+
+_NO_LABELS = Labels()
+_MEMBERS: dict[type[enum.Enum], dict[Any, Any]] = {}
+
+
+def _members(cls: type[_E]) -> dict[Any, _E]:
+    """``cls``'s members by value (enum member lookups through ``.value`` are slow)."""
+    found = _MEMBERS.get(cls)
+    if found is None:
+        found = _MEMBERS[cls] = {m.value: m for m in cls}
+    return found
 
 
 def type_name(value: Any) -> str:

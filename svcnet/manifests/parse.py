@@ -48,6 +48,8 @@ from typing import Any
 import yaml
 
 from svcnet.errors import ManifestError, ValidationError
+from svcnet.manifests import fastload
+from svcnet.manifests.fastload import YamlLoader
 from svcnet.manifests.fields import (
     Doc,
     dns1035_label_error,
@@ -82,19 +84,20 @@ from svcnet.model import (
     TrafficPolicy,
 )
 
-__all__ = ["load", "parse_key", "parse_object", "to_manifest"]
+__all__ = ["YamlLoader", "load", "parse_key", "parse_object", "to_manifest"]
 
 
 _KINDS = {k.value: k for k in Kind}
 _LISTS = {"List"} | {k.value + "List" for k in Kind}
 KUBELET_PORT = 10250
 MAX_AFFINITY_TIMEOUT = 86400
+_DISTRIBUTIONS = [t.value for t in TrafficDistribution]
 
 # ---------------------------------------------------------------- documents
 
 
 def _as_mapping(doc: Any, where: str = "document") -> Mapping[str, Any]:
-    if not isinstance(doc, Mapping):
+    if type(doc) is not dict and not isinstance(doc, Mapping):
         got = type_name(doc)
         raise ManifestError(f"{where}: expected a mapping (a Kubernetes object), got {got}")
     return doc
@@ -104,7 +107,7 @@ def _header(doc: Mapping[str, Any], delete: bool = False) -> tuple[Kind, str, st
     """Kind, namespace, name and a Doc for messages (name and namespace checked)."""
     raw_kind = doc.get("kind")
     meta_raw = doc.get("metadata") if "metadata" in doc or not delete else doc
-    meta = meta_raw if isinstance(meta_raw, Mapping) else {}
+    meta = meta_raw if type(meta_raw) is dict or isinstance(meta_raw, Mapping) else {}
     raw_name, raw_ns = meta.get("name"), meta.get("namespace")
     shown = raw_name if isinstance(raw_name, str) and raw_name else "<unnamed>"
     ns_shown = raw_ns if isinstance(raw_ns, str) and raw_ns else "default"
@@ -158,24 +161,9 @@ def parse_object(doc: Mapping[str, Any]) -> KubeObject:
     return _slice(d, m, namespace, name, labels)
 
 
-# libyaml's parser when PyYAML was built with it (about 6x faster on big files);
-# construction and resolution stay PyYAML's safe ones either way.
-_SafeBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class YamlLoader(_SafeBase):  # type: ignore[valid-type,misc]
-    """A safe loader without implicit timestamps: ``2024-01-01`` stays a string."""
-
-
-YamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 def _yaml_documents(text: str, filename: str) -> list[Any]:
     try:
-        return list(yaml.load_all(text, Loader=YamlLoader))  # a SafeLoader: no Python objects
+        return fastload.documents(text)  # PyYAML's safe meaning: no Python objects
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -207,7 +195,12 @@ def load(
 
 
 def _collect(doc: Any, out: list[KubeObject], where: str, depth: int) -> None:
-    if depth < 3 and isinstance(doc, Sequence) and not isinstance(doc, str | bytes):
+    if (
+        depth < 3
+        and type(doc) is not dict
+        and isinstance(doc, Sequence)
+        and not isinstance(doc, str | bytes)
+    ):
         for i, item in enumerate(doc):
             _collect(item, out, f"{where}, item {i + 1}", depth + 1)
         return
@@ -538,12 +531,11 @@ def _service(d: Doc, m: Mapping[str, Any], namespace: str, name: str, labels: La
             d.fail("spec.externalName", "externalName is required for ExternalName services")
         d.check("spec.externalName", external_name, dns1123_subdomain_error(cname))
     distribution = d.text(spec.get("trafficDistribution"), "spec.trafficDistribution")
-    supported = [t.value for t in TrafficDistribution]
-    if distribution and distribution not in supported:
+    if distribution and distribution not in _DISTRIBUTIONS:
         d.fail(
             "spec.trafficDistribution",
             f"unsupported value {distribution!r}: supported values: "
-            + ", ".join(repr(v) for v in supported),
+            + ", ".join(repr(v) for v in _DISTRIBUTIONS),
         )
 
     status = d.mapping(m.get("status"), "status")
