@@ -117,6 +117,10 @@ CREATE TABLE IF NOT EXISTS changes (
     manifest TEXT NOT NULL, flags TEXT NOT NULL, at REAL
 );
 CREATE TABLE IF NOT EXISTS snapshots (id INTEGER PRIMARY KEY AUTOINCREMENT, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS created (
+    kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (kind, namespace, name)
+);
 CREATE TABLE IF NOT EXISTS synced (
     backend TEXT NOT NULL, target TEXT NOT NULL, node TEXT NOT NULL,
     snapshot INTEGER NOT NULL,
@@ -136,6 +140,15 @@ CREATE TABLE IF NOT EXISTS changes (
 INSERT OR REPLACE INTO meta SELECT 'resourceVersion', COALESCE(MAX(seq), 0) FROM objects;
 INSERT OR REPLACE INTO meta SELECT 'compacted', COALESCE(MAX(seq), 0) FROM objects;
 UPDATE meta SET value = '3' WHERE key = 'format'
+"""
+
+# when each object was created (kubectl's AGE); a store older than this table has
+# none for the objects it held before (their age is unknown)
+_CREATED = """
+CREATE TABLE IF NOT EXISTS created (
+    kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (kind, namespace, name)
+)
 """
 
 # format 2 -> 3: changes record when they were made (older rows: unknown)
@@ -367,6 +380,8 @@ class Store:
         if write and version < FORMAT_VERSION:
             for statement in (_UPGRADE_1 if version == 1 else _UPGRADE_2).split(";"):
                 conn.execute(statement)
+        if write and "created" not in tables:  # added within format 3: no upgrade needed
+            conn.execute(_CREATED)
 
     def _load(self, conn: sqlite3.Connection) -> ClusterState:
         return self._read(conn).state
@@ -442,6 +457,30 @@ class Store:
                 return self._versions(conn)[0]
         except FileNotFoundError:
             return 0
+
+    def created(self, key: ObjectKey | None = None) -> dict[ObjectKey, float]:
+        """When objects were created (epoch seconds; kubectl's AGE): every object's,
+        or only ``key``'s (an empty dict if it has none). Objects saved by a
+        svcnet that did not record it, and objects of a missing store, have none."""
+        query = "SELECT kind, namespace, name, at FROM created"
+        args: tuple[str, ...] = ()
+        if key is not None:
+            query += " WHERE kind = ? AND namespace = ? AND name = ?"
+            args = (key.kind.value, key.namespace, key.name)
+        try:
+            with self._connect(write=False) as conn:
+                try:
+                    rows = conn.execute(query, args).fetchall()
+                except sqlite3.OperationalError:  # written before the table existed
+                    rows = []
+        except FileNotFoundError:
+            return {}
+        kinds = {k.value: k for k in Kind}
+        return {
+            ObjectKey(kinds[kind], ns, name): float(at)
+            for kind, ns, name, at in rows
+            if kind in kinds
+        }
 
     def changes_since(self, since: int) -> tuple[Change, ...]:
         """Every change after version ``since``, in order (empty if none yet);
@@ -736,6 +775,10 @@ class Session:
                             row,
                         )
                         log(ChangeType.DELETED, row, *encode(before[key]))
+                        c.execute(
+                            "DELETE FROM created WHERE kind = ? AND namespace = ? AND name = ?",
+                            row,
+                        )
                 for key, obj in after.items():
                     prev = before.get(key)
                     if prev is obj or prev == obj:
@@ -743,6 +786,11 @@ class Session:
                     manifest, flags = encode(obj)
                     type_ = ChangeType.ADDED if prev is None else ChangeType.MODIFIED
                     rv = log(type_, _row_key(obj), manifest, flags)
+                    if prev is None:
+                        c.execute(
+                            "INSERT OR REPLACE INTO created VALUES (?, ?, ?, ?)",
+                            (*_row_key(obj), now),
+                        )
                     c.execute(
                         "INSERT INTO objects (kind, namespace, name, manifest, flags, rv) "
                         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, namespace, name) "
