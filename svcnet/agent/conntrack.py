@@ -247,8 +247,6 @@ _NOTHING_OWED = _Owed()
 
 
 class ConntrackCleaner:
-    SCOPED_DUMPS_MAX = 32  # past this many changed frontends, one dump per family
-
     """Deletes stale UDP conntrack entries in network namespace ``netns`` (None: the
     caller's own) after each sync. One worker thread lives in the namespace and owns
     the netlink sockets (see the module docstring); :meth:`close` ends it.
@@ -256,6 +254,8 @@ class ConntrackCleaner:
     A failed :meth:`clean` raises :class:`ConntrackError` and is owed: the next call
     cleans from the failed call's ``old`` plan, even if the plan did not change since.
     """
+
+    SCOPED_DUMPS_MAX = 32  # past this many changed frontends, one dump per family
 
     def __init__(self, netns: str | None) -> None:
         self.netns = netns
