@@ -8,6 +8,7 @@ applied in order, all at once).
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -38,9 +39,17 @@ def _state_from_files(files: Sequence[str]) -> ClusterState:
     return state.step(Apply(items)) if objects else state
 
 
+def _address(text: str) -> str | None:
+    """``text`` as an IP address (normalised), or None when it is a name."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 @click.command("dns")
 @click.argument("query")
-@click.argument("qtype", metavar="[TYPE]", default="A", type=click.Choice(QTYPES, False))
+@click.argument("qtype", metavar="[TYPE]", required=False, type=click.Choice(QTYPES, False))
 @click.option(
     "--from",
     "from_pod",
@@ -55,12 +64,19 @@ def _state_from_files(files: Sequence[str]) -> ClusterState:
     type=click.Path(exists=True, dir_okay=False, allow_dash=True),
     help="Build the state from these manifests instead of the store (repeatable; '-' = stdin).",
 )
-def dns_cmd(query: str, qtype: str, from_pod: str | None, files: Sequence[str]) -> None:
+def dns_cmd(query: str, qtype: str | None, from_pod: str | None, files: Sequence[str]) -> None:
     """Answer a DNS QUERY (TYPE: A, AAAA, SRV, CNAME, PTR, TXT; default A).
 
-    Prints one record per line; NXDOMAIN or REFUSED is printed on stderr with
-    exit status 1; an existing name without such records prints nothing.
+    QUERY may be an IP address: its reverse name is asked (``10.96.0.10`` ->
+    ``10.0.96.10.in-addr.arpa``), for PTR by default. Prints one record per
+    line, after the CNAME links an alias followed (``NAME. CNAME TARGET.``);
+    NXDOMAIN or REFUSED is printed on stderr with exit status 1; an existing
+    name without such records prints nothing.
     """
+    address = _address(query)
+    if address is not None:
+        query = _dns.reverse_name(address) + "."
+    qtype = (qtype or ("PTR" if address is not None else "A")).upper()
     state = _state_from_files(files) if files else current_store().load()
     pod = None
     if from_pod is not None:
@@ -70,12 +86,12 @@ def dns_cmd(query: str, qtype: str, from_pod: str | None, files: Sequence[str]) 
         pod = state.pods.get((ns, name))
         if pod is None:
             raise NotFoundError(f"Pod {ns}/{name}")
-    answer = _dns.resolve(state, query, qtype.upper(), from_pod=pod)
+    answer = _dns.resolve(state, query, qtype, from_pod=pod)
     if answer.rcode != _dns.NOERROR:
         click.echo(f"{answer.rcode} {answer.name}", err=True)
         click.get_current_context().exit(1)
-    if answer.cname and qtype.upper() != "CNAME":
-        click.echo(f"{answer.name}. CNAME {answer.cname}")
+    for owner, target in answer.chain:
+        click.echo(f"{owner}. CNAME {target}")
     for record in answer.records:
         click.echo(record)
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from svcnet.dns.records import (
+    MAX_CHAIN,
     NDOTS,
     NOERROR,
     NXDOMAIN,
@@ -28,6 +29,7 @@ from svcnet.dns.records import (
 )
 
 __all__ = [
+    "MAX_CHAIN",
     "NDOTS",
     "NOERROR",
     "NXDOMAIN",

@@ -14,11 +14,17 @@ without its trailing dot):
   a pod's ``spec.hostname`` when its ``spec.subdomain`` is the service — or its
   address with ``.``/``:`` replaced by ``-``, as CoreDNS names them) with a PTR back;
   per named port one SRV per ready endpoint, ``0 <100//N> <endpoint port>
-  <host>.<svc>.<ns>.svc.<d>.``. The service's name exists even without ready
-  endpoints (an empty answer, not NXDOMAIN). A headless service without ports gets
+  <host>.<svc>.<ns>.svc.<d>.``. A headless service with no published endpoint
+  (none ready, or none at all) has no name: it and its SRV names are NXDOMAIN, as
+  CoreDNS answers (it holds no record of any type for them); likewise an SRV name
+  whose port no published endpoint has. A headless service without ports gets
   its addresses from its pods (or slices) directly, as Kubernetes' controllers do;
 - an ExternalName service: ``<svc>.<ns>.svc.<d>`` CNAME ``<externalName>.`` (no
-  record when externalName is an IP address, as CoreDNS);
+  record when externalName is an IP address, as CoreDNS). A query of another type
+  follows the alias while it stays in our zones (CoreDNS follows in-zone CNAMEs),
+  at most :data:`MAX_CHAIN` links and never round a loop: the answer carries the
+  chain and the final name's records of the type, so an ExternalName aliasing a
+  service of the cluster resolves to that service's addresses;
 - ``dns-version.<d>`` TXT ``"1.1.0"`` (the specification's schema record).
 
 Services labelled ``service.kubernetes.io/service-proxy-name`` get DNS like any
@@ -60,6 +66,7 @@ from svcnet.state import ClusterState
 from svcnet.state import endpoints as _ep
 
 __all__ = [
+    "MAX_CHAIN",
     "SCHEMA_VERSION",
     "Answer",
     "Zone",
@@ -78,6 +85,7 @@ __all__ = [
 
 SCHEMA_VERSION = "1.1.0"
 NDOTS = 5
+MAX_CHAIN = 8  # CNAME links followed inside our zones (CoreDNS stops after 8 too)
 MAX_LABEL = 63  # octets (RFC 1035 2.3.4)
 MAX_NAME = 255  # octets of the name on the wire, length bytes and root included
 
@@ -102,6 +110,12 @@ class Answer:
     the search path reached), ``cname`` the alias target when the name is a CNAME
     and another type was asked, ``zone`` the apex of the zone holding the name
     ("" when it is not ours).
+
+    When the name is an alias, ``chain`` holds the CNAME links followed, in order,
+    as (owner, target with its trailing dot) pairs (the first owner is ``name``),
+    and ``records`` are the records of the last target (:attr:`final`) when it is
+    in our zones; empty when it is outside them (the server asks its upstream) or
+    has none of the type.
     """
 
     rcode: str
@@ -110,10 +124,16 @@ class Answer:
     qtype: str = ""
     cname: str = ""
     zone: str = ""
+    chain: tuple[tuple[str, str], ...] = ()
 
     @property
     def answer(self) -> tuple[str, ...]:
         return self.records
+
+    @property
+    def final(self) -> str:
+        """The name the records belong to: the last alias target, else ``name``."""
+        return _norm(self.chain[-1][1]) if self.chain else self.name
 
 
 # -- names ------------------------------------------------------------------------
@@ -238,6 +258,8 @@ def service_records(
     def host(ep: Endpoint) -> str:
         return (ep.hostname.lower() or dashed(ep.ip)) + "." + base
 
+    # the name exists only with a published endpoint (CoreDNS: no record, NXDOMAIN)
+    out = [(ns_name, "", "")]
     seen: set[tuple[str, str]] = set()
     for eps in endpoints.values():
         for ep in eps:
@@ -253,7 +275,6 @@ def service_records(
             continue
         owner = _srv_owner(sp, base)
         targets = sorted({(host(ep), ep.port) for ep in endpoints.get(sp.name, ()) if ep.ready})
-        out.append((owner, "", ""))
         if targets:
             weight = 100 // len(targets)
             out.extend((owner, "SRV", f"0 {weight} {port} {t}.") for t, port in targets)
@@ -456,8 +477,34 @@ class Zone:
         if found:
             return Answer(NOERROR, tuple(sorted(found)), n, qt, "", zone)
         cname = node.get("CNAME")
-        target = next(iter(cname)) if cname and qt != "CNAME" else ""
-        return Answer(NOERROR, (), n, qt, target, zone)
+        if not cname or qt == "CNAME":
+            return Answer(NOERROR, (), n, qt, "", zone)
+        target = next(iter(cname))
+        chain, records = self._follow(n, target, qt)
+        return Answer(NOERROR, records, n, qt, target, zone, chain)
+
+    def _follow(
+        self, name: str, target: str, qtype: str
+    ) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+        """The CNAME links from ``name`` (whose alias is ``target``) while they
+        stay in our zones, at most :data:`MAX_CHAIN` and no loop; and the records
+        of type ``qtype`` of the last target reached."""
+        chain = [(name, target)]
+        seen = {name}
+        while True:
+            t = _norm(target)
+            node = self._names.get(t) if self.zone_of(t) else None
+            if node is None or t in seen:
+                return tuple(chain), ()
+            found = node.get(qtype) if qtype else None
+            if found:
+                return tuple(chain), tuple(sorted(found))
+            cname = node.get("CNAME")
+            if not cname or len(chain) >= MAX_CHAIN:
+                return tuple(chain), ()
+            seen.add(t)
+            target = next(iter(cname))
+            chain.append((t, target))
 
     def lookup_labels(self, labels: Sequence[str], qtype: str) -> Answer:
         """:meth:`lookup` for a name given as labels (see :func:`wire_labels`): a

@@ -13,13 +13,17 @@ Behaviour:
   the state revision as serial, and goes in the authority section of NXDOMAIN and
   empty (NODATA) answers, so that both are cached for 5 s;
 - SRV answers carry the targets' A/AAAA records in the additional section;
+- an alias (ExternalName) is followed inside our zones as CoreDNS does: the answer
+  holds each CNAME link, then the records of the asked type of the last target
+  (:meth:`svcnet.dns.records.Zone.lookup`), so ``getent hosts`` of an ExternalName
+  aliasing a service of the cluster gives that service's addresses;
 - EDNS(0): the client's advertised UDP payload size is honoured (at least 512;
   512 without EDNS); our OPT record advertises 1232. An answer that does not fit
   loses its additional records first; if it still does not fit it is sent with
   the TC bit and no records, so the client retries over TCP (limit 65535);
 - other names are forwarded to ``upstream`` (host, port) when one is given, or
-  REFUSED (the default); an ExternalName CNAME is followed through the upstream
-  when there is one;
+  REFUSED (the default); an alias whose chain leaves our zones is followed
+  through the upstream when there is one;
 - what is not a query is never answered: a message with the QR bit set (a
   response, or a spoofed one from our own address) is dropped, so a server cannot
   loop with itself or ping-pong with another; a query with an opcode other than
@@ -378,14 +382,18 @@ class DnsServer:
             rtype = q.qtype
             if answer.qtype == "SOA" and answer.name == answer.zone:
                 reply.add_answer(self._soa(answer.zone, zone))
+            owner = qname  # the question's name as asked, then each alias target
+            for _, target in answer.chain:
+                reply.add_answer(RR(owner, QTYPE.CNAME, rdata=CNAME(target), ttl=self.ttl))
+                owner = DNSLabel(target)
             for text in answer.records:
-                reply.add_answer(RR(qname, rtype, rdata=_rdata(answer.qtype, text), ttl=self.ttl))
-            if answer.cname:
-                reply.add_answer(RR(qname, QTYPE.CNAME, rdata=CNAME(answer.cname), ttl=self.ttl))
-                if self.upstream is not None:
-                    cacheable = False
-                    for rr in self._chase(answer.cname, q.qtype, tcp):
-                        reply.add_answer(rr)
+                reply.add_answer(RR(owner, rtype, rdata=_rdata(answer.qtype, text), ttl=self.ttl))
+            final = answer.final
+            outside = answer.chain and not answer.records and not zone.zone_of(final)
+            if outside and self.upstream is not None:  # an alias leaving our zones
+                cacheable = False
+                for rr in self._chase(final + ".", q.qtype, tcp):
+                    reply.add_answer(rr)
             if answer.qtype == "SRV":
                 for text in answer.records:
                     self._add_target(reply, zone, text.split()[3])
