@@ -1,6 +1,6 @@
-"""The lab's commands: ``svcnet lab up|down|status|exec``, ``svcnet demo``,
-``svcnet port-forward`` (I/O). (``svcnet scenario run --traffic`` is in
-:mod:`svcnet.cli.scenario`.)
+"""The lab's commands: ``svcnet lab up|down|status|metrics|exec``, ``svcnet demo``
+(I/O). (``svcnet scenario run --traffic`` is in :mod:`svcnet.cli.scenario`;
+kubectl's ``port-forward`` and ``exec`` are in :mod:`svcnet.cli.forward`.)
 
 Registered in :mod:`svcnet.cli.main`. ``lab up`` binds the lab to a store: it applies
 its FILEs to the store (as ``svcnet apply -f``), builds the namespaces, starts a
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -362,17 +360,29 @@ def _target_netns(name: str, kind: str, target: str) -> str:
 
 @lab_group.command("exec", context_settings={"ignore_unknown_options": True})
 @name_option
+@click.option(
+    "-n",
+    "--namespace",
+    "namespace",
+    default="default",
+    show_default=True,
+    metavar="NS",
+    help="The namespace of a pod given as NAME.",
+)
 @click.argument("kind", type=click.Choice(["pod", "node", "ext"]))
 @click.argument("target", required=False, default="")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def lab_exec(name: str, kind: str, target: str, command: Sequence[str]) -> None:
+def lab_exec(name: str, namespace: str, kind: str, target: str, command: Sequence[str]) -> None:
     """Run COMMAND in a pod's, a node's or the external client's namespace.
 
-    e.g. ``svcnet lab exec pod default/client -- curl -s 10.96.0.10``,
-    ``svcnet lab exec ext -- curl -s 203.0.113.10``."""
+    A pod is NS/NAME or NAME in namespace -n; e.g. ``svcnet lab exec pod client --
+    curl -s 10.96.0.10``, ``svcnet lab exec ext -- curl -s 203.0.113.10``
+    (``svcnet exec POD -- CMD`` is kubectl's spelling)."""
     _need_root("svcnet lab exec")
     if kind == "ext" and target:
         command = (target, *command)
+    if kind == "pod" and target and "/" not in target:
+        target = f"{namespace}/{target}"
     where = _target_netns(name, kind, target)
     args = list(command)
     if args and args[0] == "--":
@@ -380,105 +390,6 @@ def lab_exec(name: str, kind: str, target: str, command: Sequence[str]) -> None:
     if not args:
         raise CliError("no command given")
     os.execvp("ip", ["ip", "netns", "exec", where, *args])
-
-
-# -- svcnet port-forward -------------------------------------------------------------
-
-
-def _relay(a: socket.socket, b: socket.socket) -> None:
-    def pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    t = threading.Thread(target=pump, args=(b, a), daemon=True)
-    t.start()
-    pump(a, b)
-    t.join()
-    a.close()
-    b.close()
-
-
-@click.command("port-forward")
-@name_option
-@click.option(
-    "--from",
-    "origin",
-    default="ext",
-    show_default=True,
-    metavar="WHERE",
-    help="Connect from: ext, node/NAME or pod/NS/NAME.",
-)
-@click.option(
-    "--address",
-    default="127.0.0.1",
-    show_default=True,
-    help="Local address to listen on (host namespace).",
-)
-@click.argument("destination")
-@click.argument("ports")
-def port_forward(name: str, origin: str, address: str, destination: str, ports: str) -> None:
-    """Forward LOCAL:REMOTE from this host to DESTINATION in a lab.
-
-    DESTINATION is an address (a ClusterIP, a NodePort address, a LoadBalancer
-    IP), svc/NS/NAME (its ClusterIP) or pod/NS/NAME; connections are made from
-    the external client (default), a node or a pod, through the lab's rules.
-    Only a user-space listener is opened on the host. Ctrl-C stops."""
-    from svcnet.kernel import netns
-    from svcnet.lab.topology import ext_netns
-
-    _need_root("svcnet port-forward")
-    local_s, _, remote_s = ports.partition(":")
-    try:
-        local, remote = int(local_s), int(remote_s or local_s)
-    except ValueError as e:
-        raise click.BadParameter("PORTS is LOCAL[:REMOTE]") from e
-    state = _lab_state(name)
-    if destination.startswith("svc/"):
-        ns, _, svc = destination[4:].partition("/")
-        service = state.services.get((ns, svc))
-        if service is None or not service.cluster_ips:
-            raise CliError(f"service {ns}/{svc} has no ClusterIP in lab {name}")
-        dst_ip = service.cluster_ips[0]
-    elif destination.startswith("pod/"):
-        ns, _, pod_name = destination[4:].partition("/")
-        pod = state.pods.get((ns, pod_name))
-        if pod is None or not pod.pod_ips:
-            raise CliError(f"pod {ns}/{pod_name} is not in lab {name}")
-        dst_ip = pod.pod_ips[0]
-    else:
-        dst_ip = destination
-    if origin == "ext":
-        where = ext_netns(name)
-    elif origin.startswith("node/"):
-        where = _target_netns(name, "node", origin[5:])
-    elif origin.startswith("pod/"):
-        where = _target_netns(name, "pod", origin[4:])
-    else:
-        raise click.BadParameter("--from is ext, node/NAME or pod/NS/NAME")
-    server = socket.create_server((address, local), reuse_port=False)
-    click.echo(f"forwarding {address}:{local} -> {dst_ip}:{remote} from {where} (Ctrl-C stops)")
-    try:
-        while True:
-            conn, _ = server.accept()
-            with netns.entered(where):
-                upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                upstream.settimeout(3.0)
-                upstream.connect((dst_ip, remote))
-                upstream.settimeout(None)
-            except OSError as e:
-                click.echo(f"connection to {dst_ip}:{remote} failed: {e}", err=True)
-                conn.close()
-                upstream.close()
-                continue
-            threading.Thread(target=_relay, args=(conn, upstream), daemon=True).start()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
 
 
 # -- svcnet demo ---------------------------------------------------------------------
@@ -531,6 +442,6 @@ def demo(count: int, force_memory: bool, directory: str | None) -> None:
     click.echo(demo_mod.format_table(result))
 
 
-COMMANDS: tuple[click.Command, ...] = (lab_group, demo, port_forward)
+COMMANDS: tuple[click.Command, ...] = (lab_group, demo)
 
-__all__ = ["COMMANDS", "demo", "lab_group", "port_forward"]
+__all__ = ["COMMANDS", "demo", "lab_group"]

@@ -19,12 +19,12 @@ from typing import NoReturn
 
 import click
 
-from svcnet.cli import agent, dns, lab, objects, plans, scenario
+from svcnet.cli import agent, dns, forward, lab, objects, plans, scenario
 from svcnet.cli.common import SvcnetGroup, store_option
 
 __all__ = ["SvcnetGroup", "cli", "main"]
 
-SUBCOMMAND_MODULES = (scenario, objects, plans, dns, lab, agent)
+SUBCOMMAND_MODULES = (scenario, objects, plans, dns, lab, forward, agent)
 
 
 @click.group(cls=SvcnetGroup, context_settings={"help_option_names": ["-h", "--help"]})
