@@ -194,23 +194,24 @@ _json_decode: Callable[[str, int], tuple[Any, int]] = _json.raw_decode
 _WS = re.compile(r"[ \t\n\r]*")
 # What PyYAML's reader refuses anywhere in a stream (yaml.reader.Reader.NON_PRINTABLE).
 _NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
+# \u escapes (JSON pairs surrogates, YAML does not), tabs, and YAML 1.1's extra line
+# breaks (NEL, LS, PS: a quoted scalar folds them) read differently.
+_NOT_AS_YAML = re.compile(r"\\u|[\t\x85\u2028\u2029]")
 
 
 def json_documents(text: str) -> list[Any] | None:
     """The one document of JSON ``text``, as PyYAML would read it; None when the
     text is not JSON that PyYAML reads the same (the caller then reads it as YAML).
 
-    Strings with escapes PyYAML does not read the same way (``\\/`` and surrogate
-    pairs aside, JSON's escapes are YAML's) and control characters YAML refuses
-    send the text to YAML too."""
+    A text with ``\\u`` escapes (JSON pairs surrogates, YAML does not), tabs, NEL,
+    LS or PS (YAML folds them in quoted scalars) or a character YAML refuses goes
+    to YAML too; JSON's other escapes are YAML's."""
     start = _WS.match(text)
     begin = start.end() if start else 0
     if text[begin : begin + 1] not in ("{", "["):
         return None
-    if "\\u" in text or "\t" in text or _NON_PRINTABLE.search(text):
-        # JSON pairs \\uD83D\\uDE00 into one character where PyYAML keeps two, and
-        # a tab inside a string or as indentation reads differently: leave
-        # these rare texts to YAML.
+    if _NOT_AS_YAML.search(text) or _NON_PRINTABLE.search(text):
+        # Rare in a manifest: leave these texts to YAML.
         return None
     try:
         with _gc_paused(len(text)):
