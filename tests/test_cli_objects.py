@@ -59,14 +59,13 @@ def store(tmp_path: pathlib.Path) -> pathlib.Path:
 
 def test_apply_get_describe_delete(store: pathlib.Path, tmp_path: pathlib.Path) -> None:
     lines = ok(store, "get", "svc").splitlines()
-    assert lines[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]
-    assert lines[2].split() == [
+    assert lines[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert lines[2].split()[:5] == [
         "web-lb", "LoadBalancer", "10.96.0.12", "203.0.113.10", "80:30081/TCP,53:30054/UDP"
     ]  # fmt: skip
-    assert ok(store, "get", "pods", "-o", "wide").splitlines()[1].split() == [
-        "client", "1/1", "Running", "10.244.1.20", "node-a"
-    ]  # fmt: skip
-    assert "node-b   192.168.56.12" in ok(store, "get", "nodes")
+    row = ok(store, "get", "pods", "-o", "wide").splitlines()[1].split()
+    assert row[:4] + row[5:7] == ["client", "1/1", "Running", "0", "10.244.1.20", "node-a"]
+    assert ok(store, "get", "nodes", "-o", "wide").splitlines()[2].split()[5] == "192.168.56.12"
     ep = ok(store, "get", "endpoints", "web", "-o", "wide").splitlines()
     assert ep[1].split()[0] == "web" and "10.244.2.11:8053" in ep[1]
     assert ok(store, "get", "svc", "-A").splitlines()[1].split()[:2] == ["default", "web"]
@@ -86,11 +85,14 @@ def test_apply_get_describe_delete(store: pathlib.Path, tmp_path: pathlib.Path) 
     assert "External Traffic Policy: Cluster" in text
     cluster_ip = next(x.split()[1] for x in text.splitlines() if x.startswith("IPs:"))
     # The allocated ClusterIP survives later calls (replay pins it).
-    assert ok(store, "get", "svc", "np").split()[-3] == cluster_ip
+    assert ok(store, "get", "svc", "np").split()[-4] == cluster_ip
 
     assert ok(store, "delete", "svc", "np") == 'service "np" deleted\n'
     assert fails(store, "get", "svc", "np") == "error: Service default/np not found"
-    assert fails(store, "delete", "svc", "np") == "error: Service default/np not found"
+    gone = run(store, "delete", "svc", "np")
+    assert (gone.returncode, gone.stdout) == (1, "")
+    assert gone.stderr == 'Error from server (NotFound): services "np" not found\n'
+
     assert ok(store, "delete", "-f", DEMO).count("deleted") == 9
     assert ok(store, "get", "nodes") == ""
 

@@ -293,9 +293,10 @@ def test_get_endpoints_watch_prints_a_service_whose_endpoints_changed(
         line = out.splitlines()[0].split()
         assert line[0] == "web"  # only the watched service, no header (--watch-only)
         pods = subprocess.run(
-            _svcnet(db, "get", "pod", added[-1]), check=True, capture_output=True, text=True
-        ).stdout
-        ip = pods.splitlines()[1].split()[3]  # the last added pod's IP
+            _svcnet(db, "get", "pod", added[-1], "-o", "wide"),
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        ip = pods.splitlines()[1].split()[5]  # the last added pod's IP (-o wide's IP column)
         assert f"{ip}:8080" in line[1].split(",")
     finally:
         proc.kill()

@@ -9,6 +9,7 @@ which builds the command from them.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import IO, Any
@@ -16,7 +17,7 @@ from typing import IO, Any
 import click
 
 from svcnet.backend import Backend, BackendFactory, load_backend
-from svcnet.errors import BackendNotFound, SvcnetError
+from svcnet.errors import BackendNotFound, StoreError, SvcnetError
 from svcnet.store import Store
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "backend_class",
     "backend_factory",
     "current_store",
+    "existing_store",
     "store_option",
 ]
 
@@ -99,3 +101,17 @@ def current_store() -> Store:
     ctx = click.get_current_context(silent=True)
     path = ctx.meta.get(META_KEY) if ctx is not None else None
     return Store(path)
+
+
+def existing_store() -> Store:
+    """The store to read: as :func:`current_store`, but a store named by ``--store``
+    or ``$SVCNET_STORE`` whose directory does not exist is an error naming the path
+    (a missing file in an existing directory is an empty store, as a new cluster)."""
+    store = current_store()
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.meta.get(META_KEY) is None:
+        return store  # the default path: nothing stored yet is an empty cluster
+    parent = os.path.dirname(os.path.abspath(store.path))
+    if not os.path.isdir(parent):
+        raise StoreError(f"store {store.path}: no such directory {parent}")
+    return store

@@ -17,28 +17,41 @@ import ipaddress
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import click
 import yaml
 
 from svcnet import manifests
-from svcnet.cli.common import current_store
+from svcnet.cli.common import current_store, existing_store
+from svcnet.cli.kubectl_views import (
+    describe_node,
+    describe_pod,
+    human_duration,
+    parse_label_selector,
+    plural,
+    resource_name,
+)
 from svcnet.cli.views import (
+    UNKNOWN_AGE,
     describe_service,
     endpoints_manifest,
     format_table,
     get_object,
+    key_of,
+    labels_of,
     object_rows,
     select_objects,
     watch_line,
     with_version,
 )
 from svcnet.errors import ManifestError, NotFoundError
-from svcnet.model import ClusterConfig, Kind, KubeObject, ObjectKey, ServiceType
+from svcnet.model import ClusterConfig, Kind, KubeObject, Node, ObjectKey, Pod, Service, ServiceType
 from svcnet.scenario.format import parse_config
 from svcnet.state import Apply, ClusterState, Configure, Delete
+from svcnet.state.selectors import Selector
 from svcnet.store import Listing, Store, WatchExpired, config_to_json
 
 RESOURCES = {
@@ -142,10 +155,19 @@ def apply_cmd(files: Sequence[str]) -> None:
 @click.argument("kind", required=False)
 @click.argument("names", nargs=-1)
 @click.option("-n", "--namespace", default="default", show_default=True)
+@click.option(
+    "--ignore-not-found", is_flag=True, help="Say nothing of objects that do not exist (exit 0)."
+)
 def delete_cmd(
-    files: Sequence[str], kind: str | None, names: Sequence[str], namespace: str
+    files: Sequence[str],
+    kind: str | None,
+    names: Sequence[str],
+    namespace: str,
+    ignore_not_found: bool,
 ) -> None:
-    """Delete the objects of FILEs, or KIND (svc, pod, node, endpointslice) NAMEs."""
+    """Delete the objects of FILEs, or KIND (svc, pod, node, endpointslice) NAMEs, as
+    kubectl does: every one that exists is deleted; each missing one is reported
+    (``Error from server (NotFound)``, exit 1) unless --ignore-not-found."""
     if files and kind:
         raise click.UsageError("give either -f FILE or KIND NAME..., not both")
     if files:
@@ -156,31 +178,55 @@ def delete_cmd(
             raise click.BadParameter(
                 f"{kind!r}: expected svc, pod, node or endpointslice", param_hint="KIND"
             )
-        keys = [ObjectKey(k, "" if k is Kind.NODE else namespace, n) for n in names]
+        keys = list(
+            dict.fromkeys(ObjectKey(k, "" if k is Kind.NODE else namespace, n) for n in names)
+        )
     else:
         raise click.UsageError("give -f FILE or KIND NAME...")
-    with current_store().modify() as session:
-        session.save(session.state.step(Delete(tuple(keys))))
+    with existing_store().modify() as session:
+        present = [key for key in keys if get_object(session.state, key) is not None]
+        if present:
+            session.save(session.state.step(Delete(tuple(present))))
+    found = set(present)
+    missing = False
     for key in keys:
-        click.echo(f'{SHORT[key.kind]} "{key.name}" deleted')
+        if key in found:
+            click.echo(f'{resource_name(key.kind.value)} "{key.name}" deleted')
+        elif not ignore_not_found:
+            missing = True
+            click.echo(
+                f'Error from server (NotFound): {plural(key.kind.value)} "{key.name}" not found',
+                err=True,
+            )
+    if missing:
+        raise SystemExit(1)
 
 
 # -- get -----------------------------------------------------------------------------
 
 
 def _select(
-    state: ClusterState, r: str, name: str | None, namespace: str, all_ns: bool
+    state: ClusterState,
+    r: str,
+    name: str | None,
+    namespace: str,
+    all_ns: bool,
+    selector: Selector | None = None,
 ) -> tuple[str, list[Any]]:
     """(what ``get`` shows: a kind's value or ``endpoints``, the objects it lists)."""
     if r in ENDPOINTS:
-        items = select_objects(state, Kind.SERVICE, name, namespace, all_ns)
+        items = select_objects(state, Kind.SERVICE, name, namespace, all_ns, selector)
         return "endpoints", [s for s in items if s.type is not ServiceType.EXTERNAL_NAME]
-    return RESOURCES[r].value, select_objects(state, RESOURCES[r], name, namespace, all_ns)
+    return RESOURCES[r].value, select_objects(
+        state, RESOURCES[r], name, namespace, all_ns, selector
+    )
 
 
 def _doc(state: ClusterState, what: str, obj: Any, version: int | None) -> dict[str, Any]:
     if what == "endpoints":
         return endpoints_manifest(state, obj)
+    if isinstance(obj, dict):  # an EndpointSlice (applied, or the controller's)
+        return with_version(obj, version)
     return with_version(manifests.to_manifest(obj), version)
 
 
@@ -192,12 +238,61 @@ def _echo_doc(doc: Any, output: str, separate: bool) -> None:
         click.echo(("---\n" if separate else "") + text)
 
 
+def _ref_name(what: str, obj: Any) -> str:
+    """``-o name``: ``pod/web-1``, ``service/web``, ``endpoints/web``,
+    ``endpointslice.discovery.k8s.io/web-x7k2p``."""
+    kind = "Endpoints" if what == "endpoints" else what
+    return f"{resource_name(kind)}/{key_of(obj).name}"
+
+
+def _created(store: Store, key: ObjectKey | None = None) -> dict[ObjectKey, float]:
+    """When objects were created (``Store.created``), or nothing when this store
+    does not record it."""
+    created = getattr(store, "created", None)
+    if created is None:
+        return {}
+    try:
+        got = created(key) if key is not None else created()
+    except TypeError:
+        return {}
+    if isinstance(got, Mapping):
+        return dict(got)
+    if isinstance(got, (int, float)) and key is not None:
+        return {key: float(got)}
+    return {}
+
+
+class _Ages:
+    """kubectl's AGE of an object from the store's creation times (``<unknown>``
+    when it has none); objects first seen while watching are looked up once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.known = _created(store)
+        self.asked: set[ObjectKey] = set()
+
+    def __call__(self, key: ObjectKey) -> str:
+        at = self.known.get(key)
+        if at is None and key not in self.asked:
+            self.asked.add(key)
+            self.known.update(_created(self.store, key))
+            at = self.known.get(key)
+        return UNKNOWN_AGE if at is None else human_duration(time.time() - at)
+
+
 @click.command("get")
 @click.argument("resource")
 @click.argument("name", required=False)
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-A", "--all-namespaces", "all_ns", is_flag=True, help="Every namespace.")
-@click.option("-o", "--output", type=click.Choice(["yaml", "json", "wide"]), default=None)
+@click.option(
+    "-l",
+    "--selector",
+    metavar="SELECTOR",
+    help="Only objects whose labels match (k=v, k!=v, k in (a,b), k notin (a,b), k, !k).",
+)
+@click.option("--show-labels", is_flag=True, help="Add a LABELS column.")
+@click.option("-o", "--output", type=click.Choice(["yaml", "json", "wide", "name"]), default=None)
 @click.option(
     "-w", "--watch", is_flag=True, help="After the list, print each change as it happens."
 )
@@ -210,6 +305,8 @@ def get_cmd(
     name: str | None,
     namespace: str,
     all_ns: bool,
+    selector: str | None,
+    show_labels: bool,
     output: str | None,
     watch: bool,
     watch_only: bool,
@@ -223,72 +320,99 @@ def get_cmd(
             f"{resource!r}: expected svc, pods, nodes, endpoints or endpointslices",
             param_hint="RESOURCE",
         )
-    store = current_store()
+    view = _View(
+        r, name, namespace, all_ns, output, show_labels,
+        parse_label_selector(selector) if selector is not None else None,
+    )  # fmt: skip
+    store = existing_store()
     listing = store.list()
+    ages = _Ages(store)
     if not watch_only:
-        _print_list(listing, r, name, namespace, all_ns, output)
+        _print_list(listing, view, ages)
     if watch or watch_only:
         try:
-            _follow(store, listing, r, name, namespace, all_ns, output, events)
+            _follow(store, listing, view, ages, events)
         except KeyboardInterrupt:
             return
 
 
-def _print_list(
-    listing: Listing, r: str, name: str | None, namespace: str, all_ns: bool, output: str | None
-) -> None:
+class _View:
+    """What one ``get`` shows: resource, name, namespaces, labels, output."""
+
+    def __init__(
+        self,
+        r: str,
+        name: str | None,
+        namespace: str,
+        all_ns: bool,
+        output: str | None,
+        show_labels: bool,
+        selector: Selector | None,
+    ) -> None:
+        self.r, self.name, self.namespace, self.all_ns = r, name, namespace, all_ns
+        self.output, self.show_labels, self.selector = output, show_labels, selector
+
+    def rows(
+        self, state: ClusterState, what: str, items: list[Any], ages: _Ages
+    ) -> list[list[str]]:
+        """The table of ``items``, with a NAMESPACE column under -A."""
+        rows = object_rows(state, what, items, self.output == "wide", ages, self.show_labels)
+        if self.all_ns and what != Kind.NODE.value:
+            rows = [["NAMESPACE", *rows[0]]] + [
+                [key_of(o).namespace, *row] for o, row in zip(items, rows[1:], strict=True)
+            ]
+        return rows
+
+
+def _print_list(listing: Listing, view: _View, ages: _Ages) -> None:
     state = listing.state
-    what, items = _select(state, r, name, namespace, all_ns)
+    what, items = _select(state, view.r, view.name, view.namespace, view.all_ns, view.selector)
+    output = view.output
     if output in ("yaml", "json"):
-        docs = [_doc(state, what, o, listing.versions.get(o.key)) for o in items]
+        docs = [_doc(state, what, o, listing.versions.get(key_of(o))) for o in items]
         doc: Any = (
             docs[0]
-            if name is not None
+            if view.name is not None
             else with_version({"apiVersion": "v1", "kind": "List", "items": docs}, listing.version)
         )
         _echo_doc(doc, output, separate=False)
         return
     if not items:
-        where = "" if all_ns or what == Kind.NODE.value else f" in {namespace} namespace"
+        where = "" if view.all_ns or what == Kind.NODE.value else f" in {view.namespace} namespace"
         click.echo(f"No resources found{where}.", err=True)
         return
-    rows = object_rows(state, what, items, output == "wide")
-    if all_ns and what != Kind.NODE.value:
-        rows = [["NAMESPACE", *rows[0]]] + [
-            [o.namespace, *row] for o, row in zip(items, rows[1:], strict=True)
-        ]
-    click.echo(format_table(rows))
+    if output == "name":
+        click.echo("\n".join(_ref_name(what, o) for o in items))
+        return
+    click.echo(format_table(view.rows(state, what, items, ages)))
 
 
-def _follow(
-    store: Store,
-    listing: Listing,
-    r: str,
-    name: str | None,
-    namespace: str,
-    all_ns: bool,
-    output: str | None,
-    events: bool,
-) -> None:
+def _follow(store: Store, listing: Listing, view: _View, ages: _Ages, events: bool) -> None:
     """Print one line (or document) per change of what ``get`` shows, as it happens:
     list, then :meth:`Store.watch` from the list's version, applying each change to
     the state in memory (a watcher that fell behind lists again)."""
+    r, name, namespace, all_ns, output = (
+        view.r, view.name, view.namespace, view.all_ns, view.output
+    )  # fmt: skip
     kind = None if r in ENDPOINTS else RESOURCES[r]
     state, since = listing.state, listing.version
 
-    def in_scope(key: ObjectKey) -> bool:
-        return (name is None or key.name == name) and (
-            all_ns or key.kind is Kind.NODE or key.namespace == namespace
+    def in_scope(obj: Any) -> bool:
+        key = key_of(obj)
+        return (
+            (name is None or key.name == name)
+            and (all_ns or key.kind is Kind.NODE or key.namespace == namespace)
+            and (view.selector is None or view.selector.matches(labels_of(obj)))
         )
 
     def show(st: ClusterState, what: str, obj: Any, event: str, version: int | None) -> None:
         if output in ("yaml", "json"):
             _echo_doc(_doc(st, what, obj, version), output, separate=output == "yaml")
             return
-        rows = object_rows(st, what, [obj], output == "wide")
-        if all_ns and what != Kind.NODE.value:
-            rows = [["NAMESPACE", *rows[0]], [obj.namespace, *rows[1]]]
-        click.echo(watch_line(rows, event if events else None))
+        if output == "name":
+            click.echo(_ref_name(what, obj))
+            return
+        click.echo(watch_line(view.rows(st, what, [obj], ages), event if events else None))
 
     while True:
         try:
@@ -296,7 +420,7 @@ def _follow(
                 old, state, since = state, state.step(change.step), change.version
                 if kind is not None:
                     obj = change.object
-                    if obj is not None and obj.key.kind is kind and in_scope(obj.key):
+                    if obj is not None and obj.key.kind is kind and in_scope(obj):
                         show(state, kind.value, obj, change.type.value, change.version)
                     continue
                 # endpoints follow services, pods and slices: those of the change's
@@ -304,12 +428,11 @@ def _follow(
                 obj = change.object
                 near = None if obj is None or obj.key.kind is Kind.NODE else obj.key.namespace
                 for svc_key in sorted(set(old.services) | set(state.services)):
-                    key = ObjectKey(Kind.SERVICE, *svc_key)
-                    if not in_scope(key) or near not in (None, key.namespace):
-                        continue
                     before, after = old.services.get(svc_key), state.services.get(svc_key)
                     svc = after or before
                     if svc is None or svc.type is ServiceType.EXTERNAL_NAME:
+                        continue
+                    if not in_scope(svc) or near not in (None, svc.namespace):
                         continue
                     if after is None:
                         show(old, "endpoints", before, "DELETED", None)
@@ -320,26 +443,50 @@ def _follow(
         except WatchExpired:
             listing = store.list()
             state, since = listing.state, listing.version
-            what, items = _select(state, r, None, namespace, all_ns)
+            what, items = _select(state, r, None, namespace, all_ns, view.selector)
             for obj in items:
-                if in_scope(obj.key):
-                    show(state, what, obj, "MODIFIED", listing.versions.get(obj.key))
+                if in_scope(obj):
+                    show(state, what, obj, "MODIFIED", listing.versions.get(key_of(obj)))
 
 
 # -- describe ------------------------------------------------------------------------
 
+DESCRIBABLE = {
+    "svc": Kind.SERVICE, "service": Kind.SERVICE, "services": Kind.SERVICE,
+    "po": Kind.POD, "pod": Kind.POD, "pods": Kind.POD,
+    "no": Kind.NODE, "node": Kind.NODE, "nodes": Kind.NODE,
+}  # fmt: skip
+
 
 @click.command("describe")
-@click.argument("resource", type=click.Choice(["svc", "service", "services"]))
-@click.argument("name")
+@click.argument("resource")
+@click.argument("name", required=False)
 @click.option("-n", "--namespace", default="default", show_default=True)
-def describe_cmd(resource: str, name: str, namespace: str) -> None:
-    """Describe a service: IPs, ports, endpoints per port, policies, affinity."""
-    state = current_store().load()
-    svc = state.services.get((namespace, name))
-    if svc is None:
-        raise NotFoundError(f"Service {namespace}/{name}")
-    click.echo("\n".join(describe_service(state, svc)))
+def describe_cmd(resource: str, name: str | None, namespace: str) -> None:
+    """Describe a service (IPs, ports, endpoints per port, policies), a pod (node,
+    IPs, containers, conditions) or a node (addresses, pod CIDRs, its pods)."""
+    if "/" in resource and name is None:
+        resource, _, name = resource.partition("/")
+    if not name:
+        raise click.UsageError("give RESOURCE NAME or RESOURCE/NAME")
+    kind = DESCRIBABLE.get(resource.lower())
+    if kind is None:
+        raise click.BadParameter(f"{resource!r}: expected svc, pod or node", param_hint="RESOURCE")
+    store = existing_store()
+    state = store.load()
+    key = ObjectKey(kind, "" if kind is Kind.NODE else namespace, name)
+    obj = get_object(state, key)
+    if obj is None:
+        raise NotFoundError(str(key))
+    ages = _Ages(store)
+    if isinstance(obj, Service):
+        lines = describe_service(state, obj)
+    elif isinstance(obj, Pod):
+        lines = describe_pod(state, obj, ages)
+    else:
+        assert isinstance(obj, Node)
+        lines = describe_node(state, obj, ages)
+    click.echo("\n".join(lines))
 
 
 # -- config --------------------------------------------------------------------------

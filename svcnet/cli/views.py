@@ -3,18 +3,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from svcnet import manifests
+from svcnet.cli.kubectl_views import (
+    MANAGED_BY_LABEL,
+    SLICE_CONTROLLER,
+    endpoints_object,
+    label_lines,
+    node_roles,
+    slice_ref,
+    slices_of_state,
+)
 from svcnet.errors import NotFoundError
-from svcnet.model import Kind, KubeObject, ObjectKey, Service, ServiceType
+from svcnet.model import SERVICE_NAME_LABEL, Kind, KubeObject, ObjectKey, Pod, Service, ServiceType
 from svcnet.state import ClusterState
+from svcnet.state.selectors import Selector
 
 __all__ = [
     "NONE",
+    "UNKNOWN_AGE",
+    "age_key",
     "describe_service",
     "endpoints_manifest",
     "format_table",
     "get_object",
+    "key_of",
+    "labels_of",
     "object_rows",
     "select_objects",
     "watch_line",
@@ -22,6 +38,7 @@ __all__ = [
 ]
 
 NONE = "<none>"
+UNKNOWN_AGE = "<unknown>"
 
 
 def get_object(state: ClusterState, key: ObjectKey) -> KubeObject | None:
@@ -86,57 +103,136 @@ def _endpoint_list(state: ClusterState, svc: Service, wide: bool) -> str:
     return ",".join(seen[:3]) + f" + {len(seen) - 3} more..."
 
 
-def object_rows(state: ClusterState, what: str, items: list[Any], wide: bool) -> list[list[str]]:
-    """The ``get`` table of ``items`` (of kind ``what``, or ``endpoints``), header first."""
+def _no_age(_: ObjectKey) -> str:
+    return UNKNOWN_AGE
+
+
+def labels_of(obj: Any) -> Mapping[str, str]:
+    """The labels of a model object or of a manifest (a derived EndpointSlice)."""
+    if isinstance(obj, dict):
+        return dict((obj.get("metadata") or {}).get("labels") or {})
+    labels: Mapping[str, str] = obj.labels
+    return labels
+
+
+def key_of(obj: Any) -> ObjectKey:
+    """The key of a model object or of an EndpointSlice manifest."""
+    if isinstance(obj, dict):
+        return slice_ref(obj)
+    key: ObjectKey = obj.key
+    return key
+
+
+def age_key(obj: Any) -> ObjectKey:
+    """Whose creation an object's AGE counts from: its own, or for an EndpointSlice
+    the controller made, its service's."""
+    if isinstance(obj, dict):
+        labels = labels_of(obj)
+        if labels.get(MANAGED_BY_LABEL) == SLICE_CONTROLLER:
+            ns = obj["metadata"].get("namespace", "")
+            return ObjectKey(Kind.SERVICE, ns, labels.get(SERVICE_NAME_LABEL, ""))
+        return slice_ref(obj)
+    return obj.key  # type: ignore[no-any-return]
+
+
+def _slice_row(doc: dict[str, Any], wide: bool) -> list[str]:
+    ports = ",".join(str(p.get("port", "<unset>")) for p in doc.get("ports") or []) or "<unset>"
+    addrs = [a for e in doc.get("endpoints") or [] for a in e.get("addresses") or []]
+    shown = ",".join(addrs if wide or len(addrs) <= 3 else addrs[:3]) or "<unset>"
+    if not wide and len(addrs) > 3:
+        shown += f" + {len(addrs) - 3} more..."
+    return [doc["metadata"]["name"], str(doc.get("addressType", "")), ports, shown]
+
+
+def _pod_status(p: Pod) -> str:
+    """kubectl's STATUS: Terminating, else the phase the kubelet reported, else
+    Running for a pod with a node and an address, Pending otherwise."""
+    if p.terminating:
+        return "Terminating"
+    phase = getattr(p, "phase", None)  # set by the simulated kubelet (svcnet.workloads)
+    if phase is not None:
+        return str(phase.value)
+    return "Running" if p.pod_ips and p.node_name else "Pending"
+
+
+def object_rows(
+    state: ClusterState,
+    what: str,
+    items: list[Any],
+    wide: bool,
+    age: Callable[[ObjectKey], str] = _no_age,
+    show_labels: bool = False,
+) -> list[list[str]]:
+    """The ``get`` table of ``items`` (of kind ``what``, or ``endpoints``), header
+    first, with kubectl's columns (AGE from ``age``; LABELS with ``show_labels``)."""
+    header: list[str]
+    rows: list[list[str]]
     if what == "endpoints":
-        header = ["NAME", "ENDPOINTS"]
-        return [header] + [[s.name, _endpoint_list(state, s, wide)] for s in items]
-    if what == Kind.SERVICE.value:
-        header = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]
+        header = ["NAME", "ENDPOINTS", "AGE"]
+        rows = [[s.name, _endpoint_list(state, s, wide), age(s.key)] for s in items]
+    elif what == Kind.SERVICE.value:
+        header = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
         rows = [
-            [s.name, s.type.value, _cluster_ip(s), _external_ip(s), _ports(s)]
+            [s.name, s.type.value, _cluster_ip(s), _external_ip(s), _ports(s), age(s.key)]
             + ([_labels(s.selector)] if wide else [])
             for s in items
         ]
-        return [header + (["SELECTOR"] if wide else []), *rows]
-    if what == Kind.POD.value:
-        header = ["NAME", "READY", "STATUS", "IP", "NODE"]
+        header += ["SELECTOR"] if wide else []
+    elif what == Kind.POD.value:
+        header = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+        header += ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"] if wide else []
         rows = []
         for p in items:
-            status = "Terminating" if p.terminating else "Running" if p.pod_ips else "Pending"
-            ip = ",".join(p.pod_ips) if wide else (p.pod_ips[0] if p.pod_ips else NONE)
-            rows.append(
-                [p.name, "1/1" if p.ready else "0/1", status, ip or NONE, p.node_name or NONE]
-            )
-        return [header, *rows]
-    if what == Kind.NODE.value:
-        header = ["NAME", "INTERNAL-IP", "POD-CIDR", "ZONE"]
-        rows = [
-            [n.name, ",".join(n.addresses) or NONE, ",".join(n.pod_cidrs) or NONE, n.zone or NONE]
-            for n in items
-        ]
-        return [header, *rows]
-    header = ["NAME", "SERVICE", "ADDRESSTYPE", "PORTS", "ENDPOINTS"]
-    rows = []
-    for es in items:
-        ports = ",".join(str(p.port) for p in es.ports) or NONE
-        addrs = [a for e in es.endpoints for a in e.addresses]
-        shown = ",".join(addrs if wide or len(addrs) <= 3 else addrs[:3]) or NONE
-        if not wide and len(addrs) > 3:
-            shown += f" + {len(addrs) - 3} more..."
-        rows.append([es.name, es.service_name, es.address_type.value, ports, shown])
+            restarts = str(getattr(p, "restarts", 0))
+            row = [p.name, "1/1" if p.ready else "0/1", _pod_status(p), restarts, age(p.key)]
+            if wide:
+                ip = ",".join(p.pod_ips) or NONE
+                row += [ip, p.node_name or NONE, NONE, NONE]
+            rows.append(row)
+    elif what == Kind.NODE.value:
+        header = ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+        header += ["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION"] if wide else []
+        header += ["CONTAINER-RUNTIME"] if wide else []
+        rows = []
+        for n in items:
+            row = [n.name, "Ready", node_roles(n), age(n.key), NONE]
+            if wide:
+                row += [",".join(n.addresses) or NONE, NONE] + ["<unknown>"] * 3
+            rows.append(row)
+    else:
+        header = ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+        rows = []
+        for es in items:
+            doc = es if isinstance(es, dict) else manifests.to_manifest(es)
+            rows.append([*_slice_row(doc, wide), age(age_key(es))])
+    if show_labels:
+        header = [*header, "LABELS"]
+        rows = [[*r, _labels(labels_of(o))] for r, o in zip(rows, items, strict=True)]
     return [header, *rows]
 
 
 def select_objects(
-    state: ClusterState, kind: Kind, name: str | None, namespace: str, all_ns: bool
+    state: ClusterState,
+    kind: Kind,
+    name: str | None,
+    namespace: str,
+    all_ns: bool,
+    selector: Selector | None = None,
 ) -> list[Any]:
-    """The objects ``get`` shows: one by name (NotFoundError if missing) or all, sorted."""
+    """The objects ``get`` shows: one by name (NotFoundError if missing) or all
+    (those ``selector`` matches), sorted. EndpointSlices are manifests: the applied
+    ones and those the EndpointSlice controller keeps for services with selectors."""
+    if kind is Kind.ENDPOINT_SLICE:
+        docs = slices_of_state(state, None if all_ns and name is None else namespace)
+        if name is not None:
+            docs = [d for d in docs if d["metadata"]["name"] == name]
+            if not docs:
+                raise NotFoundError(str(ObjectKey(kind, namespace, name)))
+        return [d for d in docs if selector is None or selector.matches(labels_of(d))]
     source: Any = {
         Kind.SERVICE: state.services,
         Kind.POD: state.pods,
         Kind.NODE: state.nodes,
-        Kind.ENDPOINT_SLICE: state.slices,
     }[kind]
     if name is not None:
         key = ObjectKey(kind, "" if kind is Kind.NODE else namespace, name)
@@ -147,26 +243,15 @@ def select_objects(
     items = [source[k] for k in sorted(source)]
     if kind is not Kind.NODE and not all_ns:
         items = [o for o in items if o.namespace == namespace]
+    if selector is not None:
+        items = [o for o in items if selector.matches(o.labels)]
     return items
 
 
 def endpoints_manifest(state: ClusterState, svc: Service) -> dict[str, Any]:
-    """A service's endpoints per port, as ``get endpoints -o yaml`` prints them."""
-    ports = {}
-    for port_name, eps in sorted(state.service_endpoints(svc.namespace, svc.name).items()):
-        ports[port_name] = [
-            {
-                "ip": e.ip, "port": e.port, "ready": e.ready, "serving": e.serving,
-                "terminating": e.terminating, "nodeName": e.node_name or None,
-                "pod": e.pod or None,
-            }
-            for e in eps
-        ]  # fmt: skip
-    return {
-        "kind": "Endpoints",
-        "metadata": {"name": svc.name, "namespace": svc.namespace},
-        "ports": ports,
-    }
+    """A service's v1 Endpoints, as ``get endpoints -o yaml`` prints them (the API
+    server's shape: subsets of addresses, notReadyAddresses and ports)."""
+    return endpoints_object(state, svc)
 
 
 def with_version(doc: dict[str, Any], version: int | None) -> dict[str, Any]:
@@ -193,7 +278,8 @@ def describe_service(state: ClusterState, svc: Service) -> list[str]:
     lines: list[tuple[str, str]] = [
         ("Name", svc.name),
         ("Namespace", svc.namespace),
-        ("Labels", _labels(svc.labels)),
+        ("Labels", label_lines(svc.labels)),
+        ("Annotations", NONE),
         ("Selector", _labels(svc.selector)),
         ("Type", svc.type.value),
     ]
