@@ -9,6 +9,7 @@ native error (pyroute2, libnftables, iptc, a subprocess) as ``__cause__``.
 from __future__ import annotations
 
 import enum
+import json
 
 
 class SvcnetError(Exception):
@@ -17,14 +18,34 @@ class SvcnetError(Exception):
 
 class ValidationError(SvcnetError, ValueError):
     """An object is invalid. ``obj`` names it (``Service default/web``), ``field``
-    is the field path (``spec.ports[1].nodePort``) or ``""`` for the whole object."""
+    is the field path (``spec.ports[1].nodePort``) or ``""`` for the whole object.
+    ``value``, when given, is the offending value, shown as the API server shows it
+    (``Service default/web: spec.ports[0].nodePort: Invalid value: 30080: ...``;
+    strings quoted); :attr:`has_value` tells whether one was given."""
 
-    def __init__(self, obj: str, field: str, message: str) -> None:
+    def __init__(
+        self, obj: str, field: str, message: str, *, value: object = NotImplemented
+    ) -> None:
         self.obj = obj
         self.field = field
         self.message = message
+        self.value = value
         where = f"{obj}: {field}: " if field else f"{obj}: "
+        if self.has_value:
+            where += f"Invalid value: {shown_value(value)}: "
         super().__init__(where + message)
+
+    @property
+    def has_value(self) -> bool:
+        return self.value is not NotImplemented
+
+
+def shown_value(value: object) -> str:
+    """A value as the API server's field errors show it: strings and lists JSON
+    quoted (``"10.96.0.99"``, ``["a", "b"]``), numbers bare, None as ``null``."""
+    if isinstance(value, tuple | list | str | bool) or value is None:
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    return str(value)
 
 
 class ConflictError(ValidationError):

@@ -283,7 +283,9 @@ def _check_config(config: ClusterConfig) -> None:
     _alloc_for(config)
     lo, hi = config.node_port_range
     if not 0 < lo <= hi <= 65535:
-        raise ValidationError("ClusterConfig", "nodePortRange", f"invalid range {lo}-{hi}")
+        raise ValidationError(
+            "ClusterConfig", "nodePortRange", f"invalid range {lo}-{hi}", value=(lo, hi)
+        )
 
 
 def _svc_key(key: NsName) -> ObjectKey:

@@ -193,19 +193,21 @@ class ServiceAllocations:
             return self, attrs.evolve(new, cluster_ips=(), headless=False)
         if new.headless:
             if old_ips:
-                raise ValidationError(obj, "spec.clusterIP", "field is immutable")
+                raise ValidationError(obj, "spec.clusterIP", "field is immutable", value="None")
             return self, attrs.evolve(new, cluster_ips=())
         field = "spec.clusterIPs" if len(new.cluster_ips) > 1 else "spec.clusterIP"
         given = list(new.cluster_ips)
         for ip in given:
             kept = next((o for o in old_ips if IPFamily.of(o) is IPFamily.of(ip)), None)
             if kept is not None and kept != ip:
-                raise ValidationError(obj, field, "field is immutable")
+                raise ValidationError(obj, field, "field is immutable", value=_shown_ips(new))
         if not given and old_ips:
             given = list(old_ips)
         fams_given = [IPFamily.of(ip) for ip in given]
         if len(set(fams_given)) != len(fams_given):
-            raise ValidationError(obj, field, "may hold at most one address per IP family")
+            raise ValidationError(
+                obj, field, "may hold at most one address per IP family", value=tuple(given)
+            )
         families = self._families(new, fams_given, obj)
         chosen: dict[IPFamily, str] = {}
         alloc = self
@@ -220,6 +222,7 @@ class ServiceAllocations:
                     "spec.clusterIPs",
                     f"{ip}: family {fam.value} not in the service's"
                     f" ipFamilies ({', '.join(f.value for f in families)})",
+                    value=tuple(given),
                 )
             pool = alloc.cluster_ips[fam]
             value = ip_int(ip)
@@ -229,10 +232,13 @@ class ServiceAllocations:
                     where,
                     f"clusterIP {ip} is not in the valid range of service CIDR"
                     f" {alloc.cluster_cidrs[fam]}",
+                    value=ip,
                 )
             holder = pool.owner(value)
             if holder is not None:
-                raise ConflictError(obj, where, f"clusterIP {ip} is already allocated to {holder}")
+                raise ConflictError(
+                    obj, where, f"clusterIP {ip} is already allocated to {holder}", value=ip
+                )
             alloc = attrs.evolve(
                 alloc, cluster_ips=alloc.cluster_ips.set(fam, pool.take(value, new.key))
             )
@@ -273,7 +279,10 @@ class ServiceAllocations:
         for fam in requested:
             if fam not in self.cluster_ips:
                 raise ValidationError(
-                    obj, "spec.ipFamilies", f"{fam.value} is not configured on this cluster"
+                    obj,
+                    "spec.ipFamilies",
+                    f"{fam.value} is not configured on this cluster",
+                    value=fam.value,
                 )
         if not self.families:
             raise ValidationError(obj, "spec.clusterIP", "the cluster has no service CIDR")
@@ -285,7 +294,11 @@ class ServiceAllocations:
         if policy is IPFamilyPolicy.SINGLE_STACK:
             if len(requested) > 1:
                 raise ValidationError(
-                    obj, "spec.ipFamilyPolicy", "SingleStack services have exactly one IP family"
+                    obj,
+                    "spec.ipFamilyPolicy",
+                    "SingleStack services have exactly one IP family"
+                    f" (ipFamilies {', '.join(f.value for f in requested)})",
+                    value=policy.value,
                 )
             return (first,)
         if len(self.families) < 2:
@@ -294,6 +307,7 @@ class ServiceAllocations:
                     obj,
                     "spec.ipFamilyPolicy",
                     "RequireDualStack on a single-stack cluster (one service CIDR)",
+                    value=policy.value,
                 )
             return (first,)
         other = IPFamily.IPv6 if first is IPFamily.IPv4 else IPFamily.IPv4
@@ -317,15 +331,20 @@ class ServiceAllocations:
                     where,
                     f"{label} {value}: provided port is not in the valid range."
                     f" The range of valid ports is {lo}-{hi}",
+                    value=value,
                 )
             if value in own:
                 if protocol is None or protocol in own[value]:
-                    raise ValidationError(obj, where, f"{label} {value}: duplicate value")
+                    raise ValidationError(
+                        obj, where, f"{label} {value}: duplicate value", value=value
+                    )
                 own[value].add(protocol)
                 return
             holder = pool.owner(value)
             if holder is not None:
-                raise ConflictError(obj, where, f"{label} {value} is already allocated to {holder}")
+                raise ConflictError(
+                    obj, where, f"{label} {value} is already allocated to {holder}", value=value
+                )
             pool = pool.take(value, new.key)
             own[value] = {protocol}
 
@@ -333,7 +352,10 @@ class ServiceAllocations:
             where = f"spec.ports[{i}].nodePort"
             if p.node_port is not None and not new.external:
                 raise ValidationError(
-                    obj, where, f"may not be used when `type` is '{new.type.value}'"
+                    obj,
+                    where,
+                    f"may not be used when `type` is '{new.type.value}'",
+                    value=p.node_port,
                 )
             value = p.node_port
             if value is None and keep and old is not None:
@@ -354,6 +376,7 @@ class ServiceAllocations:
                 "spec.healthCheckNodePort",
                 "may only be set when `type` is 'LoadBalancer'"
                 " and `externalTrafficPolicy` is 'Local'",
+                value=hc,
             )
         if wants_hc and hc is None and old is not None:
             hc = old.health_check_node_port
@@ -431,7 +454,10 @@ class ServiceAllocations:
                 pool = alloc.cluster_ips.get(fam)
                 if pool is None or value not in pool:
                     raise ValidationError(
-                        obj, "spec.clusterIP", f"clusterIP {ip} is outside the new service CIDRs"
+                        obj,
+                        "spec.clusterIP" if ip == svc.cluster_ips[0] else "spec.clusterIPs",
+                        f"clusterIP {ip} is outside the new service CIDRs",
+                        value=ip,
                     )
                 alloc = attrs.evolve(
                     alloc, cluster_ips=alloc.cluster_ips.set(fam, pool.take(value, key))
@@ -444,8 +470,9 @@ class ServiceAllocations:
                 if v not in nps:
                     raise ValidationError(
                         obj,
-                        "spec.ports",
+                        _node_port_field(svc, v),
                         f"nodePort {v} is outside the new range {nps.lo}-{nps.hi}",
+                        value=v,
                     )
                 nps = nps.take(v, key)
             alloc = attrs.evolve(alloc, node_ports=nps)
@@ -458,6 +485,20 @@ class ServiceAllocations:
                         "address(es) "
                         f"{', '.join(svc.load_balancer_ips)} outside the new"
                         " loadBalancerPool",
+                        value=svc.load_balancer_ips,
                     )
                 alloc = taken
         return alloc
+
+
+def _shown_ips(svc: Service) -> str | tuple[str, ...]:
+    """The ClusterIP(s) a service asked for, as its refusal shows them."""
+    return svc.cluster_ips if len(svc.cluster_ips) > 1 else svc.cluster_ips[0]
+
+
+def _node_port_field(svc: Service, value: int) -> str:
+    """The field path holding node port ``value`` in ``svc``."""
+    for i, p in enumerate(svc.ports):
+        if p.node_port == value:
+            return f"spec.ports[{i}].nodePort"
+    return "spec.healthCheckNodePort"
