@@ -106,7 +106,7 @@ WEB = (
 STRAY = """
 apiVersion: v1
 kind: Pod
-metadata: {name: stray, namespace: default, labels: {app: web}}
+metadata: {name: stray, namespace: default, labels: {app: stray}}
 spec: {nodeName: node-z, containers: [{name: web, ports: [{name: http, containerPort: 8080}]}]}
 status: {podIP: 10.244.9.10, conditions: [{type: Ready, status: "True"}]}
 """
@@ -345,7 +345,7 @@ class Forward:
                 pytest.fail(f"no Forwarding lines within {timeout:g} s: {self.err}")
             if line.startswith("Forwarding from 127.0.0.1:"):
                 local, _, remote = line.removeprefix("Forwarding from 127.0.0.1:").partition(" -> ")
-                out.append((int(local), int(remote)))
+                out.append((int(local), int(remote.split()[0].rsplit(":", 1)[-1])))
         return out
 
     def stop(self) -> None:
@@ -448,3 +448,18 @@ def test_a_service_forwards_to_one_pod_until_it_is_deleted(lab: tuple[str, Path]
         assert not any("Traceback" in e for e in fw.err), fw.err
     finally:
         fw.stop()
+
+
+@pytest.mark.kernel
+def test_an_address_goes_through_the_labs_rules_from_outside(lab: tuple[str, Path]) -> None:
+    name, store = lab
+    fw = Forward(store, "--name", name, "10.96.0.10", ":80")  # web's ClusterIP, from ext
+    try:
+        [(port, remote)] = fw.forwarding(1)
+        assert remote == 80
+        answers = {curl(port) for _ in range(12)}
+        assert answers <= {"web-1", "web-2", "web-3"} and answers, answers
+    finally:
+        fw.stop()
+    p = svcnet(store, "port-forward", "--name", name, "--from", "node/node-a", "svc/web", ":80")
+    assert p.returncode == 1 and "--from applies to an address destination only" in p.stderr
