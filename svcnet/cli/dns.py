@@ -67,9 +67,9 @@ def _address(text: str) -> str | None:
 def dns_cmd(query: str, qtype: str | None, from_pod: str | None, files: Sequence[str]) -> None:
     """Answer a DNS QUERY (TYPE: A, AAAA, SRV, CNAME, PTR, TXT; default A).
 
-    QUERY may be an IP address: its reverse name is asked (``10.96.0.10`` ->
-    ``10.0.96.10.in-addr.arpa``), for PTR by default. Prints one record per
-    line, after the CNAME links an alias followed (``NAME. CNAME TARGET.``);
+    QUERY may be an IP address: its reverse name is asked (10.96.0.10 ->
+    10.0.96.10.in-addr.arpa), for PTR by default. Prints one record per line,
+    after the CNAME links an alias followed ("NAME. CNAME TARGET.");
     NXDOMAIN or REFUSED is printed on stderr with exit status 1; an existing
     name without such records prints nothing.
     """
