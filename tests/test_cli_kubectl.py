@@ -5,9 +5,12 @@ on a store in tmp_path, and the pure helpers directly."""
 
 from __future__ import annotations
 
+import importlib
 import pathlib
 import re
 import sqlite3
+import types
+from typing import Any
 
 import pytest
 import yaml
@@ -15,8 +18,10 @@ from click.testing import CliRunner, Result
 
 from svcnet.cli.kubectl_views import (
     derived_slices,
+    describe_deployment,
     human_duration,
     parse_label_selector,
+    workload_rows,
 )
 from svcnet.cli.main import cli
 from svcnet.errors import ValidationError
@@ -289,3 +294,59 @@ def test_a_missing_store_directory_is_an_error(tmp_path: pathlib.Path) -> None:
     # a missing file in an existing directory is an empty cluster
     empty = run(tmp_path / "new.db", "get", "svc")
     assert empty.exit_code == 0 and empty.stderr == "No resources found in default namespace.\n"
+
+
+# -- Deployments and ReplicaSets -----------------------------------------------------------
+
+
+def _workload_state() -> Any:
+    """A state-like value with one Deployment, its old and new ReplicaSets and three
+    pods of the new one (two ready): what the views read, without the controller."""
+    model = importlib.import_module("svcnet.model")
+    if not hasattr(model, "Deployment"):
+        pytest.skip("svcnet.model has no Deployment in this tree")
+    from svcnet.state.selectors import Selector
+
+    owner = model.OwnerReference
+    template = model.PodTemplate(labels={"app": "web"}, ports=(model.ContainerPort(80, "http"),))
+    selector = Selector.from_labels({"app": "web"})
+    dep = model.Deployment("default", "web", selector, template, replicas=3, revision=2)
+    old = model.ReplicaSet("default", "web-7c5ddbdf54", selector, template, replicas=0,
+                           owner=owner("Deployment", "web"), revision=1)  # fmt: skip
+    new = model.ReplicaSet("default", "web-5d4f8b7c9", selector, template, replicas=3,
+                           owner=owner("Deployment", "web"), revision=2)  # fmt: skip
+    pods = {
+        ("default", f"{new.name}-{i}"): model.Pod(
+            "default", f"{new.name}-{i}", labels={"app": "web"}, ready=i < 2,
+            owner=owner("ReplicaSet", new.name),
+        )
+        for i in range(3)
+    }  # fmt: skip
+    return types.SimpleNamespace(
+        pods=pods,
+        deployments={("default", "web"): dep},
+        replica_sets={("default", old.name): old, ("default", new.name): new},
+    )
+
+
+def test_deployment_and_replicaset_views() -> None:
+    state = _workload_state()
+    (dep,) = state.deployments.values()
+    rows = workload_rows(state, "Deployment", [dep], True, lambda _: "5s")
+    assert rows[0] == [
+        "NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"
+    ]  # fmt: skip
+    assert rows[1][:5] == ["web", "2/3", "3", "2", "5s"] and rows[1][-1] == "app=web"
+    rs = sorted(state.replica_sets.values(), key=lambda r: r.name)
+    assert workload_rows(state, "ReplicaSet", rs, False, lambda _: "1m") == [
+        ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        ["web-5d4f8b7c9", "3", "3", "2", "1m"],
+        ["web-7c5ddbdf54", "0", "0", "0", "1m"],
+    ]
+    text = "\n".join(describe_deployment(state, dep, lambda _: "5s"))
+    assert re.search(r"Replicas:\s+3 desired \| 3 updated \| 3 total \| 2 available \| "
+                     r"1 unavailable", text)  # fmt: skip
+    assert re.search(r"NewReplicaSet:\s+web-5d4f8b7c9 \(3/3 replicas created\)", text)
+    assert re.search(r"OldReplicaSets:\s+web-7c5ddbdf54 \(0/0 replicas created\)", text)
+    assert re.search(r"RollingUpdateStrategy:\s+25% max unavailable, 25% max surge", text)
+    assert "80/TCP (http)" in text

@@ -27,6 +27,7 @@ import yaml
 from svcnet import manifests
 from svcnet.cli.common import current_store, existing_store
 from svcnet.cli.kubectl_views import (
+    describe_deployment,
     describe_node,
     describe_pod,
     human_duration,
@@ -61,12 +62,17 @@ RESOURCES = {
     "endpointslice": Kind.ENDPOINT_SLICE, "endpointslices": Kind.ENDPOINT_SLICE,
 }  # fmt: skip
 ENDPOINTS = ("ep", "endpoints")
-SHORT = {
-    Kind.SERVICE: "service",
-    Kind.POD: "pod",
-    Kind.NODE: "node",
-    Kind.ENDPOINT_SLICE: "endpointslice",
-}
+# Deployments and ReplicaSets, in a tree whose model has them (svcnet.workloads)
+for _kind, _spellings in (
+    ("DEPLOYMENT", ("deploy", "deployment", "deployments", "deployment.apps", "deployments.apps")),
+    ("REPLICA_SET", ("rs", "replicaset", "replicasets", "replicaset.apps", "replicasets.apps")),
+):
+    if hasattr(Kind, _kind):
+        RESOURCES.update(dict.fromkeys(_spellings, getattr(Kind, _kind)))
+KIND_NAMES = ", ".join(
+    ["svc", "pod", "node", "endpointslice"]
+    + [k for k in ("deployment", "replicaset") if k in RESOURCES]
+)
 
 
 # -- reading manifests ---------------------------------------------------------------
@@ -119,7 +125,7 @@ filename_option = click.option(
 
 def _ref(obj: KubeObject | ObjectKey) -> str:
     key = obj if isinstance(obj, ObjectKey) else obj.key
-    return f"{SHORT[key.kind]}/{key.name}"
+    return f"{resource_name(key.kind.value)}/{key.name}"
 
 
 @click.command("apply")
@@ -175,9 +181,7 @@ def delete_cmd(
     elif kind and names:
         k = RESOURCES.get(kind.lower())
         if k is None:
-            raise click.BadParameter(
-                f"{kind!r}: expected svc, pod, node or endpointslice", param_hint="KIND"
-            )
+            raise click.BadParameter(f"{kind!r}: expected {KIND_NAMES}", param_hint="KIND")
         keys = list(
             dict.fromkeys(ObjectKey(k, "" if k is Kind.NODE else namespace, n) for n in names)
         )
@@ -317,7 +321,7 @@ def get_cmd(
     r = resource.lower()
     if r not in ENDPOINTS and r not in RESOURCES:
         raise click.BadParameter(
-            f"{resource!r}: expected svc, pods, nodes, endpoints or endpointslices",
+            f"{resource!r}: expected {KIND_NAMES}, endpoints",
             param_hint="RESOURCE",
         )
     view = _View(
@@ -455,6 +459,7 @@ DESCRIBABLE = {
     "svc": Kind.SERVICE, "service": Kind.SERVICE, "services": Kind.SERVICE,
     "po": Kind.POD, "pod": Kind.POD, "pods": Kind.POD,
     "no": Kind.NODE, "node": Kind.NODE, "nodes": Kind.NODE,
+    **{k: v for k, v in RESOURCES.items() if v.value == "Deployment"},
 }  # fmt: skip
 
 
@@ -483,9 +488,10 @@ def describe_cmd(resource: str, name: str | None, namespace: str) -> None:
         lines = describe_service(state, obj)
     elif isinstance(obj, Pod):
         lines = describe_pod(state, obj, ages)
-    else:
-        assert isinstance(obj, Node)
+    elif isinstance(obj, Node):
         lines = describe_node(state, obj, ages)
+    else:
+        lines = describe_deployment(state, obj, ages)
     click.echo("\n".join(lines))
 
 

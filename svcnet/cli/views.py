@@ -15,6 +15,8 @@ from svcnet.cli.kubectl_views import (
     node_roles,
     slice_ref,
     slices_of_state,
+    workload_map,
+    workload_rows,
 )
 from svcnet.errors import NotFoundError
 from svcnet.model import SERVICE_NAME_LABEL, Kind, KubeObject, ObjectKey, Pod, Service, ServiceType
@@ -39,6 +41,7 @@ __all__ = [
 
 NONE = "<none>"
 UNKNOWN_AGE = "<unknown>"
+WORKLOAD_KINDS = ("Deployment", "ReplicaSet")
 
 
 def get_object(state: ClusterState, key: ObjectKey) -> KubeObject | None:
@@ -50,7 +53,10 @@ def get_object(state: ClusterState, key: ObjectKey) -> KubeObject | None:
         return state.pods.get(k)
     if key.kind is Kind.SERVICE:
         return state.services.get(k)
-    return state.slices.get(k)
+    if key.kind is Kind.ENDPOINT_SLICE:
+        return state.slices.get(k)
+    found: KubeObject | None = workload_map(state, key.kind.value).get(k)
+    return found
 
 
 def format_table(rows: list[list[str]]) -> str:
@@ -167,7 +173,10 @@ def object_rows(
     first, with kubectl's columns (AGE from ``age``; LABELS with ``show_labels``)."""
     header: list[str]
     rows: list[list[str]]
-    if what == "endpoints":
+    if what in WORKLOAD_KINDS:
+        rows = workload_rows(state, what, items, wide, age)
+        header, rows = rows[0], rows[1:]
+    elif what == "endpoints":
         header = ["NAME", "ENDPOINTS", "AGE"]
         rows = [[s.name, _endpoint_list(state, s, wide), age(s.key)] for s in items]
     elif what == Kind.SERVICE.value:
@@ -233,7 +242,7 @@ def select_objects(
         Kind.SERVICE: state.services,
         Kind.POD: state.pods,
         Kind.NODE: state.nodes,
-    }[kind]
+    }.get(kind) or workload_map(state, kind.value)
     if name is not None:
         key = ObjectKey(kind, "" if kind is Kind.NODE else namespace, name)
         obj = get_object(state, key)
