@@ -6,9 +6,14 @@ on a store in tmp_path, and the pure helpers directly."""
 from __future__ import annotations
 
 import importlib
+import os
 import pathlib
 import re
+import select
 import sqlite3
+import subprocess
+import sys
+import time
 import types
 from typing import Any
 
@@ -16,15 +21,18 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from svcnet import manifests
 from svcnet.cli.kubectl_views import (
     derived_slices,
     describe_deployment,
+    describe_pod,
     human_duration,
     parse_label_selector,
     workload_rows,
 )
 from svcnet.cli.main import cli
 from svcnet.errors import ValidationError
+from svcnet.state import Apply
 from svcnet.store import Store
 
 DEMO = str(pathlib.Path(__file__).parent.parent / "examples" / "demo")
@@ -135,6 +143,14 @@ def test_derived_slice_names_are_stable_and_labelled(store: pathlib.Path) -> Non
     # another service of the same pods gets its own name
     other = derived_slices(state, state.services[("default", "web-lb")])
     assert other[0]["metadata"]["name"] != meta["name"]
+    # a pod serving another port set gets a slice of its own; the first keeps its name
+    http_only = WEB_4.replace(", {name: echo, containerPort: 8053, protocol: UDP}", "")
+    grown = state.step(Apply(tuple(manifests.load(http_only))))
+    after = derived_slices(grown, grown.services[("default", "web")])
+    assert len(after) == 2 and meta["name"] in [d["metadata"]["name"] for d in after]
+    (new,) = [d for d in after if d["metadata"]["name"] != meta["name"]]
+    assert new["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    assert [e["targetRef"]["name"] for e in new["endpoints"]] == ["web-4"]
 
 
 # -- get -----------------------------------------------------------------------------------
@@ -169,6 +185,12 @@ def test_namespaces_selectors_labels_and_names(store: pathlib.Path) -> None:
     assert ["other", "db-1"] in [r[:2] for r in everything[1:]]
     assert ["default", "web-1"] in [r[:2] for r in everything[1:]]
     assert ok(store, "get", "pods", "-A", "-l", "app=db", "-o", "name") == "pod/db-1\npod/db-2\n"
+    # -n before the verb, as kubectl takes it; after the verb it wins
+    assert ok(store, "-n", "other", "get", "pods", "-o", "name") == "pod/db-1\npod/db-2\n"
+    assert ok(store, "-n", "other", "get", "svc", "-n", "default", "-o", "name").startswith(
+        "service/web\n"
+    )
+    assert "Namespace:   other" in ok(store, "-n", "other", "describe", "pod", "db-1")
     assert ok(store, "get", "pods", "-A", "-l", "app=db,!tier", "-o", "name") == "pod/db-2\n"
     assert ok(store, "get", "pods", "-l", "app in (web,client),app!=client", "-o", "name") == (
         "pod/web-1\npod/web-2\npod/web-3\n"
@@ -324,6 +346,7 @@ def _workload_state() -> Any:
     }  # fmt: skip
     return types.SimpleNamespace(
         pods=pods,
+        nodes={},
         deployments={("default", "web"): dep},
         replica_sets={("default", old.name): old, ("default", new.name): new},
     )
@@ -350,3 +373,63 @@ def test_deployment_and_replicaset_views() -> None:
     assert re.search(r"OldReplicaSets:\s+web-7c5ddbdf54 \(0/0 replicas created\)", text)
     assert re.search(r"RollingUpdateStrategy:\s+25% max unavailable, 25% max surge", text)
     assert "80/TCP (http)" in text
+    pod = state.pods[("default", "web-5d4f8b7c9-0")]
+    described = "\n".join(describe_pod(state, pod, lambda _: "5s"))
+    assert re.search(r"Controlled By:\s+ReplicaSet/web-5d4f8b7c9", described)
+
+
+# -- watching EndpointSlices ----------------------------------------------------------------
+
+WEB_4 = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: web-4, namespace: default, labels: {app: web}}
+spec:
+  nodeName: node-a
+  containers:
+    - name: web
+      ports: [{name: http, containerPort: 8080}, {name: echo, containerPort: 8053, protocol: UDP}]
+status: {podIP: 10.244.1.44, conditions: [{type: Ready, status: "True"}]}
+"""
+
+
+def _read_until(proc: subprocess.Popen[bytes], text: str, seen: bytearray) -> str:
+    """``proc``'s stdout read into ``seen`` until it holds ``text`` (60 s at most)."""
+    assert proc.stdout is not None
+    fd, deadline = proc.stdout.fileno(), time.monotonic() + 60.0
+    while text not in seen.decode():
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {text!r} within 60 s; got {seen.decode()!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"exited ({proc.wait()}) before {text!r}: {seen.decode()!r}"
+            seen += chunk
+    return seen.decode()
+
+
+def test_get_endpointslices_watch_follows_the_controllers_slices(
+    store: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    cmd = [sys.executable, "-m", "svcnet", "--store", str(store)]
+    proc = subprocess.Popen(
+        [*cmd, "get", "endpointslices", "-w", "--output-watch-events",
+         "-l", "kubernetes.io/service-name=web"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        seen = bytearray()
+        listed = _read_until(proc, "10.244.2.11", seen)  # the list first
+        assert listed.startswith("NAME") and len(listed.splitlines()) == 2
+        pod = tmp_path / "web4.yaml"
+        pod.write_text(WEB_4)
+        applied = subprocess.run([*cmd, "apply", "-f", str(pod)], capture_output=True, text=True,
+                                 timeout=60, check=False)  # fmt: skip
+        assert applied.returncode == 0, applied.stderr
+        line = _read_until(proc, "10.244.1.44", seen).splitlines()[-1].split()
+        assert line[0] == "MODIFIED" and re.fullmatch(r"web-\w{5}", line[1]), line
+        assert "10.244.1.44" in line[4] or line[4].endswith("more..."), line
+        assert proc.poll() is None  # still following
+    finally:
+        proc.kill()
+        proc.wait()

@@ -27,6 +27,8 @@ __all__ = [
     "backend_factory",
     "current_store",
     "existing_store",
+    "global_namespace_option",
+    "namespace_option",
     "store_option",
 ]
 
@@ -115,3 +117,41 @@ def existing_store() -> Store:
     if not os.path.isdir(parent):
         raise StoreError(f"store {store.path}: no such directory {parent}")
     return store
+
+
+# -- the namespace (kubectl's -n, before or after the verb) ------------------------------
+
+NAMESPACE_KEY = "svcnet.namespace"
+DEFAULT_NAMESPACE = "default"
+
+
+def _set_namespace(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta[NAMESPACE_KEY] = value
+
+
+global_namespace_option = click.option(
+    "-n",
+    "--namespace",
+    metavar="NS",
+    expose_value=False,
+    callback=_set_namespace,
+    help="The namespace of the commands that take one (as `kubectl -n NS get ...`).",
+)
+
+
+def _namespace(ctx: click.Context, _: click.Parameter, value: str | None) -> str:
+    if value is not None:
+        return value
+    chosen = ctx.meta.get(NAMESPACE_KEY)
+    return chosen if isinstance(chosen, str) else DEFAULT_NAMESPACE
+
+
+namespace_option = click.option(
+    "-n",
+    "--namespace",
+    metavar="NS",
+    default=None,
+    callback=_namespace,
+    help="The namespace (default: the one given before the verb, else default).",
+)

@@ -234,7 +234,7 @@ def derived_slices(state: ClusterState, svc: Service) -> list[dict[str, Any]]:
     """The EndpointSlices Kubernetes' EndpointSlice controller keeps for a service
     with a selector (none for one without: its slices are the applied ones), as
     ``discovery.k8s.io/v1`` manifests: one per address family and port set, named
-    ``<service>-<5 characters>`` (deterministic from the service and the group),
+    ``<service>-<5 characters>`` (deterministic from the service, family and ports),
     labelled ``kubernetes.io/service-name`` and ``endpointslice.kubernetes.io/managed-by``."""
     if not svc.selector or svc.type is ServiceType.EXTERNAL_NAME:
         return []
@@ -252,7 +252,7 @@ def derived_slices(state: ClusterState, svc: Service) -> list[dict[str, Any]]:
         labels[HEADLESS_LABEL] = ""
     base = (svc.name + "-")[:58]
     out = []
-    for i, ((family, spec), members) in enumerate(sorted(groups.items())):
+    for (family, spec), members in sorted(groups.items()):
         endpoints = []
         for _, (e, _ports) in sorted(members.items()):
             doc: dict[str, Any] = {
@@ -270,7 +270,8 @@ def derived_slices(state: ClusterState, svc: Service) -> list[dict[str, Any]]:
             if e.zone:
                 doc["zone"] = e.zone
             endpoints.append(doc)
-        name = base + _suffix(f"{svc.namespace}/{svc.name}/{family}/{i}")
+        # the port set, not the position, names a slice: another set keeps the names
+        name = base + _suffix(f"{svc.namespace}/{svc.name}/{family}/{spec}")
         out.append(
             {
                 "apiVersion": "discovery.k8s.io/v1",
@@ -414,6 +415,9 @@ def describe_pod(state: ClusterState, pod: Pod, age: Callable[[ObjectKey], str])
     ]
     if pod.hostname:
         lines.insert(3, ("Hostname", pod.hostname))
+    owner = getattr(pod, "owner", None)  # the controlling ReplicaSet (svcnet.workloads)
+    if owner is not None:
+        lines.append(("Controlled By", f"{owner.kind}/{owner.name}"))
     out = _aligned(lines)
     out.append("IPs:")
     out += [f"  IP:  {ip}" for ip in pod.pod_ips] or ["  <none>"]

@@ -20,7 +20,7 @@ from typing import NoReturn
 import click
 
 from svcnet.cli import agent, dns, forward, lab, objects, plans, scenario
-from svcnet.cli.common import SvcnetGroup, store_option
+from svcnet.cli.common import SvcnetGroup, global_namespace_option, store_option
 
 __all__ = ["SvcnetGroup", "cli", "main"]
 
@@ -30,6 +30,7 @@ SUBCOMMAND_MODULES = (scenario, objects, plans, dns, lab, forward, agent)
 @click.group(cls=SvcnetGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="svcnet", prog_name="svcnet")
 @store_option
+@global_namespace_option
 def cli() -> None:
     """Kubernetes Service networking as a library: state, plans, data planes."""
 

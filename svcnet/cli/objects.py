@@ -18,14 +18,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import click
 import yaml
 
 from svcnet import manifests
-from svcnet.cli.common import current_store, existing_store
+from svcnet.cli.common import current_store, existing_store, namespace_option
 from svcnet.cli.kubectl_views import (
     describe_deployment,
     describe_node,
@@ -34,6 +34,7 @@ from svcnet.cli.kubectl_views import (
     parse_label_selector,
     plural,
     resource_name,
+    slices_of_state,
 )
 from svcnet.cli.views import (
     UNKNOWN_AGE,
@@ -160,7 +161,7 @@ def apply_cmd(files: Sequence[str]) -> None:
 @filename_option
 @click.argument("kind", required=False)
 @click.argument("names", nargs=-1)
-@click.option("-n", "--namespace", default="default", show_default=True)
+@namespace_option
 @click.option(
     "--ignore-not-found", is_flag=True, help="Say nothing of objects that do not exist (exit 0)."
 )
@@ -212,12 +213,22 @@ def delete_cmd(
 def _select(
     state: ClusterState,
     r: str,
-    name: str | None,
+    name: str | Sequence[str] | None,
     namespace: str,
     all_ns: bool,
     selector: Selector | None = None,
 ) -> tuple[str, list[Any]]:
-    """(what ``get`` shows: a kind's value or ``endpoints``, the objects it lists)."""
+    """(what ``get`` shows: a kind's value or ``endpoints``, the objects it lists):
+    all, one NAME or several (in the order given, NotFoundError for a missing one)."""
+    if name is not None and not isinstance(name, str):
+        if not name:
+            return _select(state, r, None, namespace, all_ns, selector)
+        found: dict[ObjectKey, Any] = {}
+        what = ""
+        for n in name:
+            what, items = _select(state, r, n, namespace, all_ns, selector)
+            found.update((key_of(o), o) for o in items)
+        return what, list(found.values())
     if r in ENDPOINTS:
         items = select_objects(state, Kind.SERVICE, name, namespace, all_ns, selector)
         return "endpoints", [s for s in items if s.type is not ServiceType.EXTERNAL_NAME]
@@ -286,8 +297,8 @@ class _Ages:
 
 @click.command("get")
 @click.argument("resource")
-@click.argument("name", required=False)
-@click.option("-n", "--namespace", default="default", show_default=True)
+@click.argument("names", nargs=-1)
+@namespace_option
 @click.option("-A", "--all-namespaces", "all_ns", is_flag=True, help="Every namespace.")
 @click.option(
     "-l",
@@ -306,7 +317,7 @@ class _Ages:
 )
 def get_cmd(
     resource: str,
-    name: str | None,
+    names: tuple[str, ...],
     namespace: str,
     all_ns: bool,
     selector: str | None,
@@ -316,8 +327,12 @@ def get_cmd(
     watch_only: bool,
     events: bool,
 ) -> None:
-    """Show svc, pods, nodes, endpoints or endpointslices (tables like kubectl's);
-    with -w, then follow the store's changes until interrupted."""
+    """Show svc, pods, nodes, endpoints, endpointslices, deployments or replicasets
+    (all, or NAMEs; RESOURCE/NAME works too), in kubectl's tables; with -w, then
+    follow the store's changes until interrupted."""
+    if "/" in resource and not names:
+        resource, _, one = resource.partition("/")
+        names = (one,)
     r = resource.lower()
     if r not in ENDPOINTS and r not in RESOURCES:
         raise click.BadParameter(
@@ -325,7 +340,7 @@ def get_cmd(
             param_hint="RESOURCE",
         )
     view = _View(
-        r, name, namespace, all_ns, output, show_labels,
+        r, names, namespace, all_ns, output, show_labels,
         parse_label_selector(selector) if selector is not None else None,
     )  # fmt: skip
     store = existing_store()
@@ -346,14 +361,14 @@ class _View:
     def __init__(
         self,
         r: str,
-        name: str | None,
+        names: tuple[str, ...],
         namespace: str,
         all_ns: bool,
         output: str | None,
         show_labels: bool,
         selector: Selector | None,
     ) -> None:
-        self.r, self.name, self.namespace, self.all_ns = r, name, namespace, all_ns
+        self.r, self.names, self.namespace, self.all_ns = r, names, namespace, all_ns
         self.output, self.show_labels, self.selector = output, show_labels, selector
 
     def rows(
@@ -370,13 +385,13 @@ class _View:
 
 def _print_list(listing: Listing, view: _View, ages: _Ages) -> None:
     state = listing.state
-    what, items = _select(state, view.r, view.name, view.namespace, view.all_ns, view.selector)
+    what, items = _select(state, view.r, view.names, view.namespace, view.all_ns, view.selector)
     output = view.output
     if output in ("yaml", "json"):
         docs = [_doc(state, what, o, listing.versions.get(key_of(o))) for o in items]
         doc: Any = (
             docs[0]
-            if view.name is not None
+            if len(view.names) == 1
             else with_version({"apiVersion": "v1", "kind": "List", "items": docs}, listing.version)
         )
         _echo_doc(doc, output, separate=False)
@@ -395,8 +410,8 @@ def _follow(store: Store, listing: Listing, view: _View, ages: _Ages, events: bo
     """Print one line (or document) per change of what ``get`` shows, as it happens:
     list, then :meth:`Store.watch` from the list's version, applying each change to
     the state in memory (a watcher that fell behind lists again)."""
-    r, name, namespace, all_ns, output = (
-        view.r, view.name, view.namespace, view.all_ns, view.output
+    r, names, namespace, all_ns, output = (
+        view.r, set(view.names), view.namespace, view.all_ns, view.output
     )  # fmt: skip
     kind = None if r in ENDPOINTS else RESOURCES[r]
     state, since = listing.state, listing.version
@@ -404,7 +419,7 @@ def _follow(store: Store, listing: Listing, view: _View, ages: _Ages, events: bo
     def in_scope(obj: Any) -> bool:
         key = key_of(obj)
         return (
-            (name is None or key.name == name)
+            (not names or key.name in names)
             and (all_ns or key.kind is Kind.NODE or key.namespace == namespace)
             and (view.selector is None or view.selector.matches(labels_of(obj)))
         )
@@ -422,6 +437,9 @@ def _follow(store: Store, listing: Listing, view: _View, ages: _Ages, events: bo
         try:
             for change in store.watch(since):
                 old, state, since = state, state.step(change.step), change.version
+                if kind is Kind.ENDPOINT_SLICE:
+                    _slice_changes(old, state, change, view, in_scope, show)
+                    continue
                 if kind is not None:
                     obj = change.object
                     if obj is not None and obj.key.kind is kind and in_scope(obj):
@@ -453,6 +471,39 @@ def _follow(store: Store, listing: Listing, view: _View, ages: _Ages, events: bo
                     show(state, what, obj, "MODIFIED", listing.versions.get(key_of(obj)))
 
 
+def _slice_changes(
+    old: ClusterState,
+    new: ClusterState,
+    change: Any,
+    view: _View,
+    in_scope: Callable[[Any], bool],
+    show: Callable[[ClusterState, str, Any, str, int | None], None],
+) -> None:
+    """The EndpointSlice events of one change: applied slices and the ones the
+    controller keeps (they change with pods and services), in the change's
+    namespace (every namespace for a node or a configuration change)."""
+    obj = change.object
+    near = None if obj is None or obj.key.kind is Kind.NODE else obj.key.namespace
+    scope = None if view.all_ns else view.namespace
+    if near is not None and scope is not None and near != scope:
+        return
+    where = near if near is not None else scope
+
+    def by_key(st: ClusterState) -> dict[ObjectKey, dict[str, Any]]:
+        return {key_of(d): d for d in slices_of_state(st, where)}
+
+    before, after = by_key(old), by_key(new)
+    what = Kind.ENDPOINT_SLICE.value
+    for key in sorted(set(before) | set(after)):
+        b, a = before.get(key), after.get(key)
+        version = change.version if obj is not None and obj.key == key else None
+        if a is None:
+            if b is not None and in_scope(b):
+                show(old, what, b, "DELETED", None)
+        elif (b is None or a != b) and in_scope(a):
+            show(new, what, a, "ADDED" if b is None else "MODIFIED", version)
+
+
 # -- describe ------------------------------------------------------------------------
 
 DESCRIBABLE = {
@@ -466,7 +517,7 @@ DESCRIBABLE = {
 @click.command("describe")
 @click.argument("resource")
 @click.argument("name", required=False)
-@click.option("-n", "--namespace", default="default", show_default=True)
+@namespace_option
 def describe_cmd(resource: str, name: str | None, namespace: str) -> None:
     """Describe a service (IPs, ports, endpoints per port, policies), a pod (node,
     IPs, containers, conditions) or a node (addresses, pod CIDRs, its pods)."""
