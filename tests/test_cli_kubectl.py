@@ -24,13 +24,13 @@ from click.testing import CliRunner, Result
 from svcnet import manifests
 from svcnet.cli.kubectl_views import (
     derived_slices,
-    describe_deployment,
     describe_pod,
     human_duration,
     parse_label_selector,
-    workload_rows,
+    timestamp,
 )
 from svcnet.cli.main import cli
+from svcnet.cli.views import describe_deployment, workload_rows
 from svcnet.errors import ValidationError
 from svcnet.state import Apply
 from svcnet.store import Store
@@ -103,6 +103,12 @@ def store(tmp_path: pathlib.Path) -> pathlib.Path:
 )  # fmt: skip
 def test_ages_read_as_kubectl_prints_them(seconds: float, shown: str) -> None:
     assert human_duration(seconds) == shown
+
+
+def test_creation_times_read_as_kubectl_describe_prints_them() -> None:
+    assert timestamp(0) == "Thu, 01 Jan 1970 00:00:00 +0000"
+    assert timestamp(1_800_000_000.7) == "Fri, 15 Jan 2027 08:00:00 +0000"
+    assert timestamp(None) == "<unknown>"
 
 
 def test_label_selectors_as_kubectl_spells_them() -> None:
@@ -264,6 +270,7 @@ def test_describe_pod_and_node(store: pathlib.Path) -> None:
     assert fields["Name"] == "db-1" and fields["Namespace"] == "other"
     assert fields["Node"] == "node-a/192.168.56.11" and fields["Status"] == "Running"
     assert fields["IP"] == "10.244.1.30" and fields["Labels"] == "app=db"
+    assert re.search(r"^Start Time:\s+\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000$", text, re.M)
     assert "Containers:" in text and "5432/TCP (pg)" in text and "Ready:" in text
     conditions = text.split("Conditions:\n")[1].splitlines()
     assert conditions[0].split() == ["Type", "Status"] and conditions[1].split() == [

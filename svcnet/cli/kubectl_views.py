@@ -10,6 +10,7 @@ times, the current time).
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -36,9 +37,8 @@ from svcnet.state.selectors import Operator, Requirement, Selector
 __all__ = [
     "MANAGED_BY_LABEL",
     "SLICE_CONTROLLER",
-    "deployment_counts",
+    "aligned",
     "derived_slices",
-    "describe_deployment",
     "describe_node",
     "describe_pod",
     "endpoints_object",
@@ -47,14 +47,11 @@ __all__ = [
     "node_roles",
     "parse_label_selector",
     "plural",
-    "pods_of",
-    "replica_sets_of",
+    "ports_text",
     "resource_name",
-    "selector_text",
     "slice_manifest",
     "slices_of_state",
-    "workload_map",
-    "workload_rows",
+    "timestamp",
 ]
 
 NONE = "<none>"
@@ -365,10 +362,22 @@ def endpoints_object(state: ClusterState, svc: Service) -> dict[str, Any]:
     return doc
 
 
-# -- describe --------------------------------------------------------------------------
+# -- describe ----------------------------------------------------------------------------
 
 
-def _aligned(lines: list[tuple[str, str]], indent: str = "") -> list[str]:
+def _never(_: ObjectKey) -> float | None:
+    return None
+
+
+def timestamp(at: float | None) -> str:
+    """A creation time as kubectl describe prints one (RFC 1123 with a numeric
+    zone, here UTC: ``Sat, 05 Dec 2026 20:37:00 +0000``), or ``<unknown>``."""
+    if at is None:
+        return "<unknown>"
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+
+
+def aligned(lines: list[tuple[str, str]], indent: str = "") -> list[str]:
     width = max(len(k) for k, _ in lines) + 2
     pad = "\n" + indent + " " * width
     return [f"{indent}{k + ':':<{width}}{v.replace(chr(10), pad)}" for k, v in lines]
@@ -383,7 +392,7 @@ def node_roles(node: Node) -> str:
     return ",".join(r for r in roles if r) or NONE
 
 
-def _ports_text(ports: list[dict[str, Any]]) -> str:
+def ports_text(ports: list[dict[str, Any]]) -> str:
     out = []
     for p in ports:
         text = f"{p.get('containerPort')}/{p.get('protocol', 'TCP')}"
@@ -391,7 +400,12 @@ def _ports_text(ports: list[dict[str, Any]]) -> str:
     return ", ".join(out) or NONE
 
 
-def describe_pod(state: ClusterState, pod: Pod, age: Callable[[ObjectKey], str]) -> list[str]:
+def describe_pod(
+    state: ClusterState,
+    pod: Pod,
+    age: Callable[[ObjectKey], str],
+    created: Callable[[ObjectKey], float | None] = _never,
+) -> list[str]:
     """kubectl-describe-like lines for ``pod``: identity, node, status, IPs, each
     container (image, ports, ready) and the conditions."""
     doc = manifests.to_manifest(pod)
@@ -407,18 +421,18 @@ def describe_pod(state: ClusterState, pod: Pod, age: Callable[[ObjectKey], str])
         ("Name", pod.name),
         ("Namespace", pod.namespace),
         ("Node", node_text),
+        ("Start Time", timestamp(created(pod.key))),
         ("Labels", label_lines(pod.labels)),
         ("Annotations", "\n".join(f"{k}: {v}" for k, v in sorted(annotations.items())) or NONE),
         ("Status", "Terminating" if pod.terminating else phase),
-        ("Age", age(pod.key)),
         ("IP", pod.pod_ips[0] if pod.pod_ips else ""),
     ]
     if pod.hostname:
-        lines.insert(3, ("Hostname", pod.hostname))
+        lines.insert(2, ("Hostname", pod.hostname))
     owner = getattr(pod, "owner", None)  # the controlling ReplicaSet (svcnet.workloads)
     if owner is not None:
         lines.append(("Controlled By", f"{owner.kind}/{owner.name}"))
-    out = _aligned(lines)
+    out = aligned(lines)
     out.append("IPs:")
     out += [f"  IP:  {ip}" for ip in pod.pod_ips] or ["  <none>"]
     out.append("Containers:")
@@ -427,7 +441,7 @@ def describe_pod(state: ClusterState, pod: Pod, age: Callable[[ObjectKey], str])
         ports = c.get("ports") or []
         clines: list[tuple[str, str]] = [
             ("Image", str(c.get("image") or NONE)),
-            ("Port" if len(ports) <= 1 else "Ports", _ports_text(ports)),
+            ("Port" if len(ports) <= 1 else "Ports", ports_text(ports)),
             ("Host Port" if len(ports) <= 1 else "Host Ports", ", ".join(
                 f"{p.get('hostPort', 0)}/{p.get('protocol', 'TCP')}" for p in ports
             ) or NONE),
@@ -435,7 +449,7 @@ def describe_pod(state: ClusterState, pod: Pod, age: Callable[[ObjectKey], str])
             ("Ready", "True" if pod.ready else "False"),
             ("Restart Count", "0"),
         ]  # fmt: skip
-        out += _aligned(clines, "    ")
+        out += aligned(clines, "    ")
     conditions = [
         (c.get("type", ""), str(c.get("status", ""))) for c in status.get("conditions") or []
     ]
@@ -452,7 +466,12 @@ def describe_pod(state: ClusterState, pod: Pod, age: Callable[[ObjectKey], str])
     return out
 
 
-def describe_node(state: ClusterState, node: Node, age: Callable[[ObjectKey], str]) -> list[str]:
+def describe_node(
+    state: ClusterState,
+    node: Node,
+    age: Callable[[ObjectKey], str],
+    created: Callable[[ObjectKey], float | None] = _never,
+) -> list[str]:
     """kubectl-describe-like lines for ``node``: roles, labels, addresses, pod
     CIDRs and the pods on it."""
     lines: list[tuple[str, str]] = [
@@ -460,12 +479,12 @@ def describe_node(state: ClusterState, node: Node, age: Callable[[ObjectKey], st
         ("Roles", node_roles(node)),
         ("Labels", label_lines(node.labels)),
         ("Annotations", NONE),
-        ("Age", age(node.key)),
+        ("CreationTimestamp", timestamp(created(node.key))),
     ]
-    out = _aligned(lines)
+    out = aligned(lines)
     out.append("Addresses:")
     out += [f"  InternalIP:  {a}" for a in node.addresses] or ["  <none>"]
-    out += _aligned(
+    out += aligned(
         [
             ("PodCIDR", node.pod_cidrs[0] if node.pod_cidrs else NONE),
             ("PodCIDRs", ",".join(node.pod_cidrs) or NONE),
@@ -486,190 +505,3 @@ def slice_ref(doc: Mapping[str, Any]) -> ObjectKey:
     """The key of an EndpointSlice manifest (applied or derived)."""
     meta = doc["metadata"]
     return ObjectKey(Kind.ENDPOINT_SLICE, meta.get("namespace", ""), meta["name"])
-
-
-# -- Deployments and ReplicaSets (svcnet.workloads) ----------------------------------------
-# Written against the objects' attributes only (name, namespace, replicas, selector,
-# owner, revision), so that this module reads any state: one without workloads has none.
-
-
-def workload_map(state: ClusterState, kind: str) -> Mapping[Any, Any]:
-    """The state's Deployments (``kind`` "Deployment") or ReplicaSets by (namespace,
-    name); empty for a state that holds none."""
-    names = ("deployments",) if kind == "Deployment" else ("replica_sets", "replicasets")
-    for attr in names:
-        found = getattr(state, attr, None)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
-    return {}
-
-
-def _owned_by(obj: Any, kind: str, name: str) -> bool:
-    owner = getattr(obj, "owner", None)
-    return owner is not None and owner.kind == kind and owner.name == name
-
-
-def replica_sets_of(state: ClusterState, dep: Any) -> list[Any]:
-    """The ReplicaSets a Deployment controls, oldest revision first."""
-    return sorted(
-        (
-            rs
-            for rs in workload_map(state, "ReplicaSet").values()
-            if rs.namespace == dep.namespace and _owned_by(rs, "Deployment", dep.name)
-        ),
-        key=lambda rs: (getattr(rs, "revision", 0), rs.name),
-    )
-
-
-def pods_of(state: ClusterState, rs: Any) -> list[Pod]:
-    """The pods a ReplicaSet controls (terminating ones included), by name."""
-    return sorted(
-        (
-            p
-            for p in state.pods.values()
-            if p.namespace == rs.namespace and _owned_by(p, "ReplicaSet", rs.name)
-        ),
-        key=lambda p: p.name,
-    )
-
-
-def selector_text(selector: Selector) -> str:
-    """A selector as kubectl prints one (``app=web,tier in (a,b),!canary``)."""
-    parts = []
-    for r in selector.requirements:
-        pair = r.equality
-        if pair is not None:
-            parts.append(f"{pair[0]}={pair[1]}")
-        elif r.operator is Operator.EXISTS:
-            parts.append(r.key)
-        elif r.operator is Operator.DOES_NOT_EXIST:
-            parts.append("!" + r.key)
-        else:
-            op = "in" if r.operator is Operator.IN else "notin"
-            parts.append(f"{r.key} {op} ({','.join(sorted(r.values))})")
-    return ",".join(parts) or NONE
-
-
-def _containers(obj: Any) -> list[dict[str, Any]]:
-    doc = manifests.to_manifest(obj)
-    template = (doc.get("spec") or {}).get("template") or {}
-    return list((template.get("spec") or {}).get("containers") or [])
-
-
-def _images(obj: Any) -> tuple[str, str]:
-    cs = _containers(obj)
-    names = ",".join(str(c.get("name", "")) for c in cs) or NONE
-    images = ",".join(str(c.get("image") or NONE) for c in cs) or NONE
-    return names, images
-
-
-def deployment_counts(state: ClusterState, dep: Any) -> dict[str, int]:
-    """kubectl's numbers of a Deployment: ``total`` pods (not terminating),
-    ``updated`` (of the newest ReplicaSet), ``ready`` and ``available`` (ready: no
-    minReadySeconds in svcnet)."""
-    rss = replica_sets_of(state, dep)
-    live = [[p for p in pods_of(state, rs) if not p.terminating] for rs in rss]
-    total = sum(len(ps) for ps in live)
-    ready = sum(1 for ps in live for p in ps if p.ready)
-    return {
-        "total": total,
-        "updated": len(live[-1]) if live else 0,
-        "ready": ready,
-        "available": ready,
-    }
-
-
-def workload_rows(
-    state: ClusterState,
-    kind: str,
-    items: list[Any],
-    wide: bool,
-    age: Callable[[ObjectKey], str],
-) -> list[list[str]]:
-    """The ``get deployments`` / ``get replicasets`` table, header first."""
-    extra = ["CONTAINERS", "IMAGES", "SELECTOR"] if wide else []
-    rows: list[list[str]] = []
-    if kind == "Deployment":
-        header = ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", *extra]
-        for d in items:
-            n = deployment_counts(state, d)
-            rows.append(
-                [d.name, f"{n['ready']}/{d.replicas}", str(n["updated"]), str(n["available"]),
-                 age(d.key)]
-            )  # fmt: skip
-    else:
-        header = ["NAME", "DESIRED", "CURRENT", "READY", "AGE", *extra]
-        for rs in items:
-            pods = [p for p in pods_of(state, rs) if not p.terminating]
-            ready = sum(1 for p in pods if p.ready)
-            rows.append([rs.name, str(rs.replicas), str(len(pods)), str(ready), age(rs.key)])
-    if wide:
-        for row, obj in zip(rows, items, strict=True):
-            row += [*_images(obj), selector_text(obj.selector)]
-    return [header, *rows]
-
-
-def _strategy_lines(dep: Any) -> list[tuple[str, str]]:
-    strategy = dep.strategy
-    lines = [("StrategyType", strategy.type.value), ("MinReadySeconds", "0")]
-    if strategy.type.value == "RollingUpdate":
-        lines.append(
-            (
-                "RollingUpdateStrategy",
-                f"{strategy.max_unavailable} max unavailable, {strategy.max_surge} max surge",
-            )
-        )
-    return lines
-
-
-def describe_deployment(
-    state: ClusterState, dep: Any, age: Callable[[ObjectKey], str]
-) -> list[str]:
-    """kubectl-describe-like lines for a Deployment: replicas, strategy, the pod
-    template (containers, images, ports) and its old and new ReplicaSets."""
-    n = deployment_counts(state, dep)
-    annotations = dict(dep.annotations)
-    if getattr(dep, "revision", 0):
-        annotations["deployment.kubernetes.io/revision"] = str(dep.revision)
-    replicas = (
-        f"{dep.replicas} desired | {n['updated']} updated | {n['total']} total | "
-        f"{n['available']} available | {max(0, dep.replicas - n['available'])} unavailable"
-    )
-    lines: list[tuple[str, str]] = [
-        ("Name", dep.name),
-        ("Namespace", dep.namespace),
-        ("Age", age(dep.key)),
-        ("Labels", label_lines(dep.labels)),
-        ("Annotations", "\n".join(f"{k}: {v}" for k, v in sorted(annotations.items())) or NONE),
-        ("Selector", selector_text(dep.selector)),
-        ("Replicas", replicas),
-        *_strategy_lines(dep),
-    ]
-    out = _aligned(lines)
-    out.append("Pod Template:")
-    out += _aligned([("Labels", label_lines(dep.template.labels))], "  ")
-    out.append("  Containers:")
-    for c in _containers(dep):
-        out.append(f"   {c.get('name', '')}:")
-        ports = c.get("ports") or []
-        out += _aligned(
-            [
-                ("Image", str(c.get("image") or NONE)),
-                ("Port" if len(ports) <= 1 else "Ports", _ports_text(ports)),
-            ],
-            "    ",
-        )
-    rss = replica_sets_of(state, dep)
-
-    def shown(rs: Any) -> str:
-        made = len([p for p in pods_of(state, rs) if not p.terminating])
-        return f"{rs.name} ({made}/{rs.replicas} replicas created)"
-
-    out += _aligned(
-        [
-            ("OldReplicaSets", ", ".join(shown(rs) for rs in rss[:-1]) or NONE),
-            ("NewReplicaSet", shown(rss[-1]) if rss else NONE),
-            ("Events", NONE),
-        ]
-    )
-    return out

@@ -27,7 +27,6 @@ import yaml
 from svcnet import manifests
 from svcnet.cli.common import current_store, existing_store, namespace_option
 from svcnet.cli.kubectl_views import (
-    describe_deployment,
     describe_node,
     describe_pod,
     human_duration,
@@ -38,6 +37,7 @@ from svcnet.cli.kubectl_views import (
 )
 from svcnet.cli.views import (
     UNKNOWN_AGE,
+    describe_deployment,
     describe_service,
     endpoints_manifest,
     format_table,
@@ -286,12 +286,17 @@ class _Ages:
         self.known = _created(store)
         self.asked: set[ObjectKey] = set()
 
-    def __call__(self, key: ObjectKey) -> str:
-        at = self.known.get(key)
-        if at is None and key not in self.asked:
+    def at(self, key: ObjectKey) -> float | None:
+        """When ``key`` was created (epoch seconds), if the store knows."""
+        found = self.known.get(key)
+        if found is None and key not in self.asked:
             self.asked.add(key)
             self.known.update(_created(self.store, key))
-            at = self.known.get(key)
+            found = self.known.get(key)
+        return found
+
+    def __call__(self, key: ObjectKey) -> str:
+        at = self.at(key)
         return UNKNOWN_AGE if at is None else human_duration(time.time() - at)
 
 
@@ -538,11 +543,11 @@ def describe_cmd(resource: str, name: str | None, namespace: str) -> None:
     if isinstance(obj, Service):
         lines = describe_service(state, obj)
     elif isinstance(obj, Pod):
-        lines = describe_pod(state, obj, ages)
+        lines = describe_pod(state, obj, ages, ages.at)
     elif isinstance(obj, Node):
-        lines = describe_node(state, obj, ages)
+        lines = describe_node(state, obj, ages, ages.at)
     else:
-        lines = describe_deployment(state, obj, ages)
+        lines = describe_deployment(state, obj, ages, ages.at)
     click.echo("\n".join(lines))
 
 

@@ -1,5 +1,7 @@
 """Formatting for the kubectl-like commands (pure): ``get`` tables and manifests,
-``describe`` text. Used by :mod:`svcnet.cli.objects`."""
+``describe`` text, Deployments and ReplicaSets included. Used by
+:mod:`svcnet.cli.objects`; kubectl's smaller habits (selectors, ages, derived
+EndpointSlices, describe pod/node) are in :mod:`svcnet.cli.kubectl_views`."""
 
 from __future__ import annotations
 
@@ -9,24 +11,28 @@ from typing import Any
 from svcnet import manifests
 from svcnet.cli.kubectl_views import (
     MANAGED_BY_LABEL,
+    NONE,
     SLICE_CONTROLLER,
+    aligned,
     endpoints_object,
     label_lines,
     node_roles,
+    ports_text,
     slice_ref,
     slices_of_state,
-    workload_map,
-    workload_rows,
+    timestamp,
 )
 from svcnet.errors import NotFoundError
 from svcnet.model import SERVICE_NAME_LABEL, Kind, KubeObject, ObjectKey, Pod, Service, ServiceType
 from svcnet.state import ClusterState
-from svcnet.state.selectors import Selector
+from svcnet.state.selectors import Operator, Selector
 
 __all__ = [
     "NONE",
     "UNKNOWN_AGE",
     "age_key",
+    "deployment_counts",
+    "describe_deployment",
     "describe_service",
     "endpoints_manifest",
     "format_table",
@@ -34,12 +40,16 @@ __all__ = [
     "key_of",
     "labels_of",
     "object_rows",
+    "pods_of",
+    "replica_sets_of",
     "select_objects",
+    "selector_text",
     "watch_line",
     "with_version",
+    "workload_map",
+    "workload_rows",
 ]
 
-NONE = "<none>"
 UNKNOWN_AGE = "<unknown>"
 WORKLOAD_KINDS = ("Deployment", "ReplicaSet")
 
@@ -111,6 +121,10 @@ def _endpoint_list(state: ClusterState, svc: Service, wide: bool) -> str:
 
 def _no_age(_: ObjectKey) -> str:
     return UNKNOWN_AGE
+
+
+def _never(_: ObjectKey) -> float | None:
+    return None
 
 
 def labels_of(obj: Any) -> Mapping[str, str]:
@@ -348,3 +362,193 @@ def describe_service(state: ClusterState, svc: Service) -> list[str]:
     width = max(len(k) for k, _ in lines) + 2
     pad = "\n" + " " * width
     return [f"{k + ':':<{width}}{v.replace(chr(10), pad)}" for k, v in lines]
+
+
+# -- Deployments and ReplicaSets (svcnet.workloads) ----------------------------------------
+# Written against the objects' attributes only (name, namespace, replicas, selector,
+# owner, revision), so that this module reads any state: one without workloads has none.
+
+
+def workload_map(state: ClusterState, kind: str) -> Mapping[Any, Any]:
+    """The state's Deployments (``kind`` "Deployment") or ReplicaSets by (namespace,
+    name); empty for a state that holds none."""
+    names = ("deployments",) if kind == "Deployment" else ("replica_sets", "replicasets")
+    for attr in names:
+        found = getattr(state, attr, None)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    return {}
+
+
+def _owned_by(obj: Any, kind: str, name: str) -> bool:
+    owner = getattr(obj, "owner", None)
+    return owner is not None and owner.kind == kind and owner.name == name
+
+
+def replica_sets_of(state: ClusterState, dep: Any) -> list[Any]:
+    """The ReplicaSets a Deployment controls, oldest revision first."""
+    return sorted(
+        (
+            rs
+            for rs in workload_map(state, "ReplicaSet").values()
+            if rs.namespace == dep.namespace and _owned_by(rs, "Deployment", dep.name)
+        ),
+        key=lambda rs: (getattr(rs, "revision", 0), rs.name),
+    )
+
+
+def pods_of(state: ClusterState, rs: Any) -> list[Pod]:
+    """The pods a ReplicaSet controls (terminating ones included), by name."""
+    return sorted(
+        (
+            p
+            for p in state.pods.values()
+            if p.namespace == rs.namespace and _owned_by(p, "ReplicaSet", rs.name)
+        ),
+        key=lambda p: p.name,
+    )
+
+
+def selector_text(selector: Selector) -> str:
+    """A selector as kubectl prints one (``app=web,tier in (a,b),!canary``)."""
+    parts = []
+    for r in selector.requirements:
+        pair = r.equality
+        if pair is not None:
+            parts.append(f"{pair[0]}={pair[1]}")
+        elif r.operator is Operator.EXISTS:
+            parts.append(r.key)
+        elif r.operator is Operator.DOES_NOT_EXIST:
+            parts.append("!" + r.key)
+        else:
+            op = "in" if r.operator is Operator.IN else "notin"
+            parts.append(f"{r.key} {op} ({','.join(sorted(r.values))})")
+    return ",".join(parts) or NONE
+
+
+def _containers(obj: Any) -> list[dict[str, Any]]:
+    doc = manifests.to_manifest(obj)
+    template = (doc.get("spec") or {}).get("template") or {}
+    return list((template.get("spec") or {}).get("containers") or [])
+
+
+def _images(obj: Any) -> tuple[str, str]:
+    cs = _containers(obj)
+    names = ",".join(str(c.get("name", "")) for c in cs) or NONE
+    images = ",".join(str(c.get("image") or NONE) for c in cs) or NONE
+    return names, images
+
+
+def deployment_counts(state: ClusterState, dep: Any) -> dict[str, int]:
+    """kubectl's numbers of a Deployment: ``total`` pods (not terminating),
+    ``updated`` (of the newest ReplicaSet), ``ready`` and ``available`` (ready: no
+    minReadySeconds in svcnet)."""
+    rss = replica_sets_of(state, dep)
+    live = [[p for p in pods_of(state, rs) if not p.terminating] for rs in rss]
+    total = sum(len(ps) for ps in live)
+    ready = sum(1 for ps in live for p in ps if p.ready)
+    return {
+        "total": total,
+        "updated": len(live[-1]) if live else 0,
+        "ready": ready,
+        "available": ready,
+    }
+
+
+def workload_rows(
+    state: ClusterState,
+    kind: str,
+    items: list[Any],
+    wide: bool,
+    age: Callable[[ObjectKey], str],
+) -> list[list[str]]:
+    """The ``get deployments`` / ``get replicasets`` table, header first."""
+    extra = ["CONTAINERS", "IMAGES", "SELECTOR"] if wide else []
+    rows: list[list[str]] = []
+    if kind == "Deployment":
+        header = ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", *extra]
+        for d in items:
+            n = deployment_counts(state, d)
+            rows.append(
+                [d.name, f"{n['ready']}/{d.replicas}", str(n["updated"]), str(n["available"]),
+                 age(d.key)]
+            )  # fmt: skip
+    else:
+        header = ["NAME", "DESIRED", "CURRENT", "READY", "AGE", *extra]
+        for rs in items:
+            pods = [p for p in pods_of(state, rs) if not p.terminating]
+            ready = sum(1 for p in pods if p.ready)
+            rows.append([rs.name, str(rs.replicas), str(len(pods)), str(ready), age(rs.key)])
+    if wide:
+        for row, obj in zip(rows, items, strict=True):
+            row += [*_images(obj), selector_text(obj.selector)]
+    return [header, *rows]
+
+
+def _strategy_lines(dep: Any) -> list[tuple[str, str]]:
+    strategy = dep.strategy
+    lines = [("StrategyType", strategy.type.value), ("MinReadySeconds", "0")]
+    if strategy.type.value == "RollingUpdate":
+        lines.append(
+            (
+                "RollingUpdateStrategy",
+                f"{strategy.max_unavailable} max unavailable, {strategy.max_surge} max surge",
+            )
+        )
+    return lines
+
+
+def describe_deployment(
+    state: ClusterState,
+    dep: Any,
+    age: Callable[[ObjectKey], str],
+    created: Callable[[ObjectKey], float | None] = _never,
+) -> list[str]:
+    """kubectl-describe-like lines for a Deployment: replicas, strategy, the pod
+    template (containers, images, ports) and its old and new ReplicaSets."""
+    n = deployment_counts(state, dep)
+    annotations = dict(dep.annotations)
+    if getattr(dep, "revision", 0):
+        annotations["deployment.kubernetes.io/revision"] = str(dep.revision)
+    replicas = (
+        f"{dep.replicas} desired | {n['updated']} updated | {n['total']} total | "
+        f"{n['available']} available | {max(0, dep.replicas - n['available'])} unavailable"
+    )
+    lines: list[tuple[str, str]] = [
+        ("Name", dep.name),
+        ("Namespace", dep.namespace),
+        ("CreationTimestamp", timestamp(created(dep.key))),
+        ("Labels", label_lines(dep.labels)),
+        ("Annotations", "\n".join(f"{k}: {v}" for k, v in sorted(annotations.items())) or NONE),
+        ("Selector", selector_text(dep.selector)),
+        ("Replicas", replicas),
+        *_strategy_lines(dep),
+    ]
+    out = aligned(lines)
+    out.append("Pod Template:")
+    out += aligned([("Labels", label_lines(dep.template.labels))], "  ")
+    out.append("  Containers:")
+    for c in _containers(dep):
+        out.append(f"   {c.get('name', '')}:")
+        ports = c.get("ports") or []
+        out += aligned(
+            [
+                ("Image", str(c.get("image") or NONE)),
+                ("Port" if len(ports) <= 1 else "Ports", ports_text(ports)),
+            ],
+            "    ",
+        )
+    rss = replica_sets_of(state, dep)
+
+    def shown(rs: Any) -> str:
+        made = len([p for p in pods_of(state, rs) if not p.terminating])
+        return f"{rs.name} ({made}/{rs.replicas} replicas created)"
+
+    out += aligned(
+        [
+            ("OldReplicaSets", ", ".join(shown(rs) for rs in rss[:-1]) or NONE),
+            ("NewReplicaSet", shown(rss[-1]) if rss else NONE),
+            ("Events", NONE),
+        ]
+    )
+    return out
