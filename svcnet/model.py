@@ -92,11 +92,17 @@ class Kind(enum.Enum):
     POD = "Pod"
     SERVICE = "Service"
     ENDPOINT_SLICE = "EndpointSlice"
+    DEPLOYMENT = "Deployment"
+    REPLICA_SET = "ReplicaSet"
 
 
 SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 ZONE_LABEL = "topology.kubernetes.io/zone"
+POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 DEFAULT_AFFINITY_TIMEOUT = 10800
 
 
@@ -153,6 +159,80 @@ class Labels(Mapping[str, str]):
         return "Labels(" + repr(dict(self.items_)) + ")"
 
 
+class Operator(enum.Enum):
+    """A ``matchExpressions`` operator."""
+
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+def _frozen_values(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
+@attrs.frozen
+class Requirement:
+    """One condition on one label key."""
+
+    key: str
+    operator: Operator
+    values: frozenset[str] = attrs.field(default=frozenset(), converter=_frozen_values)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        op = self.operator
+        if op is Operator.EXISTS:
+            return self.key in labels
+        if op is Operator.DOES_NOT_EXIST:
+            return self.key not in labels
+        value = labels.get(self.key)
+        if op is Operator.IN:
+            return value is not None and value in self.values
+        return value is None or value not in self.values  # NotIn
+
+    @property
+    def equality(self) -> tuple[str, str] | None:
+        """``(key, value)`` when this requirement demands exactly that label."""
+        if self.operator is Operator.IN and len(self.values) == 1:
+            return self.key, next(iter(self.values))
+        return None
+
+
+def _requirements(value: Iterable[Requirement]) -> tuple[Requirement, ...]:
+    """Sorted, repeated requirements once (a conjunction: order and repeats do not
+    change what matches)."""
+    return tuple(sorted(set(value), key=lambda r: (r.key, r.operator.value, sorted(r.values))))
+
+
+@attrs.frozen
+class Selector:
+    """A conjunction of requirements (``matchLabels`` + ``matchExpressions``); the
+    empty selector matches everything."""
+
+    requirements: tuple[Requirement, ...] = attrs.field(default=(), converter=_requirements)
+
+    @classmethod
+    def from_labels(cls, labels: Mapping[str, str]) -> Selector:
+        """The equality-based selector of a Service: every pair must match."""
+        return cls(tuple(Requirement(k, Operator.IN, frozenset([v])) for k, v in labels.items()))
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(r.matches(labels) for r in self.requirements)
+
+    @property
+    def empty(self) -> bool:
+        return not self.requirements
+
+    def equality_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The ``(key, value)`` pairs a matching object must carry (for indexing)."""
+        return tuple(p for r in self.requirements if (p := r.equality) is not None)
+
+    def with_label(self, key: str, value: str) -> Selector:
+        """This selector and ``key=value``."""
+        return Selector((*self.requirements, Requirement(key, Operator.IN, frozenset([value]))))
+
+
 @attrs.frozen(order=True)
 class ObjectKey:
     """Identifies an object: kind, namespace ("" for nodes) and name."""
@@ -193,10 +273,16 @@ class ClusterConfig:
 
 @attrs.frozen
 class Node:
+    """A node. ``unschedulable`` is ``spec.unschedulable``; ``ready`` its Ready
+    condition (True when the manifest has none): the simulated scheduler
+    (:mod:`svcnet.workloads`) places pods only on ready, schedulable nodes."""
+
     name: str
     labels: Labels = attrs.field(default=Labels(), converter=_labels_converter)
     pod_cidrs: tuple[str, ...] = ()
     addresses: tuple[str, ...] = ()  # InternalIP, at most one per family, primary first
+    unschedulable: bool = False
+    ready: bool = True
 
     @property
     def key(self) -> ObjectKey:
@@ -220,6 +306,57 @@ class ContainerPort:
     protocol: Protocol = Protocol.TCP
 
 
+class ProbeHandler(enum.Enum):
+    TCP_SOCKET = "tcpSocket"
+    HTTP_GET = "httpGet"
+
+
+@attrs.frozen
+class ReadinessProbe:
+    """A container's ``readinessProbe`` (tcpSocket or httpGet). ``port`` is a number
+    or a container port name; ``path``/``scheme`` are for httpGet only."""
+
+    handler: ProbeHandler
+    port: int | str
+    path: str = ""
+    scheme: str = "HTTP"
+    initial_delay_seconds: int = 0
+    period_seconds: int = 10
+    timeout_seconds: int = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
+class PodPhase(enum.Enum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    UNKNOWN = "Unknown"
+
+
+@attrs.frozen
+class PodCondition:
+    """A pod condition other than Ready (which is :attr:`Pod.ready`), e.g.
+    ``PodScheduled=False`` with the scheduler's reason and message."""
+
+    type: str
+    status: str  # "True", "False" or "Unknown"
+    reason: str = ""
+    message: str = ""
+
+
+@attrs.frozen
+class OwnerReference:
+    """The controller reference of an object (``metadata.ownerReferences``, the
+    one with ``controller: true``): a Pod's ReplicaSet, a ReplicaSet's Deployment."""
+
+    kind: str
+    name: str
+    api_version: str = "apps/v1"
+    uid: str = ""
+
+
 @attrs.frozen
 class Pod:
     namespace: str
@@ -234,10 +371,27 @@ class Pod:
     ready: bool = False
     terminating: bool = False
     pod_ips_allocated: bool = False  # True when svcnet chose pod_ips (kept on replace)
+    # What the simulated controllers, scheduler and kubelet use (svcnet.workloads):
+    annotations: Labels = attrs.field(default=Labels(), converter=_labels_converter)
+    owner: OwnerReference | None = None  # the controlling ReplicaSet, if any
+    node_selector: Labels = attrs.field(default=Labels(), converter=_labels_converter)
+    readiness_probe: ReadinessProbe | None = None  # the first container's
+    phase: PodPhase | None = None  # None: no kubelet has reported (status.phase absent)
+    conditions: tuple[PodCondition, ...] = ()  # besides Ready
+    restarts: int = 0  # the highest container restartCount
+    created: int = 0  # logical creation time: the state revision it was created at
+    ready_since: int = 0  # logical time it last became ready (0: unknown)
 
     @property
     def key(self) -> ObjectKey:
         return ObjectKey(Kind.POD, self.namespace, self.name)
+
+    def condition(self, type_: str) -> PodCondition | None:
+        """The condition of that type (not Ready), if any."""
+        for c in self.conditions:
+            if c.type == type_:
+                return c
+        return None
 
     def ip(self, family: IPFamily) -> str | None:
         for a in self.pod_ips:
@@ -346,7 +500,86 @@ class EndpointSlice:
         return ObjectKey(Kind.ENDPOINT_SLICE, self.namespace, self.name)
 
 
-KubeObject = Node | Pod | Service | EndpointSlice
+@attrs.frozen
+class PodTemplate:
+    """A workload's ``spec.template``: the pod fields svcnet models."""
+
+    labels: Labels = attrs.field(default=Labels(), converter=_labels_converter)
+    annotations: Labels = attrs.field(default=Labels(), converter=_labels_converter)
+    ports: tuple[ContainerPort, ...] = ()
+    node_name: str = ""
+    node_selector: Labels = attrs.field(default=Labels(), converter=_labels_converter)
+    host_network: bool = False
+    hostname: str = ""
+    subdomain: str = ""
+    readiness_probe: ReadinessProbe | None = None
+
+
+class StrategyType(enum.Enum):
+    ROLLING_UPDATE = "RollingUpdate"
+    RECREATE = "Recreate"
+
+
+@attrs.frozen
+class DeploymentStrategy:
+    """``spec.strategy``: ``max_surge``/``max_unavailable`` are a count or a percent
+    text (``"25%"``), for RollingUpdate only."""
+
+    type: StrategyType = StrategyType.ROLLING_UPDATE
+    max_surge: int | str = "25%"
+    max_unavailable: int | str = "25%"
+
+
+@attrs.frozen
+class Deployment:
+    """An ``apps/v1`` Deployment. ``revision`` is its
+    ``deployment.kubernetes.io/revision`` annotation (0: none yet), kept apart
+    from ``annotations``."""
+
+    namespace: str
+    name: str
+    selector: Selector
+    template: PodTemplate
+    labels: Labels = attrs.field(default=Labels(), converter=_labels_converter)
+    annotations: Labels = attrs.field(default=Labels(), converter=_labels_converter)
+    replicas: int = 1
+    strategy: DeploymentStrategy = attrs.field(factory=DeploymentStrategy)
+    revision: int = 0
+    revision_history_limit: int = 10
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey(Kind.DEPLOYMENT, self.namespace, self.name)
+
+
+@attrs.frozen
+class ReplicaSet:
+    """An ``apps/v1`` ReplicaSet, made by a Deployment (``owner``) or applied.
+    ``revision`` is its ``deployment.kubernetes.io/revision`` annotation, ``created``
+    the state revision it was created at (logical time)."""
+
+    namespace: str
+    name: str
+    selector: Selector
+    template: PodTemplate
+    labels: Labels = attrs.field(default=Labels(), converter=_labels_converter)
+    annotations: Labels = attrs.field(default=Labels(), converter=_labels_converter)
+    replicas: int = 1
+    owner: OwnerReference | None = None
+    revision: int = 0
+    created: int = 0
+
+    @property
+    def key(self) -> ObjectKey:
+        return ObjectKey(Kind.REPLICA_SET, self.namespace, self.name)
+
+    @property
+    def template_hash(self) -> str:
+        """The ``pod-template-hash`` label ("" when it has none)."""
+        return self.labels.get(POD_TEMPLATE_HASH_LABEL, "")
+
+
+KubeObject = Node | Pod | Service | EndpointSlice | Deployment | ReplicaSet
 
 
 @attrs.frozen(order=True)

@@ -375,7 +375,7 @@ def test_pod_and_node_names_are_subdomains() -> None:
     refused(n, "metadata.name", "subdomain", obj="Node Node-A")
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "", 3, None])
+@pytest.mark.parametrize("kind", ["StatefulSet", "", 3, None])
 def test_unknown_kind(kind: object) -> None:
     doc = service()
     doc["kind"] = kind

@@ -39,6 +39,8 @@ PURE = [
     "svcnet.plan.*",
     "svcnet.dns",  # runs before svcnet.dns.records
     "svcnet.dns.records",
+    "svcnet.workloads",
+    "svcnet.workloads.*",
 ]
 EXPECTED = [
     "svcnet.manifests.parse",

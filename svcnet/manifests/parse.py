@@ -59,6 +59,7 @@ from svcnet.manifests.fields import (
     parse_family,
     type_name,
 )
+from svcnet.manifests.workloads import node_extras, parse_workload, pod_extras
 from svcnet.manifests.write import API_VERSIONS, to_manifest
 from svcnet.model import (
     DEFAULT_AFFINITY_TIMEOUT,
@@ -116,7 +117,7 @@ def _header(doc: Mapping[str, Any], delete: bool = False) -> tuple[Kind, str, st
         raise ValidationError(
             f"{raw_kind if isinstance(raw_kind, str) else 'object'} {shown}",
             "kind",
-            f"{what}: svcnet reads Node, Pod, Service, EndpointSlice",
+            f"{what}: svcnet reads Node, Pod, Service, EndpointSlice, Deployment, ReplicaSet",
         )
     kind = _KINDS[raw_kind]
     namespaced = kind is not Kind.NODE
@@ -158,6 +159,9 @@ def parse_object(doc: Mapping[str, Any]) -> KubeObject:
         return _pod(d, m, meta, namespace, name, labels)
     if kind is Kind.SERVICE:
         return _service(d, m, namespace, name, labels)
+    if kind in (Kind.DEPLOYMENT, Kind.REPLICA_SET):
+        deployment = kind is Kind.DEPLOYMENT
+        return parse_workload(d, m, meta, namespace, name, labels, parse_object, deployment)
     return _slice(d, m, namespace, name, labels)
 
 
@@ -244,7 +248,13 @@ def _node(d: Doc, m: Mapping[str, Any], name: str, labels: Labels) -> Node:
                 addresses.append(ip)
         else:
             d.text(a.get("address"), p + ".address")
-    return Node(name=name, labels=labels, pod_cidrs=pod_cidrs, addresses=tuple(addresses))
+    return Node(
+        name=name,
+        labels=labels,
+        pod_cidrs=pod_cidrs,
+        addresses=tuple(addresses),
+        **node_extras(d, spec, status),
+    )
 
 
 def _pod(
@@ -310,6 +320,7 @@ def _pod(
         pod_ips=pod_ips,
         ready=ready,
         terminating=deletion is not None,
+        **pod_extras(d, meta, spec, status),
     )
 
 

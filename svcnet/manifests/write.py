@@ -8,15 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from svcnet.manifests.workloads import (
+    node_extras_manifest,
+    pod_extras_manifest,
+    workload_manifest,
+)
 from svcnet.model import (
     SERVICE_NAME_LABEL,
     ContainerPort,
+    Deployment,
     EndpointSlice,
     Kind,
     KubeObject,
     Labels,
     Node,
     Pod,
+    ReplicaSet,
     Service,
     ServiceType,
     SessionAffinity,
@@ -28,6 +35,8 @@ API_VERSIONS = {
     Kind.POD: "v1",
     Kind.SERVICE: "v1",
     Kind.ENDPOINT_SLICE: "discovery.k8s.io/v1",
+    Kind.DEPLOYMENT: "apps/v1",
+    Kind.REPLICA_SET: "apps/v1",
 }
 TERMINATING_SINCE = "1970-01-01T00:00:00Z"
 
@@ -49,6 +58,8 @@ def to_manifest(obj: KubeObject) -> dict[str, Any]:
         return _pod_manifest(obj)
     if isinstance(obj, Service):
         return _service_manifest(obj)
+    if isinstance(obj, Deployment | ReplicaSet):
+        return workload_manifest(obj, _pod_manifest)
     return _slice_manifest(obj)
 
 
@@ -66,6 +77,7 @@ def _node_manifest(node: Node) -> dict[str, Any]:
         doc["status"] = {
             "addresses": [{"type": "InternalIP", "address": a} for a in node.addresses]
         }
+    node_extras_manifest(node.unschedulable, node.ready, spec, doc)
     return doc
 
 
@@ -106,6 +118,7 @@ def _pod_manifest(pod: Pod) -> dict[str, Any]:
     if pod.pod_ips:
         status["podIP"] = pod.pod_ips[0]
         status["podIPs"] = [{"ip": a} for a in pod.pod_ips]
+    pod_extras_manifest(pod, meta, spec, status)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 
 

@@ -26,8 +26,10 @@ Only when every phase succeeded is a new state built, revision + 1.
 
 Public API (relied on by svcnet.plan, svcnet.semantics, svcnet.scenario and
 the CLI): :class:`ClusterState` (fields ``config``, ``nodes``, ``pods``,
-``services``, ``slices``, ``endpoints``, ``revision``; ``empty()``, ``step()``,
-``service_endpoints()``, ``changed_since()``), :class:`Touched`, the events
+``services``, ``slices``, ``endpoints``, ``deployments``, ``replica_sets``,
+``revision``; ``empty()``, ``step()``, ``service_endpoints()``, ``changed_since()``;
+for :mod:`svcnet.workloads` ``owned_pods()``, ``pod_count()``, ``unscheduled_pods``,
+``unreported_pods``), :class:`Touched`, the events
 :class:`Apply`, :class:`Delete`, :class:`Configure`, ``Event`` and :func:`step`.
 """
 
@@ -42,6 +44,7 @@ from pyrsistent import PMap, PSet, PVector, pmap, pset, pvector
 from svcnet.errors import NotFoundError, ValidationError
 from svcnet.model import (
     ClusterConfig,
+    Deployment,
     Endpoint,
     EndpointSlice,
     Kind,
@@ -49,12 +52,15 @@ from svcnet.model import (
     Node,
     ObjectKey,
     Pod,
+    PodPhase,
+    ReplicaSet,
     Service,
     ServiceType,
     ip_family,
 )
 from svcnet.state import endpoints as _ep
 from svcnet.state.allocation import PodAllocations, ServiceAllocations
+from svcnet.state.workloads import check_workload
 
 LOG_SIZE = 4096  # revisions changed_since can answer for
 
@@ -124,6 +130,11 @@ class _Index:
     pods_by_label: PMap[tuple[str, str, str], PSet[str]] = attrs.field(factory=pmap)
     pods_by_node: PMap[str, PSet[NsName]] = attrs.field(factory=pmap)
     slices_by_svc: PMap[NsName, PSet[str]] = attrs.field(factory=pmap)
+    # for svcnet.workloads: pods by their controlling ReplicaSet, pods on no node,
+    # scheduled pods no kubelet has reported on (phase None)
+    pods_by_owner: PMap[NsName, PSet[str]] = attrs.field(factory=pmap)
+    unscheduled: PSet[NsName] = attrs.field(factory=pset)
+    unreported: PSet[NsName] = attrs.field(factory=pset)
 
 
 def _alloc_for(config: ClusterConfig) -> ServiceAllocations:
@@ -151,6 +162,8 @@ class ClusterState:
     services: PMap[NsName, Service] = attrs.field(factory=pmap)
     slices: PMap[NsName, EndpointSlice] = attrs.field(factory=pmap)
     endpoints: PMap[NsName, EndpointMap] = attrs.field(factory=pmap)
+    deployments: PMap[NsName, Deployment] = attrs.field(factory=pmap)
+    replica_sets: PMap[NsName, ReplicaSet] = attrs.field(factory=pmap)
     revision: int = 0
     # Private: allocators, indexes, the change log; built by empty()/step() only.
     _svc_alloc: ServiceAllocations = attrs.field(
@@ -228,6 +241,32 @@ class ClusterState:
             expect = entry.parent
         return frozenset(keys) if expect is base.token else None
 
+    def owned_pods(self, namespace: str, replica_set: str) -> tuple[Pod, ...]:
+        """The pods whose controller is ReplicaSet ``namespace/replica_set``, by name."""
+        names = self._index.pods_by_owner.get((namespace, replica_set), ())
+        return tuple(self.pods[(namespace, n)] for n in sorted(names))
+
+    @property
+    def pod_owners(self) -> tuple[NsName, ...]:
+        """The ReplicaSets (namespace, name) that control at least one pod, existing
+        or not (a pod outlives its deleted owner until collected)."""
+        return tuple(sorted(self._index.pods_by_owner))
+
+    def pod_count(self, node: str) -> int:
+        """How many pods are on ``node``."""
+        return len(self._index.pods_by_node.get(node, ()))
+
+    @property
+    def unscheduled_pods(self) -> tuple[Pod, ...]:
+        """The pods without a node (``spec.nodeName`` empty), by key."""
+        return tuple(self.pods[k] for k in sorted(self._index.unscheduled))
+
+    @property
+    def unreported_pods(self) -> tuple[Pod, ...]:
+        """The pods on a node that no kubelet reported running (no phase, or
+        Pending), by key."""
+        return tuple(self.pods[k] for k in sorted(self._index.unreported))
+
     @property
     def last_recomputed(self) -> frozenset[NsName]:
         """Services whose endpoints the last step recomputed (diagnostics)."""
@@ -279,6 +318,10 @@ def _apply_order(obj: KubeObject) -> int:
     return 1 if isinstance(obj, Pod) and obj.pod_ips else 2
 
 
+def _workload_map(kind: Kind) -> str:
+    return "deployments" if kind is Kind.DEPLOYMENT else "replica_sets"
+
+
 def _check_config(config: ClusterConfig) -> None:
     _alloc_for(config)
     lo, hi = config.node_port_range
@@ -315,6 +358,8 @@ class _Txn:
         self.services = st.services
         self.slices = st.slices
         self.endpoints = st.endpoints
+        self.deployments = st.deployments
+        self.replica_sets = st.replica_sets
         self.svc_alloc: ServiceAllocations = st._svc_alloc
         self.pod_alloc: PodAllocations = st._pod_alloc
         ix = st._index
@@ -322,6 +367,9 @@ class _Txn:
         self.pods_by_label = ix.pods_by_label
         self.pods_by_node = ix.pods_by_node
         self.slices_by_svc = ix.slices_by_svc
+        self.pods_by_owner = ix.pods_by_owner
+        self.unscheduled = ix.unscheduled
+        self.unreported = ix.unreported
         self.dirty: set[NsName] = set()
         self.changed_services: set[NsName] = set()
         self.changed_nodes: set[str] = set()
@@ -338,6 +386,8 @@ class _Txn:
             self.apply_service(obj)
         elif isinstance(obj, EndpointSlice):
             self.apply_slice(obj)
+        elif isinstance(obj, Deployment | ReplicaSet):
+            self.apply_workload(obj)
         else:
             raise TypeError(f"cannot apply {obj!r}")
 
@@ -355,6 +405,8 @@ class _Txn:
             if k not in self.services:
                 raise NotFoundError(str(key))
             self.delete_service(k)
+        elif key.kind in (Kind.DEPLOYMENT, Kind.REPLICA_SET):
+            self.delete_workload(key)
         else:
             if k not in self.slices:
                 raise NotFoundError(str(key))
@@ -383,6 +435,12 @@ class _Txn:
             self.pods_by_label = op(self.pods_by_label, (pod.namespace, k, v), pod.name)
         if pod.node_name:
             self.pods_by_node = op(self.pods_by_node, pod.node_name, key)
+        if pod.owner is not None and pod.owner.kind == Kind.REPLICA_SET.value:
+            self.pods_by_owner = op(self.pods_by_owner, (pod.namespace, pod.owner.name), pod.name)
+        if not pod.node_name:
+            self.unscheduled = self.unscheduled.add(key) if add else self.unscheduled.discard(key)
+        elif pod.phase is None or pod.phase is PodPhase.PENDING:
+            self.unreported = self.unreported.add(key) if add else self.unreported.discard(key)
 
     def _set_pod(self, old: Pod | None, pod: Pod) -> None:
         if old is not None:
@@ -523,6 +581,29 @@ class _Txn:
         self.objects.add(old.key)
         self.dirty.add((old.namespace, old.service_name))
 
+    # ------------------------------------------------------------------ workloads
+    def apply_workload(self, obj: Deployment | ReplicaSet) -> None:
+        """Store a Deployment or ReplicaSet (no controller runs here: see
+        :mod:`svcnet.workloads`). Its selector cannot change, as in apps/v1."""
+        check_workload(obj)
+        name = _workload_map(obj.key.kind)
+        current: PMap[NsName, Any] = getattr(self, name)
+        key = (obj.namespace, obj.name)
+        old = current.get(key)
+        if old is not None and old.selector != obj.selector:
+            raise ValidationError(str(obj.key), "spec.selector", "field is immutable")
+        setattr(self, name, current.set(key, obj))
+        self.objects.add(obj.key)
+
+    def delete_workload(self, key: ObjectKey) -> None:
+        name = _workload_map(key.kind)
+        current: PMap[NsName, Any] = getattr(self, name)
+        k = (key.namespace, key.name)
+        if k not in current:
+            raise NotFoundError(str(key))
+        setattr(self, name, current.remove(k))
+        self.objects.add(key)
+
     # ------------------------------------------------------------------ config
     def configure(self, config: ClusterConfig) -> None:
         _check_config(config)
@@ -600,11 +681,19 @@ class _Txn:
             services=self.services,
             slices=self.slices,
             endpoints=self.endpoints,
+            deployments=self.deployments,
+            replica_sets=self.replica_sets,
             revision=revision,
             svc_alloc=self.svc_alloc,
             pod_alloc=self.pod_alloc,
             index=_Index(
-                self.svc_by_pair, self.pods_by_label, self.pods_by_node, self.slices_by_svc
+                self.svc_by_pair,
+                self.pods_by_label,
+                self.pods_by_node,
+                self.slices_by_svc,
+                self.pods_by_owner,
+                self.unscheduled,
+                self.unreported,
             ),
             log=old._log.set(revision % LOG_SIZE, self._entry(revision, touched)),
             recomputed=frozenset(self.dirty),

@@ -1,6 +1,9 @@
 """Label selectors: equality-based (a Service's ``spec.selector``) and set-based
 (``matchLabels`` + ``matchExpressions``), as frozen values.
 
+:class:`Selector`, :class:`Requirement` and :class:`Operator` live in
+:mod:`svcnet.model` (a Deployment holds a Selector) and are re-exported here.
+
 A :class:`Selector` is a conjunction of :class:`Requirement` values; the empty
 selector matches everything (as in Kubernetes). A Service whose selector is
 empty is treated by :mod:`svcnet.state.cluster` as having no selector (Kubernetes
@@ -9,79 +12,20 @@ stores ``selector: {}`` as no selector).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
-
 from svcnet.errors import ValidationError
-from svcnet.model import Labels
+from svcnet.model import Labels, Operator, Requirement, Selector
 
-
-class Operator(enum.Enum):
-    IN = "In"
-    NOT_IN = "NotIn"
-    EXISTS = "Exists"
-    DOES_NOT_EXIST = "DoesNotExist"
-
-
-def _frozen_values(value: Any) -> frozenset[str]:
-    return frozenset(value)
-
-
-@attrs.frozen
-class Requirement:
-    """One condition on one label key."""
-
-    key: str
-    operator: Operator
-    values: frozenset[str] = attrs.field(default=frozenset(), converter=_frozen_values)
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        op = self.operator
-        if op is Operator.EXISTS:
-            return self.key in labels
-        if op is Operator.DOES_NOT_EXIST:
-            return self.key not in labels
-        value = labels.get(self.key)
-        if op is Operator.IN:
-            return value is not None and value in self.values
-        return value is None or value not in self.values  # NotIn
-
-    @property
-    def equality(self) -> tuple[str, str] | None:
-        """``(key, value)`` when this requirement demands exactly that label."""
-        if self.operator is Operator.IN and len(self.values) == 1:
-            return self.key, next(iter(self.values))
-        return None
-
-
-def _requirements(value: Any) -> tuple[Requirement, ...]:
-    return tuple(sorted(value, key=lambda r: (r.key, r.operator.value, sorted(r.values))))
-
-
-@attrs.frozen
-class Selector:
-    """A conjunction of requirements; the empty selector matches everything."""
-
-    requirements: tuple[Requirement, ...] = attrs.field(default=(), converter=_requirements)
-
-    @classmethod
-    def from_labels(cls, labels: Mapping[str, str]) -> Selector:
-        """The equality-based selector of a Service: every pair must match."""
-        return cls(tuple(Requirement(k, Operator.IN, frozenset([v])) for k, v in labels.items()))
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(r.matches(labels) for r in self.requirements)
-
-    @property
-    def empty(self) -> bool:
-        return not self.requirements
-
-    def equality_pairs(self) -> tuple[tuple[str, str], ...]:
-        """The ``(key, value)`` pairs a matching object must carry (for indexing)."""
-        return tuple(p for r in self.requirements if (p := r.equality) is not None)
+__all__ = [
+    "Operator",
+    "Requirement",
+    "Selector",
+    "matches",
+    "parse_equality",
+    "parse_selector",
+]
 
 
 def matches(selector: Labels | Mapping[str, str], labels: Mapping[str, str]) -> bool:
