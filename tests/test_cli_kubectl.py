@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from attrs import evolve as dataclasses_replace
 from click.testing import CliRunner, Result
 
 from svcnet import manifests
@@ -30,7 +31,7 @@ from svcnet.cli.kubectl_views import (
     timestamp,
 )
 from svcnet.cli.main import cli
-from svcnet.cli.views import describe_deployment, workload_rows
+from svcnet.cli.views import describe_deployment, rollout_status, workload_rows
 from svcnet.errors import ValidationError
 from svcnet.state import Apply
 from svcnet.store import Store
@@ -440,3 +441,107 @@ def test_get_endpointslices_watch_follows_the_controllers_slices(
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_rollout_status_lines_as_kubectl_words_them() -> None:
+    state = _workload_state()
+    (dep,) = state.deployments.values()
+    assert rollout_status(state, dep) == (
+        False,
+        'Waiting for deployment "web" rollout to finish: 2 of 3 updated replicas are available...',
+    )
+    for pod in state.pods.values():
+        state.pods[(pod.namespace, pod.name)] = dataclasses_replace(pod, ready=True)
+    assert rollout_status(state, dep) == (True, 'deployment "web" successfully rolled out')
+    scaled = dataclasses_replace(dep, replicas=5)
+    assert rollout_status(state, scaled)[1] == (
+        'Waiting for deployment "web" rollout to finish: 3 out of 5 new replicas have been '
+        "updated..."
+    )
+    # a pod of the old ReplicaSet still there
+    old_name = next(rs.name for rs in state.replica_sets.values() if rs.revision == 1)
+    pod = next(iter(state.pods.values()))
+    old_pod = dataclasses_replace(pod, name=f"{old_name}-x", owner=pod.owner.__class__(
+        "ReplicaSet", old_name))  # fmt: skip
+    state.pods[("default", old_pod.name)] = old_pod
+    assert rollout_status(state, dep)[1] == (
+        'Waiting for deployment "web" rollout to finish: 1 old replicas are pending termination...'
+    )
+
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: my-nginx, labels: {app: nginx}}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: nginx}}
+  template:
+    metadata: {labels: {app: nginx}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.14.2
+        ports: [{containerPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: my-nginx, labels: {run: my-nginx}}
+spec:
+  ports: [{port: 80, protocol: TCP}]
+  selector: {app: nginx}
+"""
+
+
+def _running(store: pathlib.Path) -> list[str]:
+    rows = table(ok(store, "get", "pods", "-l", "app=nginx"))
+    return [r[0] for r in rows[1:] if r[1:3] == ["1/1", "Running"]]
+
+
+def test_scale_and_rollout_a_deployment(tmp_path: pathlib.Path) -> None:
+    store = tmp_path / "s.db"
+    ok(store, "apply", "-f", DEMO)
+    manifest = tmp_path / "deploy.yaml"
+    manifest.write_text(DEPLOYMENT)
+    out = ok(store, "apply", "-f", str(manifest))
+    assert "deployment.apps/my-nginx created" in out.splitlines()
+    if ok(store, "get", "deployments", "-o", "name") == "":
+        pytest.skip("this tree's store does not keep Deployments yet (svcnet.store)")
+    first = _running(store)
+    if len(first) != 3:
+        pytest.skip(f"this tree's store runs no controllers yet (pods: {first})")
+    assert all(re.fullmatch(r"my-nginx-\w+-\w{5}", n) for n in first)
+    deploy = table(ok(store, "get", "deploy"))
+    assert deploy[0] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert deploy[1][:4] == ["my-nginx", "3/3", "3", "3"]
+    eps = table(ok(store, "get", "endpoints", "my-nginx"))[1][1]
+    assert len(eps.split(",")) == 3
+
+    assert ok(store, "scale", "deployment/my-nginx", "--replicas", "5") == (
+        "deployment.apps/my-nginx scaled\n"
+    )
+    assert len(_running(store)) == 5
+    assert ok(store, "scale", "deploy", "my-nginx", "--replicas=1") == (
+        "deployment.apps/my-nginx scaled\n"
+    )
+    (left,) = _running(store)
+    assert left in first or len(first) == 3
+    done = ok(store, "rollout", "status", "deployment/my-nginx", "--timeout", "30")
+    assert done.splitlines()[-1] == 'deployment "my-nginx" successfully rolled out'
+
+    ok(store, "scale", "deployment/my-nginx", "--replicas", "3")
+    before = set(_running(store))
+    assert ok(store, "rollout", "restart", "deployment/my-nginx") == (
+        "deployment.apps/my-nginx restarted\n"
+    )
+    ok(store, "rollout", "status", "deployment/my-nginx", "--timeout", "30")
+    after = set(_running(store))
+    assert len(after) == 3 and not (after & before)  # every pod replaced
+    rs = table(ok(store, "get", "rs"))
+    assert rs[0] == ["NAME", "DESIRED", "CURRENT", "READY", "AGE"] and len(rs) == 3
+    text = ok(store, "describe", "deployment", "my-nginx")
+    assert re.search(r"Replicas:\s+3 desired \| 3 updated \| 3 total \| 3 available", text)
+
+    missing = run(store, "scale", "deployment/ghost", "--replicas", "2")
+    assert missing.exit_code == 1
+    assert missing.stderr == 'Error from server (NotFound): deployments.apps "ghost" not found\n'

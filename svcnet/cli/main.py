@@ -2,8 +2,8 @@
 
 One click group, one subcommand (or subgroup) per verb. This module only builds
 the group and registers, in one style, the ``COMMANDS`` of each subcommand module
-(:mod:`~svcnet.cli.scenario`, :mod:`~svcnet.cli.objects`, :mod:`~svcnet.cli.plans`,
-:mod:`~svcnet.cli.dns`, :mod:`~svcnet.cli.lab`); those share
+(:mod:`~svcnet.cli.scenario`, :mod:`~svcnet.cli.objects`, :mod:`~svcnet.cli.rollout`,
+:mod:`~svcnet.cli.plans`, :mod:`~svcnet.cli.dns`, :mod:`~svcnet.cli.lab`); those share
 :mod:`svcnet.cli.common` (and :mod:`svcnet.cli.views`) and never import this
 module. User errors — anything svcnet raises on purpose
 (:class:`~svcnet.errors.SvcnetError`) — print a single line ``error: ...`` on
@@ -19,12 +19,12 @@ from typing import NoReturn
 
 import click
 
-from svcnet.cli import agent, dns, forward, lab, objects, plans, scenario
+from svcnet.cli import agent, dns, forward, lab, objects, plans, rollout, scenario
 from svcnet.cli.common import SvcnetGroup, global_namespace_option, store_option
 
 __all__ = ["SvcnetGroup", "cli", "main"]
 
-SUBCOMMAND_MODULES = (scenario, objects, plans, dns, lab, forward, agent)
+SUBCOMMAND_MODULES = (scenario, objects, rollout, plans, dns, lab, forward, agent)
 
 
 @click.group(cls=SvcnetGroup, context_settings={"help_option_names": ["-h", "--help"]})

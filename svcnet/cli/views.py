@@ -1,12 +1,15 @@
 """Formatting for the kubectl-like commands (pure): ``get`` tables and manifests,
 ``describe`` text, Deployments and ReplicaSets included. Used by
-:mod:`svcnet.cli.objects`; kubectl's smaller habits (selectors, ages, derived
-EndpointSlices, describe pod/node) are in :mod:`svcnet.cli.kubectl_views`."""
+:mod:`svcnet.cli.objects` and :mod:`svcnet.cli.rollout`; kubectl's smaller habits
+(selectors, ages, derived EndpointSlices, describe pod/node) are in
+:mod:`svcnet.cli.kubectl_views`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import attrs
 
 from svcnet import manifests
 from svcnet.cli.kubectl_views import (
@@ -39,9 +42,11 @@ __all__ = [
     "get_object",
     "key_of",
     "labels_of",
+    "new_replica_set",
     "object_rows",
     "pods_of",
     "replica_sets_of",
+    "rollout_status",
     "select_objects",
     "selector_text",
     "watch_line",
@@ -52,6 +57,7 @@ __all__ = [
 
 UNKNOWN_AGE = "<unknown>"
 WORKLOAD_KINDS = ("Deployment", "ReplicaSet")
+POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
 
 
 def get_object(state: ClusterState, key: ObjectKey) -> KubeObject | None:
@@ -439,20 +445,66 @@ def _images(obj: Any) -> tuple[str, str]:
     return names, images
 
 
+def _active(state: ClusterState, rs: Any) -> list[Pod]:
+    """A ReplicaSet's pods that count: not terminating, not finished."""
+    done = ("Succeeded", "Failed")
+    return [
+        p
+        for p in pods_of(state, rs)
+        if not p.terminating and getattr(getattr(p, "phase", None), "value", None) not in done
+    ]
+
+
+def _unhashed(template: Any) -> Any:
+    labels = {k: v for k, v in template.labels.items() if k != POD_TEMPLATE_HASH_LABEL}
+    return attrs.evolve(template, labels=labels)
+
+
+def new_replica_set(state: ClusterState, dep: Any) -> Any:
+    """The ReplicaSet of ``dep``'s current template (its template without the
+    ``pod-template-hash`` label is the Deployment's), or None before the controller
+    made it."""
+    for rs in reversed(replica_sets_of(state, dep)):
+        if _unhashed(rs.template) == _unhashed(dep.template):
+            return rs
+    return None
+
+
 def deployment_counts(state: ClusterState, dep: Any) -> dict[str, int]:
-    """kubectl's numbers of a Deployment: ``total`` pods (not terminating),
-    ``updated`` (of the newest ReplicaSet), ``ready`` and ``available`` (ready: no
-    minReadySeconds in svcnet)."""
-    rss = replica_sets_of(state, dep)
-    live = [[p for p in pods_of(state, rs) if not p.terminating] for rs in rss]
-    total = sum(len(ps) for ps in live)
-    ready = sum(1 for ps in live for p in ps if p.ready)
-    return {
-        "total": total,
-        "updated": len(live[-1]) if live else 0,
-        "ready": ready,
-        "available": ready,
-    }
+    """kubectl's numbers of a Deployment, as its status gives them: ``total`` (active
+    pods of all its ReplicaSets), ``updated`` (of the new one), ``ready`` and
+    ``available`` (ready: svcnet has no minReadySeconds)."""
+    new = new_replica_set(state, dep)
+    total = ready = updated = 0
+    for rs in replica_sets_of(state, dep):
+        pods = _active(state, rs)
+        total += len(pods)
+        ready += sum(1 for p in pods if p.ready)
+        if rs is new:
+            updated = len(pods)
+    return {"total": total, "updated": updated, "ready": ready, "available": ready}
+
+
+def rollout_status(state: ClusterState, dep: Any) -> tuple[bool, str]:
+    """(done, the line ``rollout status`` prints), as kubectl words them."""
+    n = deployment_counts(state, dep)
+    name = dep.name
+    if n["updated"] < dep.replicas:
+        return False, (
+            f'Waiting for deployment "{name}" rollout to finish: {n["updated"]} out of '
+            f"{dep.replicas} new replicas have been updated..."
+        )
+    if n["total"] > n["updated"]:
+        return False, (
+            f'Waiting for deployment "{name}" rollout to finish: '
+            f"{n['total'] - n['updated']} old replicas are pending termination..."
+        )
+    if n["available"] < n["updated"]:
+        return False, (
+            f'Waiting for deployment "{name}" rollout to finish: {n["available"]} of '
+            f"{n['updated']} updated replicas are available..."
+        )
+    return True, f'deployment "{name}" successfully rolled out'
 
 
 def workload_rows(
@@ -476,7 +528,7 @@ def workload_rows(
     else:
         header = ["NAME", "DESIRED", "CURRENT", "READY", "AGE", *extra]
         for rs in items:
-            pods = [p for p in pods_of(state, rs) if not p.terminating]
+            pods = _active(state, rs)
             ready = sum(1 for p in pods if p.ready)
             rows.append([rs.name, str(rs.replicas), str(len(pods)), str(ready), age(rs.key)])
     if wide:
@@ -526,7 +578,12 @@ def describe_deployment(
     ]
     out = aligned(lines)
     out.append("Pod Template:")
-    out += aligned([("Labels", label_lines(dep.template.labels))], "  ")
+    template_notes = "\n".join(f"{k}: {v}" for k, v in sorted(dep.template.annotations.items()))
+    out += aligned(
+        [("Labels", label_lines(dep.template.labels))]
+        + ([("Annotations", template_notes)] if template_notes else []),
+        "  ",
+    )
     out.append("  Containers:")
     for c in _containers(dep):
         out.append(f"   {c.get('name', '')}:")
@@ -538,16 +595,16 @@ def describe_deployment(
             ],
             "    ",
         )
-    rss = replica_sets_of(state, dep)
+    new = new_replica_set(state, dep)
+    old = [rs for rs in replica_sets_of(state, dep) if rs is not new]
 
     def shown(rs: Any) -> str:
-        made = len([p for p in pods_of(state, rs) if not p.terminating])
-        return f"{rs.name} ({made}/{rs.replicas} replicas created)"
+        return f"{rs.name} ({len(_active(state, rs))}/{rs.replicas} replicas created)"
 
     out += aligned(
         [
-            ("OldReplicaSets", ", ".join(shown(rs) for rs in rss[:-1]) or NONE),
-            ("NewReplicaSet", shown(rss[-1]) if rss else NONE),
+            ("OldReplicaSets", ", ".join(shown(rs) for rs in old) or NONE),
+            ("NewReplicaSet", shown(new) if new is not None else NONE),
             ("Events", NONE),
         ]
     )
