@@ -193,3 +193,17 @@ def test_load_gives_the_same_objects_from_yaml_json_and_dicts() -> None:
     assert manifests.load(json.dumps(as_list, indent=2)) == want
     assert manifests.load(yaml.safe_dump_all(docs)) == want
     assert manifests.load(yaml.safe_dump(as_list)) == want
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("a: !!bool foo\n", 1),  # PyYAML's constructor: KeyError
+        ("kind: Service\na: [1, !!timestamp junk]\n", 2),  # AttributeError
+        ("a: !!set {x: 1}\nb: !!bool maybe\n", 1),  # PyYAML's path: the document
+    ],
+)
+def test_bad_explicit_tags_are_manifest_errors(text: str, line: int) -> None:
+    """PyYAML's constructor lets Python errors out on these (a traceback before)."""
+    with pytest.raises(ManifestError, match=rf"^f\.yaml:{line}: "):
+        manifests.load(text, filename="f.yaml")

@@ -61,6 +61,7 @@ _MAP = "tag:yaml.org,2002:map"
 _INT = "tag:yaml.org,2002:int"
 _BOOL = "tag:yaml.org,2002:bool"
 _NULL = "tag:yaml.org,2002:null"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _BOOLS = YamlLoader.bool_values
 # Texts at least this long are parsed with the collector paused (a small file gains
 # nothing from it).
@@ -95,6 +96,14 @@ assert not YamlLoader.yaml_path_resolvers, "the fast resolver assumes no path re
 assert not YamlLoader.yaml_implicit_resolvers.get(None), "and no wildcard resolvers"
 
 
+def _refused(node: Node, what: str) -> yaml.constructor.ConstructorError:
+    """The error for an explicitly tagged scalar that is not what its tag says
+    (PyYAML's constructor raises KeyError or AttributeError there)."""
+    return yaml.constructor.ConstructorError(
+        None, None, f"{node.value!r} is not {what} ({node.tag})", node.start_mark
+    )
+
+
 class _Unknown(Exception):
     """A node :func:`_construct` leaves to PyYAML's constructor."""
 
@@ -119,7 +128,12 @@ def _construct(node: Node, memo: dict[int, Any]) -> Any:
         elif tag == _NULL:
             return None
         elif tag == _BOOL:
-            return _BOOLS[value.lower()]
+            found = _BOOLS.get(value.lower())
+            if found is None:
+                raise _refused(node, "a boolean")
+            return found
+        elif tag == _TIMESTAMP and not YamlLoader.timestamp_regexp.match(value):
+            raise _refused(node, "a timestamp")
         raise _Unknown(tag)
     done = memo.get(id(node))
     if done is not None:
@@ -155,6 +169,17 @@ def _gc_paused(size: int) -> Iterator[None]:
         gc.enable()
 
 
+def _pyyaml_construct(loader: _FastLoader, node: Node) -> Any:
+    """PyYAML's constructor on one document; the few Python errors it lets out on
+    odd explicit tags become a ConstructorError (a YAMLError) at the document."""
+    try:
+        return loader.construct_document(node)
+    except (KeyError, AttributeError, TypeError, IndexError) as exc:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"cannot construct a value: {exc!r}", node.start_mark
+        ) from exc
+
+
 def yaml_documents(text: str) -> list[Any]:
     """Every document of YAML ``text`` as ``yaml.load_all(text, Loader=YamlLoader)``
     gives it (PyYAML's exceptions on bad YAML)."""
@@ -167,7 +192,7 @@ def yaml_documents(text: str) -> list[Any]:
                 try:
                     out.append(_construct(node, {}))
                 except (_Unknown, RecursionError):
-                    out.append(loader.construct_document(node))
+                    out.append(_pyyaml_construct(loader, node))
     finally:
         loader.dispose()
     return out
