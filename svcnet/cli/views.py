@@ -404,7 +404,11 @@ def replica_sets_of(state: ClusterState, dep: Any) -> list[Any]:
 
 
 def pods_of(state: ClusterState, rs: Any) -> list[Pod]:
-    """The pods a ReplicaSet controls (terminating ones included), by name."""
+    """The pods a ReplicaSet controls (terminating ones included), by name (from the
+    state's owner index when it has one)."""
+    owned = getattr(state, "owned_pods", None)
+    if owned is not None:
+        return sorted(owned(rs.namespace, rs.name), key=lambda p: p.name)
     return sorted(
         (
             p
