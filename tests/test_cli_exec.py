@@ -130,6 +130,10 @@ def test_exec_runs_in_the_pods_namespace(lab: tuple[str, Path]) -> None:
         p = svcnet(store, "exec", "--name", name, *args, "--", "ip", "netns", "identify")
         assert p.returncode == 0, (args, p.stderr)
         assert p.stdout.split() == [f"svcnet-{name}-p-{pod}"], (args, p.stdout)
+    # -n before the verb, as `kubectl -n ops exec tool -- ...`
+    p = svcnet(store, "-n", "ops", "exec", "--name", name, "tool", "--", "ip", "netns", "identify")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [f"svcnet-{name}-p-ops-tool"], p.stdout
     # a service: one of the pods it selects
     p = svcnet(store, "exec", "--name", name, "svc/web", "--", "ip", "netns", "identify")
     assert p.returncode == 0, p.stderr

@@ -248,11 +248,37 @@ def test_unknown_objects_and_a_service_without_selector(state: ClusterState) -> 
         choose_pod(bare, Target("service", "default", "ext"), everywhere)
 
 
+DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: nginx, ports: [{name: http, containerPort: 8080}]}]
+"""
+
+
 def test_deployment_until_the_core_has_them(state: ClusterState) -> None:
     if hasattr(state, "deployments"):
-        pytest.skip("the core has Deployments: the kernel test forwards to deployment/web")
+        pytest.skip("the core has Deployments: test_a_deployment_selects_its_pods runs")
     with pytest.raises(ValidationError, match="not supported yet"):
         choose_pod(state, Target("deployment", "default", "web"), everywhere)
+
+
+def test_a_deployment_selects_its_pods(state: ClusterState) -> None:
+    if not hasattr(state, "deployments"):
+        pytest.skip("the core has no Deployments yet: deployment/NAME is refused")
+    with_deployment = state_of(CLUSTER + WEB + "---" + DEPLOYMENT)
+    target = Target("deployment", "default", "web")
+    pod, service = choose_pod(with_deployment, target, lambda p: p.name != "web-1")
+    assert (pod.name, service) == ("web-2", None)
+    assert translate_ports([":http"], pod, service) == [PortPair(0, 8080, ":http")]
+    with pytest.raises(NotFoundError, match="deployment default/api not found"):
+        choose_pod(with_deployment, Target("deployment", "default", "api"), everywhere)
 
 
 # -- the real command against a real lab --------------------------------------------------
@@ -421,6 +447,8 @@ def test_errors_are_one_line_and_exit_1(lab: tuple[str, Path]) -> None:
             assert p.stderr.strip().splitlines() == [p.stderr.strip()], p.stderr  # one line
             assert p.stderr.startswith("error: ") and said in p.stderr, (said, p.stderr)
             assert "Forwarding" not in p.stdout
+        p = svcnet(store, "-n", "shop", "port-forward", "--name", name, "svc/web", ":80")
+        assert p.returncode == 1 and "service shop/web not found" in p.stderr, p.stderr
     finally:
         taken.close()
 

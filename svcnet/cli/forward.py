@@ -55,7 +55,7 @@ from typing import Any
 import attrs
 import click
 
-from svcnet.cli.common import CliError
+from svcnet.cli.common import CliError, namespace_option
 from svcnet.cli.lab import _lab_state, _need_root, _record, _target_netns, _topology, name_option
 from svcnet.errors import NotFoundError, ValidationError
 from svcnet.model import ObjectKey, Pod, Protocol, Service
@@ -562,16 +562,6 @@ def forward(
 
 
 # -- svcnet port-forward --------------------------------------------------------------
-
-namespace_option = click.option(
-    "-n",
-    "--namespace",
-    "namespace",
-    default="default",
-    show_default=True,
-    metavar="NS",
-    help="The namespace of TYPE/NAME.",
-)
 
 
 def _is_address(text: str) -> bool:

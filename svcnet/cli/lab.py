@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from svcnet.cli.common import CliError, backend_class
+from svcnet.cli.common import CliError, backend_class, namespace_option
 
 
 def _say(message: str) -> None:
@@ -360,15 +360,7 @@ def _target_netns(name: str, kind: str, target: str) -> str:
 
 @lab_group.command("exec", context_settings={"ignore_unknown_options": True})
 @name_option
-@click.option(
-    "-n",
-    "--namespace",
-    "namespace",
-    default="default",
-    show_default=True,
-    metavar="NS",
-    help="The namespace of a pod given as NAME.",
-)
+@namespace_option
 @click.argument("kind", type=click.Choice(["pod", "node", "ext"]))
 @click.argument("target", required=False, default="")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
