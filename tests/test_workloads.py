@@ -422,3 +422,23 @@ def test_refusals_name_object_field_and_value() -> None:
 def test_mark_ready_names_a_missing_pod() -> None:
     with pytest.raises(Exception, match="Pod default/ghost not found"):
         workloads.mark_ready(ClusterState.empty(), ("default", "ghost"), True)
+
+
+def test_kubelet_leaves_reported_pods_alone() -> None:
+    def pod(name: str, status: str) -> str:
+        return (
+            f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\n"
+            f"spec: {{nodeName: node-a, containers: [{{name: c}}]}}\nstatus: {status}\n"
+        )
+
+    state = started(
+        pod("given-ready", '{conditions: [{type: Ready, status: "True"}]}'),
+        pod("given-not-ready", '{conditions: [{type: Ready, status: "False"}]}'),
+        pod("running-not-ready", '{phase: Running, conditions: [{type: Ready, status: "False"}]}'),
+    )
+    ready = {name: (p.phase, p.ready) for (_, name), p in state.pods.items()}
+    assert ready == {
+        "given-ready": (None, True),
+        "given-not-ready": (PodPhase.RUNNING, True),
+        "running-not-ready": (PodPhase.RUNNING, False),
+    }
