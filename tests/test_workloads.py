@@ -31,7 +31,7 @@ from svcnet.model import (
     StrategyType,
 )
 from svcnet.state import Apply, ClusterState, Delete
-from svcnet.store import decode, encode
+from svcnet.store import decode, encode, replay
 from svcnet.workloads import names
 
 NODES = """\
@@ -442,3 +442,23 @@ def test_kubelet_leaves_reported_pods_alone() -> None:
         "given-not-ready": (PodPhase.RUNNING, True),
         "running-not-ready": (PodPhase.RUNNING, False),
     }
+
+
+def test_a_store_replay_of_the_objects_keeps_the_workloads_settled() -> None:
+    """The store reloads a state as one Apply of its objects (decoded manifests):
+    Deployments, ReplicaSets and their pods come back, and settling changes nothing."""
+    state = started(DEPLOYMENT, SERVICE)
+    objects = [
+        *state.nodes.values(),
+        *state.services.values(),
+        *state.deployments.values(),
+        *state.replica_sets.values(),
+        *state.pods.values(),
+    ]
+    coded = [encode(obj) for obj in objects]
+    back = replay(state.config, [decode(json.loads(m), json.loads(f)) for m, f in coded])
+    assert dict(back.deployments) == dict(state.deployments)
+    assert dict(back.replica_sets) == dict(state.replica_sets)
+    assert dict(back.pods) == dict(state.pods)
+    assert back.endpoints == state.endpoints
+    assert workloads.settle(back) is back
