@@ -236,6 +236,8 @@ def test_rollout_restart_replaces_every_pod_within_surge_and_unavailable(
     assert len(before) == replicas
     max_surge, max_unavailable = workloads.fenceposts(deployment(state))
     state = restarted(state, "2026-12-05T20:00:00Z")
+    waiting = workloads.deployment_status(state, deployment(state))
+    assert not waiting.complete and waiting.new_replica_set == "" and waiting.updated == 0
     seen = 0
     for seen, now in enumerate(workloads.rounds(state), 1):  # noqa: B007
         pods = pods_of(now)
@@ -255,6 +257,14 @@ def test_rollout_restart_replaces_every_pod_within_surge_and_unavailable(
     ]
     endpoints = state.service_endpoints("default", "my-service")[""]
     assert sorted(e.pod for e in endpoints) == sorted(p.name for p in after)
+    status = workloads.deployment_status(state, deployment(state))
+    assert status.complete and (status.replicas, status.updated, status.available) == (
+        replicas,
+        replicas,
+        replicas,
+    )
+    assert status.new_replica_set == f"nginx-deployment-{new_hash}"
+    assert len(status.old_replica_sets) == 1 and status.unavailable == 0
 
 
 def test_recreate_removes_old_pods_before_new_ones() -> None:

@@ -12,15 +12,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from svcnet.state import ClusterState, Event
-from svcnet.workloads.controllers import active_pods, fenceposts, reconcile, resolve
+from svcnet.workloads.controllers import (
+    DeploymentStatus,
+    active_pods,
+    deployment_status,
+    fenceposts,
+    reconcile,
+    resolve,
+)
 from svcnet.workloads.names import pod_name, template_hash
 from svcnet.workloads.node import UNSCHEDULABLE, kubelet, mark_ready, schedule
 from svcnet.workloads.ranking import deletion_cost, rank_for_deletion
 
 __all__ = [
     "UNSCHEDULABLE",
+    "DeploymentStatus",
     "active_pods",
     "deletion_cost",
+    "deployment_status",
     "fenceposts",
     "kubelet",
     "mark_ready",

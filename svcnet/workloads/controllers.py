@@ -47,7 +47,14 @@ from svcnet.state import Apply, ClusterState, Delete, Event, NsName
 from svcnet.workloads.names import pod_name, template_hash, template_pod
 from svcnet.workloads.ranking import rank_for_deletion
 
-__all__ = ["active_pods", "fenceposts", "reconcile", "resolve"]
+__all__ = [
+    "DeploymentStatus",
+    "active_pods",
+    "deployment_status",
+    "fenceposts",
+    "reconcile",
+    "resolve",
+]
 
 
 def resolve(value: int | str, total: int, round_up: bool) -> int:
@@ -343,3 +350,60 @@ class _Taken:
     def __contains__(self, name: object) -> bool:
         key = (self.namespace, str(name))
         return key in self.state.pods or key in self.made
+
+
+# ---------------------------------------------------------------- status
+
+
+@attrs.frozen
+class DeploymentStatus:
+    """What ``kubectl get/describe deployment`` and ``rollout status`` show, computed
+    from the state (svcnet stores no Deployment status): pods of every ReplicaSet
+    (``replicas``), of the new one (``updated``), ready and available ones,
+    ``unavailable = max(desired - available, 0)``, the new and old ReplicaSets, and
+    whether the rollout is complete."""
+
+    desired: int
+    replicas: int
+    updated: int
+    ready: int
+    available: int
+    unavailable: int
+    new_replica_set: str  # "" before the controller made it
+    old_replica_sets: tuple[str, ...]
+    complete: bool
+
+
+def deployment_status(state: ClusterState, dep: Deployment) -> DeploymentStatus:
+    """The status of ``dep`` in ``state`` (see :class:`DeploymentStatus`)."""
+    owned = sorted(
+        (
+            rs
+            for rs in state.replica_sets.values()
+            if rs.namespace == dep.namespace and _owned_by(rs, Kind.DEPLOYMENT, dep.name)
+        ),
+        key=lambda r: (r.created, r.name),
+    )
+    new = next((rs for rs in owned if _without_hash(rs.template) == dep.template), None)
+    pods = {rs.name: active_pods(state, rs) for rs in owned}
+    every = [p for group in pods.values() for p in group]
+    updated = pods[new.name] if new is not None else ()
+    available = sum(1 for p in every if p.ready)
+    complete = (
+        new is not None
+        and new.replicas == dep.replicas
+        and len(updated) == dep.replicas
+        and len(every) == dep.replicas
+        and all(p.ready for p in updated)
+    )
+    return DeploymentStatus(
+        desired=dep.replicas,
+        replicas=len(every),
+        updated=len(updated),
+        ready=available,
+        available=available,
+        unavailable=max(dep.replicas - available, 0),
+        new_replica_set=new.name if new is not None else "",
+        old_replica_sets=tuple(rs.name for rs in owned if rs is not new),
+        complete=complete,
+    )
