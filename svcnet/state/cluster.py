@@ -263,8 +263,8 @@ class ClusterState:
 
     @property
     def unreported_pods(self) -> tuple[Pod, ...]:
-        """The pods on a node that no kubelet reported running (no phase, or
-        Pending), by key."""
+        """The pods on a node, not ready, not terminating, that no kubelet reported
+        running (no phase, or Pending), by key."""
         return tuple(self.pods[k] for k in sorted(self._index.unreported))
 
     @property
@@ -439,7 +439,9 @@ class _Txn:
             self.pods_by_owner = op(self.pods_by_owner, (pod.namespace, pod.owner.name), pod.name)
         if not pod.node_name:
             self.unscheduled = self.unscheduled.add(key) if add else self.unscheduled.discard(key)
-        elif pod.phase is None or pod.phase is PodPhase.PENDING:
+        elif (pod.phase is None or pod.phase is PodPhase.PENDING) and not (
+            pod.ready or pod.terminating
+        ):
             self.unreported = self.unreported.add(key) if add else self.unreported.discard(key)
 
     def _set_pod(self, old: Pod | None, pod: Pod) -> None:
