@@ -276,11 +276,14 @@ def _row_key(obj: KubeObject) -> tuple[str, str, str]:
 
 
 def objects_of(state: ClusterState) -> Iterator[KubeObject]:
-    """Every object of ``state`` (nodes, pods, services, slices)."""
+    """Every object of ``state`` (nodes, pods, services, slices, deployments,
+    replica sets)."""
     yield from state.nodes.values()
     yield from state.pods.values()
     yield from state.services.values()
     yield from state.slices.values()
+    yield from state.deployments.values()
+    yield from state.replica_sets.values()
 
 
 def replay(config: ClusterConfig, objects: Iterable[KubeObject]) -> ClusterState:
@@ -745,7 +748,15 @@ class Session:
         return self.store._versions(self._conn)[0]
 
     def save(self, new: ClusterState) -> None:
-        """Write what differs between the loaded (or last saved) state and ``new``."""
+        """Write what differs between the loaded (or last saved) state and ``new``,
+        after the simulated control plane has acted on it (:func:`svcnet.workloads.
+        settle`: Deployments and ReplicaSets make their pods, pods without a node are
+        scheduled, the kubelet marks scheduled pods without a status Running and
+        Ready), as an API server's controllers would right after the change. The
+        session's ``state`` is then the settled one."""
+        from svcnet.workloads import settle
+
+        new = settle(new)
         old = self.state
         c = self._conn
         try:
@@ -826,11 +837,26 @@ class Session:
             raise self.store._error(f"cannot save: {e}") from e
 
 
-_KINDS = (Kind.NODE, Kind.POD, Kind.SERVICE, Kind.ENDPOINT_SLICE)  # the order saved
+# the order saved
+_KINDS = (
+    Kind.NODE,
+    Kind.POD,
+    Kind.SERVICE,
+    Kind.ENDPOINT_SLICE,
+    Kind.DEPLOYMENT,
+    Kind.REPLICA_SET,
+)
 
 
 def _maps(state: ClusterState) -> tuple[Mapping[Any, KubeObject], ...]:
-    return (state.nodes, state.pods, state.services, state.slices)
+    return (
+        state.nodes,
+        state.pods,
+        state.services,
+        state.slices,
+        state.deployments,
+        state.replica_sets,
+    )
 
 
 def _differing(

@@ -40,18 +40,28 @@ def demo() -> Apply:
 
 
 def save(store: Store, *events: Apply | Delete | Configure) -> ClusterState:
-    """Step the stored state through ``events`` and save it, in one locked session."""
+    """Step the stored state through ``events`` and save it, in one locked session;
+    the state saved (after the store's control plane settled it)."""
     with store.modify() as s:
         state = s.state
         for e in events:
             state = state.step(e)
         s.save(state)
-    return state
+        return s.state
 
 
 def same(a: ClusterState, b: ClusterState) -> None:
     """Assert two states hold the same configuration, objects and endpoints."""
-    for field in ("config", "nodes", "pods", "services", "slices", "endpoints"):
+    for field in (
+        "config",
+        "nodes",
+        "pods",
+        "services",
+        "slices",
+        "endpoints",
+        "deployments",
+        "replica_sets",
+    ):
         assert getattr(a, field) == getattr(b, field), field
 
 

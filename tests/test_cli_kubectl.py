@@ -53,7 +53,7 @@ metadata: {name: db-2, namespace: other, labels: {app: db}}
 spec:
   nodeName: node-b
   containers: [{name: db, ports: [{name: pg, containerPort: 5432}]}]
-status: {podIP: 10.244.2.30}
+status: {podIP: 10.244.2.30, conditions: [{type: Ready, status: "False"}]}
 ---
 apiVersion: v1
 kind: Service
