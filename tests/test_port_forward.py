@@ -76,7 +76,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: lonely-1, namespace: default, labels: {app: lonely}}
 spec: {nodeName: node-a, containers: [{name: app, ports: [{containerPort: 8080}]}]}
-status: {podIP: 10.244.1.30, conditions: [{type: Ready, status: "False"}]}
+status: {phase: Running, podIP: 10.244.1.30, conditions: [{type: Ready, status: "False"}]}
 """
 
 
@@ -222,6 +222,24 @@ def test_a_service_picks_one_ready_pod_in_the_lab_oldest_first(state: ClusterSta
     assert pod.name == "web-3"
     pod, _ = choose_pod(state, svc, everywhere)  # no creation times: by name
     assert pod.name == "web-1"
+
+
+def test_kubectls_order_ready_longest_then_fewest_restarts(state: ClusterState) -> None:
+    import attrs
+
+    def with_pods(**changes: dict[str, int]) -> ClusterState:
+        pods = [attrs.evolve(state.pods[("default", n)], **c) for n, c in changes.items()]
+        return state.step(Apply(tuple(pods)))
+
+    svc = Target("service", "default", "web")
+    ready_since = with_pods(
+        **{"web-1": {"ready_since": 9}, "web-2": {"ready_since": 4}, "web-3": {"ready_since": 0}}
+    )
+    assert choose_pod(ready_since, svc, everywhere)[0].name == "web-2"  # ready the longest
+    restarts = with_pods(**{"web-1": {"restarts": 3}, "web-2": {"restarts": 1}})
+    assert choose_pod(restarts, svc, everywhere)[0].name == "web-3"  # fewest restarts
+    created = with_pods(**{"web-1": {"created": 7}, "web-2": {"created": 5}})
+    assert choose_pod(created, svc, everywhere)[0].name == "web-2"  # oldest (known) first
 
 
 def test_no_ready_pod_names_each_pod_and_why(state: ClusterState) -> None:
@@ -491,3 +509,66 @@ def test_an_address_goes_through_the_labs_rules_from_outside(lab: tuple[str, Pat
         fw.stop()
     p = svcnet(store, "port-forward", "--name", name, "--from", "node/node-a", "svc/web", ":80")
     assert p.returncode == 1 and "--from applies to an address destination only" in p.stderr
+
+
+API = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers: [{name: api, image: nginx, ports: [{name: http, containerPort: 8080}]}]
+"""
+
+
+def _api_pods(name: str, store: Path) -> list[str]:
+    """The ready ``app: api`` pods in the store whose namespaces the lab has built."""
+    from svcnet.kernel import netns
+    from svcnet.store import Store
+
+    pods = Store(str(store)).list().state.pods.values()
+    return [
+        p.name
+        for p in pods
+        if p.labels.get("app") == "api"
+        and p.ready
+        and netns.exists(f"svcnet-{name}-p-default-{p.name}")
+    ]
+
+
+@pytest.mark.kernel
+def test_a_deployment_forwards_to_one_of_its_pods(lab: tuple[str, Path], tmp_path: Path) -> None:
+    from svcnet.store import Store
+
+    name, store = lab
+    if not hasattr(Store(str(store)).list().state, "deployments"):
+        pytest.skip("the core has no Deployments yet (deployment/NAME is refused)")
+    (tmp_path / "api.yaml").write_text(API)
+    p = svcnet(store, "apply", "-f", str(tmp_path / "api.yaml"))
+    assert p.returncode == 0, p.stderr
+    made = [p for p in Store(str(store)).list().state.pods.values() if p.labels.get("app") == "api"]
+    if not made:
+        pytest.skip("the store runs no Deployment controller yet: deployment/api made no pod")
+    deadline = time.monotonic() + 90
+    while len(_api_pods(name, store)) < 2:
+        if time.monotonic() > deadline:
+            pytest.skip("the lab made no ready pod of deployment/api within 90 s")
+        time.sleep(0.1)
+    fw = Forward(store, "--name", name, "deployment/api", ":http")
+    try:
+        [(port, remote)] = fw.forwarding(1)
+        assert remote == 8080
+        answers = [curl(port) for _ in range(20)]
+        assert answers[0] in _api_pods(name, store)
+        assert answers == [answers[0]] * 20
+        p = svcnet(store, "delete", "pod", answers[0])
+        assert p.returncode == 0, p.stderr
+        wait_for("port-forward exits", lambda: fw.proc.poll() is not None)
+        assert fw.proc.returncode == 1
+        wait_for("its stderr is read", lambda: any("lost connection" in e for e in fw.err), 10)
+    finally:
+        fw.stop()

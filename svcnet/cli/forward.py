@@ -10,8 +10,8 @@ port-forward does what ``kubectl port-forward`` does (kubectl's
 
 * it resolves TYPE/NAME to ONE pod when it starts: the pod itself, or of the pods
   the service's (the Deployment's) selector matches, the most active one as
-  kubectl sorts them (assigned to a node, ready, then the oldest), here only among
-  ready pods the lab has built;
+  kubectl sorts them (assigned, Running, ready, ready the longest, fewest restarts,
+  the oldest), here only among ready pods the lab has built;
 * each ``[LOCAL:]REMOTE`` pair is translated as kubectl does: for a service, REMOTE
   is a service port (number or name; ``PORT`` alone listens on the service port),
   forwarded to its ``targetPort`` on the chosen pod (a named targetPort resolved on
@@ -58,7 +58,7 @@ import click
 from svcnet.cli.common import CliError, namespace_option
 from svcnet.cli.lab import _lab_state, _need_root, _record, _target_netns, _topology, name_option
 from svcnet.errors import NotFoundError, ValidationError
-from svcnet.model import ObjectKey, Pod, Protocol, Service
+from svcnet.model import ObjectKey, Pod, PodPhase, Protocol, Service
 from svcnet.state import ClusterState
 
 __all__ = [
@@ -88,6 +88,7 @@ KINDS = {
 }
 PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")  # IANA_SVC_NAME, as kubectl checks
 POLL = 0.2  # seconds between two looks at the pod
+_PHASE_RANK = {PodPhase.RUNNING: 0, PodPhase.UNKNOWN: 1, PodPhase.PENDING: 2}
 
 
 # -- what to forward to (pure) --------------------------------------------------------
@@ -284,8 +285,9 @@ def choose_pod(
 ) -> tuple[Pod, Service | None]:
     """The one pod ``target`` names, and the service when it is one. For a service
     or a Deployment: of the pods it selects that the lab has built, the first in
-    kubectl's order (ready, then the oldest by ``created``, then the name); only a
-    ready pod unless ``need_ready`` is False (exec)."""
+    kubectl's order (``rank``; ``created``: creation times, from the store, after
+    the pods' own logical ones); only a ready pod unless ``need_ready`` is False
+    (exec)."""
     if target.kind == "pod":
         pod = state.pods.get((target.namespace, target.name))
         if pod is None:
@@ -306,10 +308,18 @@ def choose_pod(
         raise ValidationError(where, "spec.selector", f"no ready pod ({states})")
     when = created or {}
 
-    def rank(p: Pod) -> tuple[bool, bool, float, str]:
+    def rank(p: Pod) -> tuple[object, ...]:
+        """kubectl's choice (ActivePods, most active first): assigned, Running,
+        ready, ready the longest, fewest restarts, the oldest; then the name."""
+        ready = p.ready and not p.terminating
+        phase = _PHASE_RANK.get(p.phase, 3) if p.phase is not None else (0 if ready else 2)
         return (
             not p.node_name,
-            not (p.ready and not p.terminating),
+            phase,
+            not ready,
+            (p.ready_since == 0, p.ready_since),
+            p.restarts,
+            (p.created == 0, p.created),
             when.get(p.key, math.inf),
             p.name,
         )
