@@ -280,16 +280,7 @@ spec:
 """
 
 
-def test_deployment_until_the_core_has_them(state: ClusterState) -> None:
-    if hasattr(state, "deployments"):
-        pytest.skip("the core has Deployments: test_a_deployment_selects_its_pods runs")
-    with pytest.raises(ValidationError, match="not supported yet"):
-        choose_pod(state, Target("deployment", "default", "web"), everywhere)
-
-
 def test_a_deployment_selects_its_pods(state: ClusterState) -> None:
-    if not hasattr(state, "deployments"):
-        pytest.skip("the core has no Deployments yet: deployment/NAME is refused")
     with_deployment = state_of(CLUSTER + WEB + "---" + DEPLOYMENT)
     target = Target("deployment", "default", "web")
     pod, service = choose_pod(with_deployment, target, lambda p: p.name != "web-1")
@@ -545,8 +536,6 @@ def test_a_deployment_forwards_to_one_of_its_pods(lab: tuple[str, Path], tmp_pat
     from svcnet.store import Store
 
     name, store = lab
-    if not hasattr(Store(str(store)).list().state, "deployments"):
-        pytest.skip("the core has no Deployments yet (deployment/NAME is refused)")
     (tmp_path / "api.yaml").write_text(API)
     p = svcnet(store, "apply", "-f", str(tmp_path / "api.yaml"))
     assert p.returncode == 0, p.stderr

@@ -50,7 +50,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import attrs
 import click
@@ -58,7 +57,7 @@ import click
 from svcnet.cli.common import CliError, namespace_option
 from svcnet.cli.lab import _lab_state, _need_root, _record, _target_netns, _topology, name_option
 from svcnet.errors import NotFoundError, ValidationError
-from svcnet.model import ObjectKey, Pod, PodPhase, Protocol, Service
+from svcnet.model import Deployment, ObjectKey, Pod, PodPhase, Protocol, Service
 from svcnet.state import ClusterState
 
 __all__ = [
@@ -241,7 +240,9 @@ def translate_ports(
     return pairs
 
 
-def _selector_of(state: ClusterState, target: Target) -> tuple[Callable[[Pod], bool], Any]:
+def _selector_of(
+    state: ClusterState, target: Target
+) -> tuple[Callable[[Pod], bool], Service | Deployment]:
     """A predicate for the pods ``target`` (a service or a Deployment) selects, and
     the object itself; NotFoundError / ValidationError when it cannot select."""
     key = (target.namespace, target.name)
@@ -262,14 +263,7 @@ def _selector_of(state: ClusterState, target: Target) -> tuple[Callable[[Pod], b
                 and all(p.labels.get(k) == v for k, v in selector.items())
             )
         ), svc
-    deployments = getattr(state, "deployments", None)
-    if deployments is None:
-        raise ValidationError(
-            f"deployment {target.namespace}/{target.name}",
-            "kind",
-            "not supported yet: svcnet has no Deployments (use svc/NAME or pod/NAME)",
-        )
-    deployment = deployments.get(key)
+    deployment = state.deployments.get(key)
     if deployment is None:
         raise NotFoundError(f"deployment {target.namespace}/{target.name}")
     dsel = deployment.selector
@@ -324,7 +318,7 @@ def choose_pod(
             p.name,
         )
 
-    return min(usable, key=rank), (obj if target.kind == "service" else None)
+    return min(usable, key=rank), (obj if isinstance(obj, Service) else None)
 
 
 # -- the lab: which state, which pods are built, is the pod still there (I/O) ----------
