@@ -381,6 +381,10 @@ class Pod:
     restarts: int = 0  # the highest container restartCount
     created: int = 0  # logical creation time: the state revision it was created at
     ready_since: int = 0  # logical time it last became ready (0: unknown)
+    # True when the manifest's status had a Ready condition (True or False): someone
+    # reported on the pod and the simulated kubelet leaves it as it is. Not part of
+    # equality: it tells where the readiness came from, not what the pod is.
+    status_reported: bool = attrs.field(default=False, eq=False)
 
     @property
     def key(self) -> ObjectKey:

@@ -445,11 +445,13 @@ def test_kubelet_leaves_reported_pods_alone() -> None:
         pod("given-ready", '{conditions: [{type: Ready, status: "True"}]}'),
         pod("given-not-ready", '{conditions: [{type: Ready, status: "False"}]}'),
         pod("running-not-ready", '{phase: Running, conditions: [{type: Ready, status: "False"}]}'),
+        pod("no-status", "{}"),
     )
     ready = {name: (p.phase, p.ready) for (_, name), p in state.pods.items()}
     assert ready == {
         "given-ready": (None, True),
-        "given-not-ready": (PodPhase.RUNNING, True),
+        "given-not-ready": (None, False),
+        "no-status": (PodPhase.RUNNING, True),
         "running-not-ready": (PodPhase.RUNNING, False),
     }
 

@@ -18,6 +18,11 @@ Decisions worth knowing:
   run them). ``restarts`` is the highest ``restartCount`` of
   ``status.containerStatuses``. Pod conditions other than Ready are kept as given
   (type, status, reason, message).
+* A pod whose status has a Ready condition, True or False, was reported (by hand or
+  by a kubelet): ``Pod.status_reported``, which the simulated kubelet of
+  :mod:`svcnet.workloads` leaves alone, so a pod applied with Ready False stays not
+  ready. A pod with no phase, not ready and not reported is written without a Ready
+  condition, so it reads back the same.
 * ``minReadySeconds``, ``paused``, ``progressDeadlineSeconds`` are not modelled
   (a pod is available as soon as it is ready).
 """
@@ -206,9 +211,11 @@ def pod_extras(
     phase_text = d.text(status.get("phase"), "status.phase")
     phase = d.choice(PodPhase, phase_text, "status.phase", PodPhase.PENDING) if phase_text else None
     conditions: list[PodCondition] = []
+    reported = False
     for p, cond in d.items(status.get("conditions"), "status.conditions"):
         ctype = d.text(cond.get("type"), p + ".type")
         if ctype == "Ready":
+            reported = True
             continue
         cstatus = d.text(cond.get("status"), p + ".status")
         if cstatus not in _CONDITION_STATUSES:
@@ -237,6 +244,7 @@ def pod_extras(
         "restarts": restarts,
         "created": created,
         "ready_since": ready_since,
+        "status_reported": reported,
     }
 
 
@@ -259,6 +267,8 @@ def pod_extras_manifest(
         spec["containers"][0]["readinessProbe"] = probe_manifest(pod.readiness_probe)
     if pod.phase is not None:
         status["phase"] = pod.phase.value
+    elif not (pod.ready or pod.status_reported):  # no Ready condition: none was reported
+        status["conditions"] = [c for c in status["conditions"] if c.get("type") != "Ready"]
     status["conditions"].extend(
         {
             "type": c.type,

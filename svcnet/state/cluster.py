@@ -440,7 +440,7 @@ class _Txn:
         if not pod.node_name:
             self.unscheduled = self.unscheduled.add(key) if add else self.unscheduled.discard(key)
         elif (pod.phase is None or pod.phase is PodPhase.PENDING) and not (
-            pod.ready or pod.terminating
+            pod.ready or pod.terminating or pod.status_reported
         ):
             self.unreported = self.unreported.add(key) if add else self.unreported.discard(key)
 

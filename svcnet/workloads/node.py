@@ -10,11 +10,11 @@ not ready until one of these runs).
   (``0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.``).
 * :func:`kubelet` reports each not-ready pod on an existing node that has no phase
   (or is Pending) and has its IPs (or uses the host's network): phase Running,
-  Ready, ready since the current revision. A pod applied with a Ready=True
-  condition and no phase is left as it is (it is already ready); one applied with
-  Ready=False and no phase is taken over (write ``phase: Running`` to keep a pod
-  not ready in a store). Pod IPs come from the state's allocation when the
-  pod is bound (``pod_ips_allocated``); a pod whose node has no free address waits.
+  Ready, ready since the current revision. A pod applied with a status holding a
+  Ready condition, True or False (``status_reported``), is left as it is: only a
+  pod without status is the kubelet's. Pod IPs come from the state's allocation
+  when the pod is bound (``pod_ips_allocated``); a pod whose node has no free
+  address waits.
 * :func:`mark_ready` is the event a lab writes when a pod's server answers and its
   readiness probe passes (or stops passing).
 """
@@ -92,7 +92,7 @@ def kubelet(state: ClusterState) -> tuple[Event, ...]:
         attrs.evolve(pod, phase=PodPhase.RUNNING, ready=True, ready_since=state.revision)
         for pod in state.unreported_pods
         if not pod.terminating
-        and not pod.ready
+        and not (pod.ready or pod.status_reported)
         and pod.node_name in state.nodes
         and (pod.pod_ips or pod.host_network)
     ]
