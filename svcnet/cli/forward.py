@@ -668,7 +668,7 @@ def _forward_to_address(
 # -- svcnet exec ----------------------------------------------------------------------
 
 
-def exec_argv(lab: str, where: str, command: Sequence[str]) -> list[str]:
+def exec_argv(where: str, command: Sequence[str]) -> list[str]:
     """``ip netns exec WHERE COMMAND...`` (the command after a leading ``--``);
     CliError when there is none or it is not found (exit 127, as a shell's)."""
     args = list(command)
@@ -699,7 +699,7 @@ def exec_cmd(
     del stdin, tty
     _need_root("svcnet exec")
     chosen, _ = resolve(name, parse_target(pod, namespace), need_ready=False)
-    argv = exec_argv(name, chosen.netns, command)
+    argv = exec_argv(chosen.netns, command)
     sys.stdout.flush()
     os.execvp(argv[0], argv)
 
