@@ -474,3 +474,24 @@ def test_a_store_replay_of_the_objects_keeps_the_workloads_settled() -> None:
     assert dict(back.pods) == dict(state.pods)
     assert back.endpoints == state.endpoints
     assert workloads.settle(back) is back
+
+
+def test_a_replicaset_applied_alone_makes_and_collects_its_pods() -> None:
+    frontend = """\
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: frontend}
+spec:
+  replicas: 2
+  selector: {matchLabels: {tier: frontend}}
+  template:
+    metadata: {labels: {tier: frontend}}
+    spec: {containers: [{name: php, image: php:5}]}
+"""
+    state = started(frontend)
+    pods = sorted(state.pods.values(), key=lambda p: p.name)
+    assert len(pods) == 2 and all(re.fullmatch(f"frontend-{SUFFIX}", p.name) for p in pods)
+    assert all(p.ready and p.labels.as_dict() == {"tier": "frontend"} for p in pods)
+    rs = state.replica_sets[("default", "frontend")]
+    state = workloads.settle(state.step(Delete((rs.key,))))
+    assert not state.pods and not state.replica_sets
