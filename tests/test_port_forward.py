@@ -258,6 +258,16 @@ def test_unknown_objects_and_a_service_without_selector(state: ClusterState) -> 
         choose_pod(state, Target("service", "default", "ghost"), everywhere)
     with pytest.raises(NotFoundError, match="pod shop/web-1 not found"):
         choose_pod(state, Target("pod", "shop", "web-1"), everywhere)
+    pending = state_of(
+        CLUSTER
+        + WEB.replace(
+            "status: {podIP: 10.244.2.11,", "status: {phase: Pending, podIP: 10.244.2.11,"
+        )
+    )
+    with pytest.raises(
+        ValidationError, match=re.escape("status.phase: the pod is not running (phase Pending)")
+    ):
+        choose_pod(pending, Target("pod", "default", "web-3"), everywhere)
     bare = state_of(
         "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\n"
         "spec: {clusterIP: 10.96.0.30, ports: [{port: 80}]}\n"

@@ -286,6 +286,12 @@ def choose_pod(
         pod = state.pods.get((target.namespace, target.name))
         if pod is None:
             raise NotFoundError(f"pod {target.namespace}/{target.name}")
+        if pod.phase is not None and pod.phase is not PodPhase.RUNNING:
+            raise ValidationError(
+                f"pod {target.namespace}/{target.name}",
+                "status.phase",
+                f"the pod is not running (phase {pod.phase.value})",
+            )
         return pod, None
     selects, obj = _selector_of(state, target)
     matched = [p for p in state.pods.values() if selects(p)]
