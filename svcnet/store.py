@@ -98,6 +98,8 @@ from svcnet.state import Apply, ClusterState, Configure, Delete, Event
 FORMAT_VERSION = 3  # 2: resourceVersions and the change log; 3: the time of each change
 BUSY_TIMEOUT = 60.0  # seconds a CLI call waits for another one holding the lock
 ENV = "SVCNET_STORE"
+KUBELET_STORE = "store"  # Store.kubelet(): the store marks scheduled pods ready at once
+KUBELET_LAB = "lab"  # a lab probes its pods and reports their readiness
 LOG_LIMIT = 10_000  # changes kept in the log (older ones are compacted away)
 POLL_INTERVAL = 0.005  # seconds between two looks at the file while watching
 REREAD = 1.0  # seconds after which a watch reads the store even if nothing seems changed
@@ -461,6 +463,24 @@ class Store:
         except FileNotFoundError:
             return 0
 
+    def kubelet(self) -> str:
+        """Who reports pod readiness: ``"store"`` (the default: each save marks the
+        scheduled pods no kubelet reported on Running and Ready at once) or ``"lab"``
+        (a lab bound to the store probes them and reports; :mod:`svcnet.lab.kubelet`)."""
+        try:
+            with self._connect(write=False) as conn:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'kubelet'").fetchone()
+        except FileNotFoundError:
+            return KUBELET_STORE
+        return KUBELET_STORE if row is None else str(row[0])
+
+    def set_kubelet(self, mode: str) -> None:
+        """Set :meth:`kubelet` (``"store"`` or ``"lab"``)."""
+        if mode not in (KUBELET_STORE, KUBELET_LAB):
+            raise StoreError(f"store {self.path}: kubelet mode {mode!r}: 'store' or 'lab'")
+        with self._connect(write=True) as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('kubelet', ?)", (mode,))
+
     def created(self, key: ObjectKey | None = None) -> dict[ObjectKey, float]:
         """When objects were created (epoch seconds; kubectl's AGE): every object's,
         or only ``key``'s (an empty dict if it has none). Objects saved by a
@@ -756,7 +776,8 @@ class Session:
         session's ``state`` is then the settled one."""
         from svcnet.workloads import settle
 
-        new = settle(new)
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'kubelet'").fetchone()
+        new = settle(new, kubelet=(row is None or row[0] != KUBELET_LAB))
         old = self.state
         c = self._conn
         try:

@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from svcnet.cli.common import CliError, backend_class, namespace_option
+from svcnet.errors import SvcnetError
 
 
 def _say(message: str) -> None:
@@ -145,6 +146,9 @@ def lab_up(
     store = current_store()
     store_path = os.path.abspath(store.path)
     click.echo(f"store: {store_path}")
+    # from now on the lab reports pod readiness (its kubelet probes the pods): the
+    # store schedules pods and runs the controllers but marks no pod ready itself
+    store.set_kubelet("lab")
     if paths:
         ctx.invoke(apply_cmd, files=tuple(paths))
     listing = store.list()
@@ -208,7 +212,13 @@ def lab_down(name: str) -> None:
     from svcnet.lab.control import down
 
     _need_root("svcnet lab down")
+    bound = _record(name).get("store")
     removed = down(name)
+    if isinstance(bound, str) and os.path.exists(bound):
+        from svcnet.store import KUBELET_STORE, Store
+
+        with contextlib.suppress(SvcnetError):  # the lab is gone either way
+            Store(bound).set_kubelet(KUBELET_STORE)
     click.echo(
         f"lab {name}: removed {len(removed)} namespaces"
         if removed

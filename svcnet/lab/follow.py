@@ -42,6 +42,7 @@ from svcnet.lab.control import (
     read_agent_status,
     state_dir,
 )
+from svcnet.lab.kubelet import LabKubelet
 from svcnet.lab.topology import Topology, build
 from svcnet.state import ClusterState
 from svcnet.store import Poller, Store, WatchExpired
@@ -246,16 +247,24 @@ class Follower:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         self.start()
+        # the lab's kubelet: probes the pods and reports their readiness to the store
+        kubelet = LabKubelet(
+            self.lab.name, self.store, lambda: self.state, progress=self.lab.progress
+        )
+        kubelet.start()
         if ready is not None:
             ready()
-        while not stopping:
-            try:
-                busy = self.poll()
-            except (SvcnetError, OSError):
-                busy = False
-                _pause(RETRY_AFTER, stopping)
-            if not busy:
-                _pause(POLL_INTERVAL, stopping)
+        try:
+            while not stopping:
+                try:
+                    busy = self.poll()
+                except (SvcnetError, OSError):
+                    busy = False
+                    _pause(RETRY_AFTER, stopping)
+                if not busy:
+                    _pause(POLL_INTERVAL, stopping)
+        finally:
+            kubelet.stop()
 
 
 def _pause(seconds: float, stopping: list[int]) -> None:
