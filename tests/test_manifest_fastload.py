@@ -90,6 +90,16 @@ def test_plain_scalars_resolve_as_pyyaml_resolves_them(pairs: list[tuple[str, st
     same("\n".join(f"- {k}" for k, _ in pairs) or "[]")
 
 
+def test_duplicate_keys_are_refused_where_pyyaml_keeps_the_last() -> None:
+    # PyYAML keeps the last value; svcnet refuses, as kubectl does (the line of the
+    # second key): tests/test_manifest_duplicates.py has the manifest-level cases
+    for text in ("a: 1\na: 2\nb: 3\n", '{"a": 1,\n "a": 2, "b": 3}'):
+        assert slow(text)[0]["a"] == 2
+        with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'a'") as e:
+            fastload.documents(text)
+        assert e.value.problem_mark is not None and e.value.problem_mark.line == 1
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -100,8 +110,6 @@ def test_plain_scalars_resolve_as_pyyaml_resolves_them(pairs: list[tuple[str, st
         "? [1, 2]\n: x\n",  # a non-scalar key (PyYAML: unhashable)
         "? {a: 1}\n: x\n",
         "a: =\n",  # the value tag
-        "a: 1\na: 2\nb: 3\n",  # duplicate keys: the last wins, the first's place
-        '{"a": 1, "a": 2, "b": 3}',
         "a: b: c\n",  # syntax errors: same text, same line
         "a: 1\n  b: 2\n",
         "a: [1, 2\n",

@@ -108,6 +108,41 @@ class _Unknown(Exception):
     """A node :func:`_construct` leaves to PyYAML's constructor."""
 
 
+def _duplicate(mapping: Node, key_node: Node, key: Any) -> yaml.constructor.ConstructorError:
+    """The error for a key given twice in one mapping (kubectl and the API server
+    refuse such a manifest; PyYAML would keep the last value silently)."""
+    return yaml.constructor.ConstructorError(
+        "while constructing a mapping",
+        mapping.start_mark,
+        f"found duplicate key {key!r}",
+        key_node.start_mark,
+    )
+
+
+def _check_duplicates(node: Node, seen: set[int] | None = None) -> None:
+    """Refuse a scalar key given twice in any mapping under ``node`` (for the
+    documents PyYAML's own constructor builds; merge keys ``<<`` are PyYAML's)."""
+    seen = set() if seen is None else seen
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, MappingNode):
+            keys: set[tuple[str, str]] = set()
+            for key_node, value_node in current.value:
+                if isinstance(key_node, ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    ident = (key_node.tag, key_node.value)
+                    if ident in keys:
+                        raise _duplicate(current, key_node, key_node.value)
+                    keys.add(ident)
+                stack.append(key_node)
+                stack.append(value_node)
+        elif isinstance(current, SequenceNode):
+            stack.extend(current.value)
+
+
 def _construct(node: Node, memo: dict[int, Any]) -> Any:
     """``node`` as a value, as PyYAML's safe constructor makes it, for the common tags.
 
@@ -145,7 +180,10 @@ def _construct(node: Node, memo: dict[int, Any]) -> Any:
         for key_node, value_node in node.value:
             if type(key_node) is not ScalarNode:
                 raise _Unknown("key")
-            out[_construct(key_node, memo)] = _construct(value_node, memo)
+            key = _construct(key_node, memo)
+            if key in out:
+                raise _duplicate(node, key_node, key)
+            out[key] = _construct(value_node, memo)
         return out
     if tag == _SEQ and type(node) is SequenceNode:
         out = []
@@ -192,6 +230,7 @@ def yaml_documents(text: str) -> list[Any]:
                 try:
                     out.append(_construct(node, {}))
                 except (_Unknown, RecursionError):
+                    _check_duplicates(node)
                     out.append(_pyyaml_construct(loader, node))
     finally:
         loader.dispose()
@@ -206,8 +245,16 @@ def _json_float(text: str) -> float | str:
     return float(text) if _YAML_FLOAT.fullmatch(text) else text
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object with a key twice: read the text as YAML, whose error names
+    the line."""
+
+
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    return dict(pairs)
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey(pairs)
+    return out
 
 
 _json = json.JSONDecoder(
