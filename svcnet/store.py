@@ -123,6 +123,10 @@ CREATE TABLE IF NOT EXISTS created (
     kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (kind, namespace, name)
 );
+CREATE TABLE IF NOT EXISTS applied (
+    kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (kind, namespace, name)
+);
 CREATE TABLE IF NOT EXISTS synced (
     backend TEXT NOT NULL, target TEXT NOT NULL, node TEXT NOT NULL,
     snapshot INTEGER NOT NULL,
@@ -149,6 +153,13 @@ UPDATE meta SET value = '3' WHERE key = 'format'
 _CREATED = """
 CREATE TABLE IF NOT EXISTS created (
     kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (kind, namespace, name)
+)
+"""
+# the document each object was last applied with, as written (svcnet get -o yaml)
+_APPLIED = """
+CREATE TABLE IF NOT EXISTS applied (
+    kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (kind, namespace, name)
 )
 """
@@ -387,6 +398,8 @@ class Store:
                 conn.execute(statement)
         if write and "created" not in tables:  # added within format 3: no upgrade needed
             conn.execute(_CREATED)
+        if write and "applied" not in tables:  # the same
+            conn.execute(_APPLIED)
 
     def _load(self, conn: sqlite3.Connection) -> ClusterState:
         return self._read(conn).state
@@ -480,6 +493,30 @@ class Store:
             raise StoreError(f"store {self.path}: kubelet mode {mode!r}: 'store' or 'lab'")
         with self._connect(write=True) as conn:
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('kubelet', ?)", (mode,))
+
+    def applied(self, key: ObjectKey | None = None) -> dict[ObjectKey, dict[str, Any]]:
+        """The document each object was last applied with, as written
+        (:meth:`Session.save_applied`): every object's, or only ``key``'s. Objects
+        the controllers made, or saved without one, have none."""
+        query = "SELECT kind, namespace, name, doc FROM applied"
+        args: tuple[str, ...] = ()
+        if key is not None:
+            query += " WHERE kind = ? AND namespace = ? AND name = ?"
+            args = (key.kind.value, key.namespace, key.name)
+        try:
+            with self._connect(write=False) as conn:
+                try:
+                    rows = conn.execute(query, args).fetchall()
+                except sqlite3.OperationalError:  # written before the table existed
+                    rows = []
+        except FileNotFoundError:
+            return {}
+        kinds = {k.value: k for k in Kind}
+        return {
+            ObjectKey(kinds[kind], ns, name): json.loads(doc)
+            for kind, ns, name, doc in rows
+            if kind in kinds
+        }
 
     def created(self, key: ObjectKey | None = None) -> dict[ObjectKey, float]:
         """When objects were created (epoch seconds; kubectl's AGE): every object's,
@@ -767,6 +804,32 @@ class Session:
         """The store's version as this session sees it (after its saves)."""
         return self.store._versions(self._conn)[0]
 
+    def applied(self, keys: Iterable[ObjectKey]) -> dict[ObjectKey, dict[str, Any]]:
+        """The applied documents (:meth:`Store.applied`) of ``keys`` as this session
+        sees them."""
+        out: dict[ObjectKey, dict[str, Any]] = {}
+        for key in keys:
+            row = self._conn.execute(
+                "SELECT doc FROM applied WHERE kind = ? AND namespace = ? AND name = ?",
+                (key.kind.value, key.namespace, key.name),
+            ).fetchone()
+            if row is not None:
+                out[key] = json.loads(row[0])
+        return out
+
+    def save_applied(self, docs: Mapping[ObjectKey, Mapping[str, Any]]) -> None:
+        """Keep the documents these objects were applied with, as written (after
+        :meth:`save` of the state they are in; ``svcnet apply`` calls it), for
+        :meth:`Store.applied`."""
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?)",
+            [
+                (key.kind.value, key.namespace, key.name, json.dumps(doc, sort_keys=False))
+                for key, doc in docs.items()
+                if _holds(self.state, key)
+            ],
+        )
+
     def save(self, new: ClusterState) -> None:
         """Write what differs between the loaded (or last saved) state and ``new``,
         after the simulated control plane has acted on it (:func:`svcnet.workloads.
@@ -807,10 +870,12 @@ class Session:
                             row,
                         )
                         log(ChangeType.DELETED, row, *encode(before[key]))
-                        c.execute(
-                            "DELETE FROM created WHERE kind = ? AND namespace = ? AND name = ?",
-                            row,
-                        )
+                        for table in ("created", "applied"):
+                            c.execute(
+                                f"DELETE FROM {table} "
+                                "WHERE kind = ? AND namespace = ? AND name = ?",
+                                row,
+                            )
                 for key, obj in after.items():
                     prev = before.get(key)
                     if prev is obj or prev == obj:
@@ -878,6 +943,12 @@ def _maps(state: ClusterState) -> tuple[Mapping[Any, KubeObject], ...]:
         state.deployments,
         state.replica_sets,
     )
+
+
+def _holds(state: ClusterState, key: ObjectKey) -> bool:
+    """Does ``state`` hold the object ``key`` names?"""
+    i = _KINDS.index(key.kind)
+    return (key.name if key.kind is Kind.NODE else (key.namespace, key.name)) in _maps(state)[i]
 
 
 def _differing(

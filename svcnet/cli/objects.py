@@ -50,11 +50,22 @@ from svcnet.cli.views import (
     with_version,
 )
 from svcnet.errors import ManifestError, NotFoundError
-from svcnet.model import ClusterConfig, Kind, KubeObject, Node, ObjectKey, Pod, Service, ServiceType
+from svcnet.model import (
+    ClusterConfig,
+    Kind,
+    KubeObject,
+    Node,
+    ObjectKey,
+    Pod,
+    ReplicaSet,
+    Service,
+    ServiceType,
+)
 from svcnet.scenario.format import parse_config
 from svcnet.state import Apply, ClusterState, Configure, Delete
 from svcnet.state.selectors import Selector
 from svcnet.store import Listing, Store, WatchExpired, config_to_json
+from svcnet.workloads.applying import keep_reported
 
 RESOURCES = {
     "svc": Kind.SERVICE, "service": Kind.SERVICE, "services": Kind.SERVICE,
@@ -99,12 +110,35 @@ def _files(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
                 raise ManifestError(f"{name}: cannot read: {e}") from e
 
 
+# what the server, not the writer, says of an object: not kept as applied
+_SERVER_METADATA = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields")
+
+
+def _as_written(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` as kept for ``get -o yaml``: without ``status`` and the server's
+    metadata (a dump of ``get -o yaml`` applied again is the same object)."""
+    out = {k: v for k, v in doc.items() if k != "status"}
+    meta = out.get("metadata")
+    if isinstance(meta, Mapping):
+        out["metadata"] = {k: v for k, v in meta.items() if k not in _SERVER_METADATA}
+    return out
+
+
+def _shown(obj: KubeObject, applied: Mapping[str, Any] | None) -> dict[str, Any]:
+    return manifests.as_applied(manifests.to_manifest(obj), applied)
+
+
 def read_objects(paths: Sequence[str]) -> list[KubeObject]:
     """Every object in ``paths``, validated (ManifestError/ValidationError otherwise)."""
-    objects: list[KubeObject] = []
+    return [obj for obj, _ in read_documents(paths)]
+
+
+def read_documents(paths: Sequence[str]) -> list[tuple[KubeObject, Mapping[str, Any]]]:
+    """As :func:`read_objects`, each object with its document as written."""
+    out: list[tuple[KubeObject, Mapping[str, Any]]] = []
     for text, name in _files(paths):
-        objects.extend(manifests.load(text, filename=name))
-    return objects
+        out.extend(manifests.load_documents(text, filename=name))
+    return out
 
 
 def _apply_objects(objects: Sequence[KubeObject]) -> Apply:
@@ -135,13 +169,22 @@ def apply_cmd(files: Sequence[str]) -> None:
     """Apply every document of the FILEs at once (all or nothing)."""
     if not files:
         raise click.UsageError("give manifests with -f FILE|DIR|-")
-    objects = read_objects(files)
+    documents = read_documents(files)
+    objects = [obj for obj, _ in documents]
     if not objects:
         raise ManifestError("no objects in " + ", ".join(files))
+    written = {obj.key: _as_written(doc) for obj, doc in documents}
     with current_store().modify() as session:
         old = session.state
+        # what the scheduler, kubelet and controllers reported stays (kubectl apply)
+        objects = [
+            keep_reported(get_object(old, obj.key), obj, has_status="status" in doc)
+            for obj, doc in documents
+        ]
         new = old.step(_apply_objects(objects))
+        before_docs = session.applied(written)
         session.save(new)
+        session.save_applied(written)
     seen: set[ObjectKey] = set()
     for obj in objects:
         if obj.key in seen:
@@ -150,8 +193,10 @@ def apply_cmd(files: Sequence[str]) -> None:
         before, after = get_object(old, obj.key), get_object(new, obj.key)
         if before is None:
             verb = "created"
-        elif after is not None and manifests.to_manifest(before) == manifests.to_manifest(after):
-            verb = "unchanged"
+        elif after is not None and _shown(before, before_docs.get(obj.key)) == _shown(
+            after, written[obj.key]
+        ):
+            verb = "unchanged"  # what get -o yaml shows is the same
         else:
             verb = "configured"
         click.echo(f"{_ref(obj)} {verb}")
@@ -237,12 +282,50 @@ def _select(
     )
 
 
-def _doc(state: ClusterState, what: str, obj: Any, version: int | None) -> dict[str, Any]:
+def _doc(
+    state: ClusterState,
+    what: str,
+    obj: Any,
+    version: int | None,
+    applied: Mapping[ObjectKey, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     if what == "endpoints":
         return endpoints_manifest(state, obj)
     if isinstance(obj, dict):  # an EndpointSlice (applied, or the controller's)
         return with_version(obj, version)
-    return with_version(manifests.to_manifest(obj), version)
+    doc = manifests.to_manifest(obj)
+    if applied is not None:
+        doc = manifests.as_applied(doc, _applied_base(state, obj, applied))
+    return with_version(doc, version)
+
+
+def _applied_base(
+    state: ClusterState, obj: Any, applied: Mapping[ObjectKey, Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """What ``obj`` was applied as; for an object a controller made, its owner's
+    template (a Deployment's pods carry the containers and images written there)."""
+    doc = applied.get(obj.key)
+    if doc is not None:
+        return doc
+    owner = getattr(obj, "owner", None)
+    if owner is None:
+        return None
+    ns = obj.key.namespace
+    if isinstance(obj, ReplicaSet):
+        parent = applied.get(ObjectKey(Kind.DEPLOYMENT, ns, owner.name))
+        spec = parent.get("spec") if parent is not None else None
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("template"), Mapping):
+            return None
+        return {"spec": {"template": spec["template"]}}
+    rs = state.replica_sets.get((ns, owner.name))
+    if rs is None:
+        return None
+    base = _applied_base(state, rs, applied)
+    spec = base.get("spec") if base is not None else None
+    template = spec.get("template") if isinstance(spec, Mapping) else None
+    if not isinstance(template, Mapping):
+        return None
+    return {k: template[k] for k in ("metadata", "spec") if isinstance(template.get(k), Mapping)}
 
 
 def _echo_doc(doc: Any, output: str, separate: bool) -> None:
@@ -351,6 +434,8 @@ def get_cmd(
     store = existing_store()
     listing = store.list()
     ages = _Ages(store)
+    if output in ("yaml", "json"):
+        view.applied = store.applied()
     if not watch_only:
         _print_list(listing, view, ages)
     if watch or watch_only:
@@ -375,6 +460,8 @@ class _View:
     ) -> None:
         self.r, self.names, self.namespace, self.all_ns = r, names, namespace, all_ns
         self.output, self.show_labels, self.selector = output, show_labels, selector
+        # -o yaml|json: the documents the objects were applied with (Store.applied)
+        self.applied: dict[ObjectKey, dict[str, Any]] | None = None
 
     def rows(
         self, state: ClusterState, what: str, items: list[Any], ages: _Ages
@@ -393,7 +480,7 @@ def _print_list(listing: Listing, view: _View, ages: _Ages) -> None:
     what, items = _select(state, view.r, view.names, view.namespace, view.all_ns, view.selector)
     output = view.output
     if output in ("yaml", "json"):
-        docs = [_doc(state, what, o, listing.versions.get(key_of(o))) for o in items]
+        docs = [_doc(state, what, o, listing.versions.get(key_of(o)), view.applied) for o in items]
         doc: Any = (
             docs[0]
             if len(view.names) == 1
@@ -431,7 +518,9 @@ def _follow(store: Store, listing: Listing, view: _View, ages: _Ages, events: bo
 
     def show(st: ClusterState, what: str, obj: Any, event: str, version: int | None) -> None:
         if output in ("yaml", "json"):
-            _echo_doc(_doc(st, what, obj, version), output, separate=output == "yaml")
+            if view.applied is not None and not isinstance(obj, dict):
+                view.applied.update(store.applied(key_of(obj)))  # applied since the list
+            _echo_doc(_doc(st, what, obj, version, view.applied), output, separate=output == "yaml")
             return
         if output == "name":
             click.echo(_ref_name(what, obj))

@@ -6,7 +6,15 @@
 
 from __future__ import annotations
 
-from svcnet.manifests.parse import load, parse_key, parse_object
-from svcnet.manifests.write import API_VERSIONS, to_manifest
+from svcnet.manifests.parse import load, load_documents, parse_key, parse_object
+from svcnet.manifests.write import API_VERSIONS, as_applied, to_manifest
 
-__all__ = ["API_VERSIONS", "load", "parse_key", "parse_object", "to_manifest"]
+__all__ = [
+    "API_VERSIONS",
+    "as_applied",
+    "load",
+    "load_documents",
+    "parse_key",
+    "parse_object",
+    "to_manifest",
+]

@@ -181,6 +181,14 @@ def load(
     source: str | Mapping[str, Any] | Sequence[Mapping[str, Any]], *, filename: str = "<input>"
 ) -> list[KubeObject]:
     """Every object in YAML text (``---`` documents, lists, ``kind: List``) or dict(s)."""
+    return [obj for obj, _ in load_documents(source, filename=filename)]
+
+
+def load_documents(
+    source: str | Mapping[str, Any] | Sequence[Mapping[str, Any]], *, filename: str = "<input>"
+) -> list[tuple[KubeObject, Mapping[str, Any]]]:
+    """As :func:`load`, each object with the document it was read from, as written
+    (what ``svcnet get -o yaml`` shows back: containers, images, unknown fields)."""
     if isinstance(source, str):
         documents = [d for d in _yaml_documents(source, filename) if d is not None]
     elif isinstance(source, Mapping):
@@ -192,13 +200,15 @@ def load(
             f"{filename}: expected YAML text, a mapping or a list of mappings, "
             f"got {type_name(source)}"
         )
-    out: list[KubeObject] = []
+    out: list[tuple[KubeObject, Mapping[str, Any]]] = []
     for i, doc in enumerate(documents):
         _collect(doc, out, f"{filename}: document {i + 1}", depth=0)
     return out
 
 
-def _collect(doc: Any, out: list[KubeObject], where: str, depth: int) -> None:
+def _collect(
+    doc: Any, out: list[tuple[KubeObject, Mapping[str, Any]]], where: str, depth: int
+) -> None:
     if (
         depth < 3
         and type(doc) is not dict
@@ -219,7 +229,7 @@ def _collect(doc: Any, out: list[KubeObject], where: str, depth: int) -> None:
         for i, item in enumerate(items or ()):
             _collect(item, out, f"{where}, items[{i}]", depth + 1)
         return
-    out.append(parse_object(m))
+    out.append((parse_object(m), m))
 
 
 # ---------------------------------------------------------------- Node and Pod

@@ -6,6 +6,7 @@ The inverse of :func:`svcnet.manifests.parse.parse_object`: ``parse_object(to_ma
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from svcnet.manifests.workloads import (
@@ -206,3 +207,40 @@ def _slice_manifest(es: EndpointSlice) -> dict[str, Any]:
         "endpoints": endpoints,
         "ports": ports,
     }
+
+
+# Lists that keep what was applied whole: svcnet models only part of a container
+# (its ports; a workload template's too), so its own list would drop names, images,
+# commands and every other field.
+_APPLIED_LISTS = frozenset({"containers", "initContainers"})
+
+
+def as_applied(canonical: Mapping[str, Any], applied: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The object as ``kubectl get -o yaml`` shows it: the document that was applied
+    (``applied``; None: only ``canonical``), with what svcnet decided over it --
+    ``canonical`` (:func:`to_manifest`) wins for every field it has (allocations,
+    the scheduler's node, the controllers' labels and replicas), mappings merge key
+    by key so unknown fields stay, lists of mappings of the same length merge item
+    by item (a service's ports get their allocated nodePort), ``containers`` stay as
+    applied, and ``status`` is svcnet's alone."""
+    if applied is None:
+        return dict(canonical)
+    base = {k: v for k, v in applied.items() if k != "status"}
+    out: dict[str, Any] = _merge(base, canonical)
+    if "status" in canonical:
+        out["status"] = canonical["status"]
+    return out
+
+
+def _merge(base: Any, over: Any, key: str = "") -> Any:
+    if isinstance(base, Mapping) and isinstance(over, Mapping):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base[k], v, k) if k in base else v
+        return out
+    if isinstance(base, list) and isinstance(over, list):
+        if key in _APPLIED_LISTS:
+            return list(base)
+        if len(base) == len(over) and all(isinstance(b, Mapping) for b in base):
+            return [_merge(b, o) for b, o in zip(base, over, strict=True)]
+    return over
