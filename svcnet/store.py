@@ -498,31 +498,21 @@ class Store:
         """The document each object was last applied with, as written
         (:meth:`Session.save_applied`): every object's, or only ``key``'s. Objects
         the controllers made, or saved without one, have none."""
-        query = "SELECT kind, namespace, name, doc FROM applied"
-        args: tuple[str, ...] = ()
-        if key is not None:
-            query += " WHERE kind = ? AND namespace = ? AND name = ?"
-            args = (key.kind.value, key.namespace, key.name)
-        try:
-            with self._connect(write=False) as conn:
-                try:
-                    rows = conn.execute(query, args).fetchall()
-                except sqlite3.OperationalError:  # written before the table existed
-                    rows = []
-        except FileNotFoundError:
-            return {}
-        kinds = {k.value: k for k in Kind}
-        return {
-            ObjectKey(kinds[kind], ns, name): json.loads(doc)
-            for kind, ns, name, doc in rows
-            if kind in kinds
-        }
+        return {k: json.loads(doc) for k, doc in self._per_object("applied", "doc", key)}
 
     def created(self, key: ObjectKey | None = None) -> dict[ObjectKey, float]:
         """When objects were created (epoch seconds; kubectl's AGE): every object's,
         or only ``key``'s (an empty dict if it has none). Objects saved by a
         svcnet that did not record it, and objects of a missing store, have none."""
-        query = "SELECT kind, namespace, name, at FROM created"
+        return {k: float(at) for k, at in self._per_object("created", "at", key)}
+
+    def _per_object(
+        self, table: str, column: str, key: ObjectKey | None
+    ) -> list[tuple[ObjectKey, Any]]:
+        """(key, value) of ``column`` in a per-object side table (``created``,
+        ``applied``): every row, or ``key``'s; none in a missing store or one written
+        before the table existed."""
+        query = f"SELECT kind, namespace, name, {column} FROM {table}"
         args: tuple[str, ...] = ()
         if key is not None:
             query += " WHERE kind = ? AND namespace = ? AND name = ?"
@@ -534,13 +524,13 @@ class Store:
                 except sqlite3.OperationalError:  # written before the table existed
                     rows = []
         except FileNotFoundError:
-            return {}
+            return []
         kinds = {k.value: k for k in Kind}
-        return {
-            ObjectKey(kinds[kind], ns, name): float(at)
-            for kind, ns, name, at in rows
+        return [
+            (ObjectKey(kinds[kind], ns, name), value)
+            for kind, ns, name, value in rows
             if kind in kinds
-        }
+        ]
 
     def changes_since(self, since: int) -> tuple[Change, ...]:
         """Every change after version ``since``, in order (empty if none yet);
