@@ -508,7 +508,7 @@ class Store:
 
     def _per_object(
         self, table: str, column: str, key: ObjectKey | None
-    ) -> list[tuple[ObjectKey, Any]]:
+    ) -> tuple[tuple[ObjectKey, Any], ...]:
         """(key, value) of ``column`` in a per-object side table (``created``,
         ``applied``): every row, or ``key``'s; none in a missing store or one written
         before the table existed."""
@@ -524,13 +524,13 @@ class Store:
                 except sqlite3.OperationalError:  # written before the table existed
                     rows = []
         except FileNotFoundError:
-            return []
+            return ()
         kinds = {k.value: k for k in Kind}
-        return [
+        return tuple(
             (ObjectKey(kinds[kind], ns, name), value)
             for kind, ns, name, value in rows
             if kind in kinds
-        ]
+        )
 
     def changes_since(self, since: int) -> tuple[Change, ...]:
         """Every change after version ``since``, in order (empty if none yet);
