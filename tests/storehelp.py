@@ -15,7 +15,7 @@ from svcnet.model import KubeObject
 from svcnet.state import Apply, ClusterState, Configure, Delete
 from svcnet.store import Store
 
-DEMO = pathlib.Path(__file__).parent.parent / "examples" / "demo"
+DEMO = pathlib.Path(__file__).parent.parent / "tests" / "fixtures" / "demo"
 
 # web-4: a fourth `app: web` pod of the demo, on node-b, ready, with both named ports
 WEB4_POD = """\
@@ -32,7 +32,7 @@ status: {podIP: 10.244.2.12, conditions: [{type: Ready, status: "True"}]}
 
 
 def demo() -> Apply:
-    """The demo's objects (examples/demo/*.yaml, in file order) as one Apply."""
+    """The demo's objects (tests/fixtures/demo/*.yaml, in file order) as one Apply."""
     objs: list[KubeObject] = []
     for f in sorted(DEMO.glob("*.yaml")):
         objs += manifests.load(f.read_text(), filename=str(f))

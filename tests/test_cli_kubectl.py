@@ -36,7 +36,7 @@ from svcnet.errors import ValidationError
 from svcnet.state import Apply
 from svcnet.store import Store
 
-DEMO = str(pathlib.Path(__file__).parent.parent / "examples" / "demo")
+DEMO = str(pathlib.Path(__file__).parent.parent / "tests" / "fixtures" / "demo")
 
 OTHER = """\
 apiVersion: v1

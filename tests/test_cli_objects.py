@@ -11,7 +11,7 @@ import pytest
 
 from svcnet.store import FORMAT_VERSION
 
-DEMO = str(pathlib.Path(__file__).parent.parent / "examples" / "demo")
+DEMO = str(pathlib.Path(__file__).parent.parent / "tests" / "fixtures" / "demo")
 
 NODEPORT = """\
 apiVersion: v1

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import svcnet.lab.control
 from svcnet.cli.main import cli
 
-DEMO = str(pathlib.Path(__file__).parent.parent / "examples" / "demo")
+DEMO = str(pathlib.Path(__file__).parent.parent / "tests" / "fixtures" / "demo")
 
 
 def _invoke(store: pathlib.Path, *args: str) -> Any:

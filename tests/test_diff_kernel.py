@@ -18,7 +18,7 @@ from svcnet.testing.plugin import create_netns, delete_netns, kernel_unavailable
 
 pytestmark = pytest.mark.kernel
 
-DEMO = str(pathlib.Path(__file__).parent.parent / "examples" / "demo")
+DEMO = str(pathlib.Path(__file__).parent.parent / "tests" / "fixtures" / "demo")
 NODE = "node-a"
 
 

@@ -24,7 +24,7 @@ from svcnet.model import EndpointSlice, IPFamily, Service, ServicePort, SliceEnd
 from svcnet.state import Apply, ClusterState
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(ROOT, "examples", "demo")
+DEMO = os.path.join(ROOT, "tests", "fixtures", "demo")
 
 NODE = """
 apiVersion: v1

@@ -29,7 +29,7 @@ SHARED_EXAMPLES = str(
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(ROOT, "examples", "demo")
+DEMO = os.path.join(ROOT, "tests", "fixtures", "demo")
 EXAMPLES = sorted(glob.glob(SHARED_EXAMPLES + "/*.yaml"))
 
 NODE = """

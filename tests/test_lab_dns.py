@@ -31,7 +31,7 @@ SHARED_EXAMPLES = str(
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(ROOT, "examples", "demo")
+DEMO = os.path.join(ROOT, "tests", "fixtures", "demo")
 
 # a second namespace: service data/cache (a named port) with one pod on node-b
 DATA = """

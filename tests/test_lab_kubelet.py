@@ -25,7 +25,7 @@ from svcnet.kernel import netns
 from svcnet.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-CLUSTER = ROOT / "examples" / "demo" / "cluster.yaml"
+CLUSTER = ROOT / "tests" / "fixtures" / "demo" / "cluster.yaml"
 
 # as https://kubernetes.io/docs/tutorials/services/connect-applications-service/
 # writes it, plus a readiness probe and a client pod to curl from

@@ -27,7 +27,7 @@ from svcnet.state import Apply, Delete
 from svcnet.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "examples" / "demo"
+DEMO = ROOT / "tests" / "fixtures" / "demo"
 
 WEB4 = """
 apiVersion: v1

@@ -33,7 +33,7 @@ from svcnet.state import Apply, Delete
 from svcnet.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-CLUSTER = ROOT / "examples" / "demo" / "cluster.yaml"
+CLUSTER = ROOT / "tests" / "fixtures" / "demo" / "cluster.yaml"
 
 BASE = """
 apiVersion: v1

@@ -344,7 +344,7 @@ def _svcnet(store: Path, *args: str) -> str:
 
 def test_cli_plan_output_json(tmp_path: Path) -> None:
     store = tmp_path / "store.db"
-    demo = Path(__file__).resolve().parents[1] / "examples" / "demo"
+    demo = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "demo"
     _svcnet(store, "apply", "-f", str(demo))
     one = plan_from_json(_svcnet(store, "plan", "--node", "node-a", "-o", "json"))
     assert one.node == "node-a" and one.services

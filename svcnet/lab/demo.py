@@ -1,9 +1,11 @@
 """``svcnet demo``: who answers a Service, from a pod, a node and outside (I/O).
 
-As root it builds a two-node lab from ``examples/demo``, programs it with the
-nftables backend when that is installed and passes a quick self-check (else
-iptables), makes ``count`` real connections per row and tabulates which pod
-answered, then removes the lab (always). Without root it tells the same story
+As root it builds a two-node lab from ``examples/demo`` (a Deployment, a client
+pod and three Services; :func:`load_state` runs the controllers, scheduler and
+kubelet so the Deployment's pods exist with their generated names and IPs),
+programs it with the nftables backend when that is installed and passes a quick
+self-check (else iptables), makes ``count`` real connections per row and tabulates
+which pod answered, then removes the lab (always). Without root it tells the same story
 on the memory backend: each row's distribution is sampled from the outcome's
 probabilities and no packet is sent.
 """
@@ -19,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from svcnet import manifests, semantics
+from svcnet import manifests, semantics, workloads
 from svcnet import plan as plan_mod
 from svcnet.backend import Backend, available_backends, load_backend
 from svcnet.model import IPFamily, Protocol, format_endpoint
@@ -52,6 +54,10 @@ class DemoResult:
 
 
 def load_state(directory: str = EXAMPLES) -> ClusterState:
+    """The manifests of ``directory`` (``*.yaml``, in name order) applied to an empty
+    state and settled (:func:`svcnet.workloads.settle`): Deployments have their
+    ReplicaSets and pods, every pod is scheduled, running, ready and has an IP.
+    Raises :class:`~svcnet.errors.ManifestError` when there is no manifest."""
     objects: Any = []  # Any: attrs types Apply's converter=tuple parameter loosely
     files = sorted(glob.glob(os.path.join(directory, "*.yaml")))
     if not files:
@@ -61,7 +67,7 @@ def load_state(directory: str = EXAMPLES) -> ClusterState:
     for path in files:
         with open(path, encoding="utf-8") as f:
             objects += manifests.load(f.read(), filename=path)
-    return ClusterState.empty().step(Apply(objects))
+    return workloads.settle(ClusterState.empty().step(Apply(objects)))
 
 
 @attrs.frozen

@@ -1,6 +1,6 @@
 """Fault injection: fuzzed manifests and scenario files raise only svcnet's errors.
 
-Inputs: the example manifests (examples/demo) and scenario files (svcnet/scenarios)
+Inputs: the demo fixture manifests (tests/fixtures/demo) and scenario files (svcnet/scenarios)
 with random text mutations (characters and YAML tokens inserted, deleted,
 replaced, lines duplicated), deep nesting, huge maps, YAML aliases, non-UTF-8
 bytes, and parsed documents with random values put at random places. The only
@@ -27,7 +27,7 @@ from svcnet.errors import SvcnetError
 from svcnet.scenario import load_scenario, parse_scenario, run_files
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-MANIFESTS = [p.read_text() for p in sorted((ROOT / "examples" / "demo").glob("*.yaml"))]
+MANIFESTS = [p.read_text() for p in sorted((ROOT / "tests" / "fixtures" / "demo").glob("*.yaml"))]
 SCENARIOS = [p.read_text() for p in sorted((ROOT / "svcnet" / "scenarios").glob("*.yaml"))[:40]]
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
