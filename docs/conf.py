@@ -44,6 +44,11 @@ autodoc_typehints = "signature"
 # that is only imported under TYPE_CHECKING does not break the build.
 autodoc_type_aliases: dict[str, str] = {}
 nitpicky = False
+# The builtin ``type`` in signatures (``type[Backend]``) is looked up as a Python
+# object and matches every model attribute named ``type`` (Service.type,
+# PodCondition.type, DeploymentStrategy.type): an ambiguity, not a broken link.
+# Only that warning (``ref.python``: "more than one target found") is silenced.
+suppress_warnings = ["ref.python"]
 
 html_theme = "alabaster"
 html_title = f"svcnet {release} API reference"
