@@ -272,3 +272,35 @@ def test_cli_apply_prints_the_refusal_with_its_value(tmp_path: Any) -> None:
         "Service default/other: spec.ports[0].nodePort: Invalid value: 30080: "
         "nodePort 30080 is already allocated to Service default/web"
     ) in r.output
+
+
+# -- the same refusals from a manifest (the parser refuses first) ------------------------
+
+
+def parse_refusal(doc: dict[str, Any]) -> ValidationError:
+    with pytest.raises(ValidationError) as info:
+        manifests.load([doc])
+    return info.value
+
+
+def test_manifest_refusals_carry_the_value_too() -> None:
+    ports = [{"name": "a", "port": 80, "nodePort": 30090}, {"name": "b", "port": 81}]
+    err = parse_refusal(svc("np", type="ClusterIP", ports=ports))
+    check(err, "spec.ports[0].nodePort", 30090, "may not be used when `type` is 'ClusterIP'")
+    ports = [
+        {"name": "a", "port": 80, "nodePort": 30090},
+        {"name": "b", "port": 81, "nodePort": 30090},
+    ]
+    err = parse_refusal(svc("np", type="NodePort", ports=ports))
+    check(err, "spec.ports[1].nodePort", 30090, "duplicate nodePort 30090/TCP")
+    err = parse_refusal(svc("np", ports=[{"name": "a", "port": 80}, {"name": "a", "port": 81}]))
+    check(err, "spec.ports[1].name", "a", "duplicate port name 'a'")
+    err = parse_refusal(svc("np", ports=[{"name": "a", "port": 80}, {"name": "b", "port": 80}]))
+    check(err, "spec.ports[1]", 80, "duplicate port 80/TCP")
+    err = parse_refusal(svc("hc", healthCheckNodePort=30900))
+    check(err, "spec.healthCheckNodePort", 30900, "may only be set when `type` is 'LoadBalancer'")
+    two = {"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4", "IPv6"]}
+    err = parse_refusal(svc("ds", **two))
+    check(err, "spec.ipFamilyPolicy", "SingleStack", "must be 'RequireDualStack'")
+    err = parse_refusal(svc("ds", ipFamilyPolicy="PreferDualStack", ipFamilies=["IPv4", "IPv4"]))
+    check(err, "spec.ipFamilies[1]", "IPv4", "duplicate value 'IPv4'")

@@ -108,8 +108,10 @@ class Doc:
     def __init__(self, obj: str) -> None:
         self.obj = obj
 
-    def fail(self, path: str, message: str) -> NoReturn:
-        raise ValidationError(self.obj, path, message)
+    def fail(self, path: str, message: str, *, value: Any = NotImplemented) -> NoReturn:
+        """Refuse the object at ``path``; ``value``, when given, is the offending
+        value, shown as the API server shows it (``Invalid value: V``)."""
+        raise ValidationError(self.obj, path, message, value=value)
 
     def mapping(self, value: Any, path: str) -> Mapping[str, Any]:
         if value is None:

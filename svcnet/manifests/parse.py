@@ -291,7 +291,9 @@ def _pod(
             if pname:
                 d.check(p + ".name", pname, iana_svc_name_error(pname))
                 if pname in names:
-                    d.fail(p + ".name", f"duplicate port name {pname!r} in one container")
+                    d.fail(
+                        p + ".name", f"duplicate port name {pname!r} in one container", value=pname
+                    )
                 names.add(pname)
             protocol = d.choice(Protocol, port.get("protocol"), p + ".protocol", Protocol.TCP)
             ports.append(ContainerPort(port=number, name=pname, protocol=protocol))
@@ -385,7 +387,7 @@ def _families(
             d.fail(p, "unsupported value '': supported values: 'IPv4', 'IPv6'")
         family = d.choice(IPFamily, v, p, IPFamily.IPv4)
         if family in families:
-            d.fail(p, f"duplicate value {family.value!r}")
+            d.fail(p, f"duplicate value {family.value!r}", value=family.value)
         families.append(family)
     policy_raw = d.text(spec.get("ipFamilyPolicy"), "spec.ipFamilyPolicy")
     policy = (
@@ -403,6 +405,7 @@ def _families(
             "spec.ipFamilyPolicy",
             "must be 'RequireDualStack' or 'PreferDualStack' "
             "when multiple IP families are specified",
+            value=policy.value,
         )
     for i, (ip, family) in enumerate(zip(cluster_ips, families, strict=False)):
         if IPFamily.of(ip) is not family:
@@ -430,14 +433,14 @@ def _service_ports(
         if name:
             d.check(p + ".name", name, dns1123_label_error(name))
             if name in names:
-                d.fail(p + ".name", f"duplicate port name {name!r}")
+                d.fail(p + ".name", f"duplicate port name {name!r}", value=name)
             names.add(name)
         number = d.port(pm.get("port"), p + ".port")
         if number is None:
             d.fail(p + ".port", "port is required")
         protocol = d.choice(Protocol, pm.get("protocol"), p + ".protocol", Protocol.TCP)
         if (number, protocol) in seen:
-            d.fail(p, f"duplicate port {number}/{protocol.value}")
+            d.fail(p, f"duplicate port {number}/{protocol.value}", value=number)
         seen.add((number, protocol))
         if stype is ServiceType.LOAD_BALANCER and number == KUBELET_PORT:
             d.fail(
@@ -448,9 +451,17 @@ def _service_ports(
         node_port = d.port(pm.get("nodePort"), p + ".nodePort", zero_unset=True)
         if node_port is not None:
             if stype in (ServiceType.CLUSTER_IP, ServiceType.EXTERNAL_NAME):
-                d.fail(p + ".nodePort", f"may not be used when `type` is '{stype.value}'")
+                d.fail(
+                    p + ".nodePort",
+                    f"may not be used when `type` is '{stype.value}'",
+                    value=node_port,
+                )
             if (node_port, protocol) in node_ports:
-                d.fail(p + ".nodePort", f"duplicate nodePort {node_port}/{protocol.value}")
+                d.fail(
+                    p + ".nodePort",
+                    f"duplicate nodePort {node_port}/{protocol.value}",
+                    value=node_port,
+                )
             node_ports.add((node_port, protocol))
         ports.append(
             ServicePort(
@@ -527,6 +538,7 @@ def _service(d: Doc, m: Mapping[str, Any], namespace: str, name: str, labels: La
         d.fail(
             "spec.healthCheckNodePort",
             "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
+            value=health,
         )
 
     lb_ip = d.text(spec.get("loadBalancerIP"), "spec.loadBalancerIP")
@@ -672,7 +684,7 @@ def _slice(
         if pname:
             d.check(p + ".name", pname, dns1123_label_error(pname))
         if pname in names:
-            d.fail(p + ".name", f"duplicate port name {pname!r}")
+            d.fail(p + ".name", f"duplicate port name {pname!r}", value=pname)
         names.add(pname)
         number = d.port(pm.get("port"), p + ".port")
         if number is None:
