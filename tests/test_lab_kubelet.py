@@ -221,11 +221,39 @@ def test_a_deployment_is_served_once_its_probes_pass(lab: tuple[str, Path], tmp_
     assert ready_pods(store, "broken") == {bad: False}
     assert curl(name, "http://broken") == ""
 
-    # scale up: the third pod is served once it is ready
-    p = svcnet(store, "scale", "deployment/my-nginx", "--replicas", "3")
+    # scale to 5, then 1; a rollout restart replaces the pod: each served once ready
+    def scaled(n: int) -> dict[str, bool]:
+        p = svcnet(store, "scale", "deployment/my-nginx", "--replicas", str(n))
+        assert p.returncode == 0, p.stderr
+
+        def done() -> dict[str, bool] | None:
+            r = ready_pods(store, "my-nginx")
+            return r if len(r) == n and all(r.values()) else None
+
+        return wait_for(f"{n} my-nginx pods, all ready", done)  # type: ignore[no-any-return]
+
+    def all_answer(want: set[str]) -> None:
+        seen: set[str] = set()
+
+        def more() -> bool:
+            seen.update(curl(name, "http://my-nginx") for _ in range(10))
+            seen.discard("")
+            return want <= seen
+
+        wait_for(f"curl by name reaches each of {sorted(want)}", more)
+        assert seen <= want, seen  # and nothing else (no pod scaled away)
+
+    five = scaled(5)
+    assert set(pods) <= set(five)
+    all_answer(set(five))
+    (one,) = scaled(1)
+    wait_for("the scaled-away pods' namespaces go", lambda: all(
+        not netns.exists(f"svcnet-{name}-p-default-{p}") for p in five if p != one))  # fmt: skip
+    all_answer({one})
+    p = svcnet(store, "rollout", "restart", "deployment/my-nginx")
     assert p.returncode == 0, p.stderr
-    three = wait_for("3 my-nginx pods ready", lambda: (r := ready_pods(store, "my-nginx"))
-                     and len(r) == 3 and all(r.values()) and r)  # fmt: skip
-    (new,) = set(three) - set(pods)
-    wait_for(f"{new} answers by name", lambda: new in {curl(name, "http://my-nginx")
-                                                        for _ in range(10)})  # fmt: skip
+    (fresh,) = wait_for("the restarted pod, ready", lambda: (r := ready_pods(store, "my-nginx"))
+                        and len(r) == 1 and one not in r and all(r.values()) and r)  # fmt: skip
+    all_answer({fresh})
+    p = svcnet(store, "rollout", "status", "deployment/my-nginx")
+    assert p.returncode == 0 and "successfully rolled out" in p.stdout, p.stdout + p.stderr
