@@ -217,7 +217,8 @@ def delete_cmd(
     namespace: str,
     ignore_not_found: bool,
 ) -> None:
-    """Delete the objects of FILEs, or KIND (svc, pod, node, endpointslice) NAMEs, as
+    """Delete the objects of FILEs, or KIND (svc, pod, node, endpointslice,
+    deployment, replicaset) NAMEs, as
     kubectl does: every one that exists is deleted; each missing one is reported
     (``Error from server (NotFound)``, exit 1) unless --ignore-not-found."""
     if files and kind:
@@ -614,14 +615,17 @@ DESCRIBABLE = {
 @namespace_option
 def describe_cmd(resource: str, name: str | None, namespace: str) -> None:
     """Describe a service (IPs, ports, endpoints per port, policies), a pod (node,
-    IPs, containers, conditions) or a node (addresses, pod CIDRs, its pods)."""
+    IPs, containers, conditions), a node (addresses, pod CIDRs, its pods) or a
+    deployment (replicas, strategy, its ReplicaSets)."""
     if "/" in resource and name is None:
         resource, _, name = resource.partition("/")
     if not name:
         raise click.UsageError("give RESOURCE NAME or RESOURCE/NAME")
     kind = DESCRIBABLE.get(resource.lower())
     if kind is None:
-        raise click.BadParameter(f"{resource!r}: expected svc, pod or node", param_hint="RESOURCE")
+        raise click.BadParameter(
+            f"{resource!r}: expected svc, pod, node or deployment", param_hint="RESOURCE"
+        )
     store = existing_store()
     state = store.load()
     key = ObjectKey(kind, "" if kind is Kind.NODE else namespace, name)
