@@ -144,40 +144,23 @@ def agent_http_get(
 ) -> tuple[int, bytes]:
     """GET ``path`` from an agent's HTTP server at ``address`` (``host:port`` as its
     status file says; a wildcard host is asked on loopback) inside ``node_netns``:
-    (status code, body). A worker thread enters the namespace, so this process's
-    own threads stay where they are."""
+    (status code, body). The calling thread enters the namespace for the request
+    and comes back (:func:`svcnet.kernel.setns.entered`)."""
     import http.client
-    import threading
 
-    from svcnet.kernel.setns import enter
+    from svcnet.agent.httpserve import parse_address
+    from svcnet.kernel.setns import entered
 
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
+    host, port = parse_address(address)
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-    result: list[tuple[int, bytes]] = []
-    failure: list[BaseException] = []
-
-    def get() -> None:
+    with entered(node_netns):
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
-            enter(node_netns)
-            conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-            try:
-                conn.request("GET", path)
-                response = conn.getresponse()
-                result.append((response.status, response.read()))
-            finally:
-                conn.close()
-        except BaseException as e:  # handed to the caller
-            failure.append(e)
-
-    worker = threading.Thread(target=get, name=f"svcnet-http-{node_netns}", daemon=True)
-    worker.start()
-    worker.join(timeout + 1.0)
-    if failure:
-        raise failure[0]
-    if not result:
-        raise LabError(f"GET http://{address}{path} in {node_netns}: no answer in {timeout:g} s")
-    return result[0]
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
 
 
 def _cmdline(pid: int) -> list[bytes]:
