@@ -42,31 +42,26 @@ from svcnet.agent.metrics import AgentMetrics
 from svcnet.backend import Backend
 from svcnet.model import Protocol
 from svcnet.plan import Changes, Plan
+from svcnet.plan.types import ServicePlan
 from svcnet.state import ClusterState
 from svcnet.store import Change
 
 __all__ = ["NodeDuties", "udp_touched"]
 
 
+def _has_udp(svc: ServicePlan | None) -> bool:
+    return svc is not None and any(p.protocol is Protocol.UDP for p in svc.ports)
+
+
 def udp_touched(old: Plan | None, changes: Changes | None) -> bool:
     """Could ``changes`` (applied to ``old``) have changed what a UDP frontend
     serves? ``None`` (a full sync) always could."""
-    if old is None or changes is None:
+    if old is None or changes is None or changes.settings_changed:
         return True
-    if changes.settings_changed:
-        return True
-    for svc in (*changes.added, *changes.replaced):
-        if any(p.protocol is Protocol.UDP for p in svc.ports):
-            return True
-    for svc in changes.replaced:
-        prev = old.services.get(svc.ref)
-        if prev is not None and any(p.protocol is Protocol.UDP for p in prev.ports):
-            return True
-    for ref in changes.removed:
-        prev = old.services.get(ref)
-        if prev is not None and any(p.protocol is Protocol.UDP for p in prev.ports):
-            return True
-    return False
+    before = (*(svc.ref for svc in changes.replaced), *changes.removed)
+    return any(_has_udp(svc) for svc in (*changes.added, *changes.replaced)) or any(
+        _has_udp(old.services.get(ref)) for ref in before
+    )
 
 
 class NodeDuties:
