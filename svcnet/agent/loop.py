@@ -612,6 +612,22 @@ class Agent:
             fell_back=self.backend.fallbacks > fallbacks,
             why=why,
         )
+        # the node's duties for this sync (stale UDP flows, health-check ports,
+        # metrics) are done before the version is published: wait_synced(V) means
+        # the node as a whole reflects V
+        try:
+            self.duties.synced(
+                state=state,
+                old=old,
+                plan=plan,
+                changes=incremental,
+                full=bool(why),
+                duration=report.duration,
+                latencies=latencies,
+                fell_back=report.fell_back,
+            )
+        except Exception:  # the rules are in: a duty's failure is not the sync's
+            self.log.exception("node %s: a node duty failed after the sync", self.node)
         with self._cond:
             self.plan, self._synced, self.version = plan, state, version
             self._cond.notify_all()  # wait_synced()
@@ -627,19 +643,6 @@ class Agent:
         self.error = None
         self.last_sync = report
         self.log.info("%s", report.line(self.node))
-        try:
-            self.duties.synced(
-                state=state,
-                old=old,
-                plan=plan,
-                changes=incremental,
-                full=bool(why),
-                duration=report.duration,
-                latencies=latencies,
-                fell_back=report.fell_back,
-            )
-        except Exception:  # the rules are in: a duty's failure is not the sync's
-            self.log.exception("node %s: a node duty failed after the sync", self.node)
         self._write_status()
         if self.on_sync is not None:
             try:
