@@ -12,13 +12,15 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from svcnet.backend import Backend, BackendFactory, load_backend
 from svcnet.errors import BackendNotFound, StoreError, SvcnetError
-from svcnet.store import Store
+
+if TYPE_CHECKING:  # imported where used: every command imports this module
+    from svcnet.backend import Backend, BackendFactory
+    from svcnet.store import Store
 
 __all__ = [
     "CliError",
@@ -60,6 +62,8 @@ class SvcnetGroup(click.Group):
 
 def backend_class(name: str) -> type[Backend]:
     """The installed backend ``name``; unknown -> CliError (exit 2) listing the installed."""
+    from svcnet.backend import load_backend
+
     try:
         return load_backend(name)
     except BackendNotFound as e:
@@ -100,6 +104,8 @@ store_option = click.option(
 
 def current_store() -> Store:
     """The store chosen by the group's ``--store`` option (or the default)."""
+    from svcnet.store import Store
+
     ctx = click.get_current_context(silent=True)
     path = ctx.meta.get(META_KEY) if ctx is not None else None
     return Store(path)

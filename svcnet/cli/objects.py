@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import click
-import yaml
 
 from svcnet import manifests
 from svcnet.cli.common import current_store, existing_store, namespace_option
@@ -61,11 +60,9 @@ from svcnet.model import (
     Service,
     ServiceType,
 )
-from svcnet.scenario.format import parse_config
 from svcnet.state import Apply, ClusterState, Configure, Delete
 from svcnet.state.selectors import Selector
 from svcnet.store import Listing, Store, WatchExpired, config_to_json
-from svcnet.workloads.applying import keep_reported
 
 RESOURCES = {
     "svc": Kind.SERVICE, "service": Kind.SERVICE, "services": Kind.SERVICE,
@@ -174,6 +171,8 @@ def apply_cmd(files: Sequence[str]) -> None:
     if not objects:
         raise ManifestError("no objects in " + ", ".join(files))
     written = {obj.key: _as_written(doc) for obj, doc in documents}
+    from svcnet.workloads.applying import keep_reported
+
     with current_store().modify() as session:
         old = session.state
         # what the scheduler, kubelet and controllers reported stays (kubectl apply)
@@ -333,6 +332,8 @@ def _echo_doc(doc: Any, output: str, separate: bool) -> None:
     if output == "json":
         click.echo(json.dumps(doc, indent=2))
     else:
+        import yaml
+
         text = yaml.safe_dump(doc, sort_keys=False).rstrip("\n")
         click.echo(("---\n" if separate else "") + text)
 
@@ -648,10 +649,16 @@ def describe_cmd(resource: str, name: str | None, namespace: str) -> None:
 
 
 def _config_text(config: ClusterConfig) -> str:
+    import yaml
+
     return yaml.safe_dump({"config": config_to_json(config)}, sort_keys=False).rstrip("\n")
 
 
 def _config_from_file(path: str, current: ClusterConfig) -> ClusterConfig:
+    import yaml
+
+    from svcnet.scenario.format import parse_config
+
     text, name = next(_files([path]))
     try:
         doc = yaml.safe_load(text)
