@@ -58,9 +58,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'svcnet' has no attribute {name!r}")
-    import importlib
+    from svcnet._deprecation import resolve  # (imports a module by name; not deprecated)
 
-    value = getattr(importlib.import_module(f"svcnet.{module}"), name)
+    value = resolve(f"svcnet.{module}:{name}")
     globals()[name] = value
     return value
 
