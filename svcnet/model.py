@@ -11,7 +11,8 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, Mapping
+from typing import Any, TypeVar, overload
 
 import attrs
 
@@ -115,6 +116,9 @@ def _labels_converter(value: Mapping[str, str] | Iterable[tuple[str, str]] | Non
     return Labels(tuple(sorted((str(k), str(v)) for k, v in items)))
 
 
+_T = TypeVar("_T")
+
+
 @attrs.frozen
 class Labels(Mapping[str, str]):
     """An immutable, hashable label map: equal and hashed by ``items_`` (sorted
@@ -144,6 +148,20 @@ class Labels(Mapping[str, str]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._lookup()
+
+    @overload
+    def get(self, key: str) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str) -> str: ...
+    @overload
+    def get(self, key: str, default: _T) -> str | _T: ...
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._lookup().get(key, default)
+
+    def pairs(self) -> ItemsView[str, str]:
+        """The (key, value) pairs, each key once (a view of the lookup dict: faster
+        than ``items()``, which goes through ``__getitem__`` per key)."""
+        return self._lookup().items()
 
     def as_dict(self) -> dict[str, str]:
         """A new dict of the labels (in key order)."""
@@ -399,7 +417,7 @@ class Pod:
 
     def ip(self, family: IPFamily) -> str | None:
         for a in self.pod_ips:
-            if IPFamily.of(a) is family:
+            if ip_family(a) is family:
                 return a
         return None
 

@@ -13,8 +13,10 @@ the tests compare the incremental result with).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator, Mapping
 
+import attrs
 from pyrsistent import PMap, pmap
 
 from svcnet.model import (
@@ -42,14 +44,14 @@ def selects(svc: Service, pod: Pod) -> bool:
     if svc.namespace != pod.namespace or svc.selector is None or not svc.selector:
         return False
     labels = pod.labels
-    return all(labels.get(k) == v for k, v in svc.selector.items())
+    return all(labels.get(k) == v for k, v in svc.selector.pairs())
 
 
 def service_families(svc: Service, config: ClusterConfig) -> tuple[IPFamily, ...]:
     """The families a service has endpoints in: its ClusterIPs' families; for a
     headless service the cluster's families filtered by ``ipFamilies`` if given."""
     if svc.cluster_ips:
-        return tuple(IPFamily.of(ip) for ip in svc.cluster_ips)
+        return tuple(ip_family(ip) for ip in svc.cluster_ips)
     families = config.families
     if svc.ip_families:
         families = tuple(f for f in families if f in svc.ip_families)
@@ -68,6 +70,11 @@ def _target_port(sp: ServicePort, pod: Pod) -> int | None:
     return None
 
 
+# Endpoint's own order (attrs compares the tuple of its fields), without the
+# generated __lt__'s per-comparison tuple building
+_order = operator.attrgetter(*(f.name for f in attrs.fields(Endpoint)))
+
+
 def _better(a: Endpoint, b: Endpoint) -> bool:
     """Which of two endpoints with the same ip:port to keep (deterministic)."""
     ka = (not a.ready, not a.serving, a.terminating, a)
@@ -82,7 +89,7 @@ def _finish(found: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
         cur = best.get(k)
         if cur is None or _better(ep, cur):
             best[k] = ep
-    return tuple(sorted(best.values()))
+    return tuple(sorted(best.values(), key=_order))
 
 
 def pod_endpoints(

@@ -27,6 +27,11 @@ from svcnet.state.allocation.pool import (
 __all__ = ["PodAllocations"]
 
 
+def _bare(pod: Pod) -> Pod:
+    """``pod`` without IPs (waiting for some)."""
+    return attrs.evolve(pod, pod_ips=(), pod_ips_allocated=False)
+
+
 @attrs.frozen
 class PodAllocations:
     """Every pod IP allocated in a cluster, and the pods waiting for one."""
@@ -89,21 +94,21 @@ class PodAllocations:
         return alloc._pod_take(new)
 
     def _pod_take(self, pod: Pod) -> tuple[PodAllocations, Pod]:
-        pools = self.pod_pools.get(pod.node_name)
-        bare = attrs.evolve(pod, pod_ips=(), pod_ips_allocated=False)
+        node, key = pod.node_name, pod.key
+        pools = self.pod_pools.get(node)
         if not pools:
-            return self._pod_wait(pod.node_name, pod.key), bare
+            return self._pod_wait(node, key), _bare(pod)
         new, ips = list(pools), []
         for i, pool in enumerate(pools):
             value = pool.lowest_free()
             if value is None:
-                return self._pod_wait(pod.node_name, pod.key), bare
-            new[i] = pool.take(value, pod.key)
+                return self._pod_wait(node, key), _bare(pod)
+            new[i] = pool.take(value, key)
             ips.append(ip_str(value, pool.family or IPFamily.IPv4))
-        alloc = attrs.evolve(self, pod_pools=self.pod_pools.set(pod.node_name, tuple(new)))
-        return alloc._pod_unwait(pod.node_name, pod.key), attrs.evolve(
-            pod, pod_ips=tuple(ips), pod_ips_allocated=True
-        )
+        alloc = PodAllocations(self.pod_pools.set(node, tuple(new)), self.pod_waiting, self.seq)
+        if node in alloc.pod_waiting:
+            alloc = alloc._pod_unwait(node, key)
+        return alloc, attrs.evolve(pod, pod_ips=tuple(ips), pod_ips_allocated=True)
 
     def serve_pod_waiting(
         self, node: str, lookup: Callable[[ObjectKey], Pod]
