@@ -86,6 +86,7 @@ from svcnet import manifests
 from svcnet.errors import StoreError, SvcnetError
 from svcnet.model import (
     ClusterConfig,
+    Endpoint,
     Kind,
     KubeObject,
     ObjectKey,
@@ -127,6 +128,10 @@ CREATE TABLE IF NOT EXISTS applied (
     kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (kind, namespace, name)
 );
+CREATE TABLE IF NOT EXISTS endpoints (
+    namespace TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (namespace, name)
+);
 CREATE TABLE IF NOT EXISTS synced (
     backend TEXT NOT NULL, target TEXT NOT NULL, node TEXT NOT NULL,
     snapshot INTEGER NOT NULL,
@@ -161,6 +166,17 @@ _APPLIED = """
 CREATE TABLE IF NOT EXISTS applied (
     kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (kind, namespace, name)
+)
+"""
+
+# each service's endpoints as the state computed them (per port name, in order), so
+# that get/describe read them without replaying the store; meta 'endpoints' is the
+# store version the table is current at (a store written by a svcnet without the
+# table, or last written by one, is rewritten whole by the next save)
+_ENDPOINTS = """
+CREATE TABLE IF NOT EXISTS endpoints (
+    namespace TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (namespace, name)
 )
 """
 
@@ -283,6 +299,38 @@ def decode(manifest: Mapping[str, Any], flags: Mapping[str, Any]) -> KubeObject:
     return obj
 
 
+def encode_endpoints(endpoints: Mapping[str, Iterable[Endpoint]]) -> str:
+    """A service's endpoints per port name (``ClusterState.service_endpoints``) as
+    JSON, in order: per port name, one list of the :class:`Endpoint` fields each."""
+    return json.dumps(
+        {
+            port: [[getattr(e, f) for f in _ENDPOINT_FIELDS] for e in eps]
+            for port, eps in endpoints.items()
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_endpoints(data: Mapping[str, Any]) -> dict[str, tuple[Endpoint, ...]]:
+    """The inverse of :func:`encode_endpoints` (already parsed from JSON)."""
+    return {
+        str(port): tuple(Endpoint(**dict(zip(_ENDPOINT_FIELDS, e, strict=True))) for e in eps)
+        for port, eps in data.items()
+    }
+
+
+_ENDPOINT_FIELDS = tuple(f.name for f in attrs.fields(Endpoint))
+
+
+def _endpoints_at(conn: sqlite3.Connection) -> int | None:
+    """The store version the endpoints table is current at (None: never made)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'endpoints'").fetchone()
+    try:
+        return int(row[0]) if row is not None else None
+    except ValueError:
+        return None
+
+
 def _row_key(obj: KubeObject) -> tuple[str, str, str]:
     key = obj.key
     return key.kind.value, key.namespace, key.name
@@ -400,6 +448,8 @@ class Store:
             conn.execute(_CREATED)
         if write and "applied" not in tables:  # the same
             conn.execute(_APPLIED)
+        if write and "endpoints" not in tables:  # the same (meta 'endpoints' says current)
+            conn.execute(_ENDPOINTS)
 
     def _load(self, conn: sqlite3.Connection) -> ClusterState:
         return self._read(conn).state
@@ -468,6 +518,26 @@ class Store:
         except FileNotFoundError:
             return Listing(ClusterState.empty(), 0, {})
 
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Reader | None]:
+        """A read transaction that answers ``get``/``describe`` from the rows, without
+        replaying the store (:class:`Reader`); None when the store cannot (no file
+        yet, or its endpoints table is not current: written by a svcnet without it),
+        and then :meth:`list` is the way."""
+        try:
+            with self._connect(write=False) as conn:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                if not {"meta", "objects", "changes", "endpoints"} <= tables:
+                    yield None
+                    return
+                version = self._versions(conn)[0]
+                if _endpoints_at(conn) != version:
+                    yield None
+                    return
+                yield Reader(self, conn, version)
+        except FileNotFoundError:
+            yield None
+
     def version(self) -> int:
         """The store's current resourceVersion (0 for a new store)."""
         try:
@@ -505,6 +575,25 @@ class Store:
         or only ``key``'s (an empty dict if it has none). Objects saved by a
         svcnet that did not record it, and objects of a missing store, have none."""
         return {k: float(at) for k, at in self._per_object("created", "at", key)}
+
+    def created_of(self, keys: Iterable[ObjectKey]) -> dict[ObjectKey, float]:
+        """As :meth:`created`, for ``keys`` only (one read of the store; each key
+        looked up by its index, never the whole table read)."""
+        out: dict[ObjectKey, float] = {}
+        try:
+            with self._connect(write=False) as conn:
+                query = "SELECT at FROM created WHERE kind = ? AND namespace = ? AND name = ?"
+                try:
+                    for key in keys:
+                        row = conn.execute(query, (key.kind.value, key.namespace, key.name))
+                        found = row.fetchone()
+                        if found is not None:
+                            out[key] = float(found[0])
+                except sqlite3.OperationalError:  # written before the table existed
+                    return {}
+        except FileNotFoundError:
+            return {}
+        return out
 
     def _per_object(
         self, table: str, column: str, key: ObjectKey | None
@@ -659,6 +748,76 @@ class Store:
             return replay(config, objs)
         except (ValueError, KeyError, TypeError, SvcnetError) as e:
             raise self._error(f"corrupt sync record for {backend}/{node}: {e}") from e
+
+
+class Reader:
+    """Objects and endpoints read from the store's rows in one read transaction
+    (:meth:`Store.reader`): each object decoded alone (:func:`decode`), never the
+    whole store replayed. ``version`` is the store's version they are current at."""
+
+    def __init__(self, store: Store, conn: sqlite3.Connection, version: int) -> None:
+        self.store, self._conn, self.version = store, conn, version
+
+    def config(self) -> ClusterConfig:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+        try:
+            return config_from_json(json.loads(row[0])) if row else ClusterConfig()
+        except (ValueError, KeyError, TypeError) as e:
+            raise self.store._error(f"corrupt configuration: {e}") from e
+
+    def objects(
+        self, kind: Kind, namespace: str | None = None, name: str | None = None
+    ) -> list[tuple[KubeObject, int]]:
+        """(object, its version) of ``kind``: all, those of ``namespace``, or the one
+        named (namespace ignored for nodes), by namespace and name."""
+        query = "SELECT kind, namespace, name, manifest, flags, rv FROM objects WHERE kind = ?"
+        args: list[str] = [kind.value]
+        if namespace is not None and kind is not Kind.NODE:
+            query += " AND namespace = ?"
+            args.append(namespace)
+        if name is not None:
+            query += " AND name = ?"
+            args.append(name)
+        return self._decoded(query + " ORDER BY namespace, name", args)
+
+    def pods_on(self, node: str) -> list[tuple[KubeObject, int]]:
+        """(pod, its version) of the pods bound to ``node`` (``spec.nodeName``)."""
+        query = (
+            "SELECT kind, namespace, name, manifest, flags, rv FROM objects WHERE kind = ? "
+            "AND json_extract(manifest, '$.spec.nodeName') = ? ORDER BY namespace, name"
+        )
+        return self._decoded(query, [Kind.POD.value, node])
+
+    def _decoded(self, query: str, args: list[str]) -> list[tuple[KubeObject, int]]:
+        out: list[tuple[KubeObject, int]] = []
+        for kind, ns, name, manifest, flags, version in self._conn.execute(query, args):
+            try:
+                out.append((decode(json.loads(manifest), json.loads(flags)), int(version)))
+            except (ValueError, TypeError, AttributeError, SvcnetError) as e:
+                where = f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
+                raise self.store._error(f"corrupt object {where}: {e}") from e
+        return out
+
+    def endpoints(
+        self, namespace: str | None = None, name: str | None = None
+    ) -> dict[tuple[str, str], dict[str, tuple[Endpoint, ...]]]:
+        """Per service (namespace, name), its endpoints per port name as the state
+        computed them (``ClusterState.service_endpoints``): every service's, those
+        of ``namespace``, or one service's. Services without endpoints have none."""
+        query, args = "SELECT namespace, name, data FROM endpoints", []
+        if namespace is not None:
+            query += " WHERE namespace = ?"
+            args.append(namespace)
+            if name is not None:
+                query += " AND name = ?"
+                args.append(name)
+        out: dict[tuple[str, str], dict[str, tuple[Endpoint, ...]]] = {}
+        for ns, svc, data in self._conn.execute(query, args):
+            try:
+                out[(ns, svc)] = decode_endpoints(json.loads(data))
+            except (ValueError, TypeError) as e:
+                raise self.store._error(f"corrupt endpoints of service {ns}/{svc}: {e}") from e
+        return out
 
 
 class Poller:
@@ -885,6 +1044,7 @@ class Session:
                         "rv = excluded.rv",
                         (*_row_key(obj), manifest, flags, rv),
                     )
+            _save_endpoints(c, old, new, start, version)
             if version != start:
                 # compaction (etcd's): keep the last log_limit changes
                 compacted = max(compacted, version - max(self.store.log_limit, 0))
@@ -965,6 +1125,35 @@ def _differing(
     return pairs
 
 
+def _save_endpoints(
+    c: sqlite3.Connection, old: ClusterState, new: ClusterState, start: int, version: int
+) -> None:
+    """Bring the endpoints table from version ``start`` (the state ``old``) to
+    ``version`` (``new``): the rows of the services whose endpoints the steps in
+    between changed (:meth:`ClusterState.changed_since`), or every row when the
+    state cannot tell (``new`` not stepped from ``old``, a configuration change)
+    or the table was not current at ``start``."""
+    current = _endpoints_at(c) == start
+    services: Iterable[tuple[str, str]] | None = None
+    if current and new.objects_changed_since(old) is not None:
+        touched = new.changed_since(old.revision)
+        if touched is not None and not touched.config:
+            services = touched.services
+    if services is None:
+        c.execute("DELETE FROM endpoints")
+        services = new.endpoints.keys()
+    rows, gone = [], []
+    for ns, name in services:
+        eps = new.service_endpoints(ns, name) if (ns, name) in new.services else None
+        if eps:
+            rows.append((ns, name, encode_endpoints(eps)))
+        else:
+            gone.append((ns, name))
+    c.executemany("DELETE FROM endpoints WHERE namespace = ? AND name = ?", gone)
+    c.executemany("INSERT OR REPLACE INTO endpoints VALUES (?, ?, ?)", rows)
+    c.execute("INSERT OR REPLACE INTO meta VALUES ('endpoints', ?)", (str(version),))
+
+
 def object_key(kind: Kind, namespace: str, name: str) -> ObjectKey:
     """The key of an object (namespace ignored for nodes)."""
     return ObjectKey(kind, "" if kind is Kind.NODE else namespace, name)
@@ -979,14 +1168,17 @@ __all__ = [
     "ChangeType",
     "Listing",
     "Poller",
+    "Reader",
     "Session",
     "Store",
     "WatchExpired",
     "config_from_json",
     "config_to_json",
     "decode",
+    "decode_endpoints",
     "default_path",
     "encode",
+    "encode_endpoints",
     "object_key",
     "objects_of",
     "replay",

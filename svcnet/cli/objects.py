@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import click
@@ -34,6 +34,7 @@ from svcnet.cli.kubectl_views import (
     resource_name,
     slices_of_state,
 )
+from svcnet.cli.readpath import describe_listing, get_listing
 from svcnet.cli.views import (
     UNKNOWN_AGE,
     describe_deployment,
@@ -364,11 +365,16 @@ def _created(store: Store, key: ObjectKey | None = None) -> dict[ObjectKey, floa
 
 class _Ages:
     """kubectl's AGE of an object from the store's creation times (``<unknown>``
-    when it has none); objects first seen while watching are looked up once."""
+    when it has none): every object's, or only ``keys``' read at first; others
+    (objects first seen while watching) are looked up once."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, keys: Iterable[ObjectKey] | None = None) -> None:
         self.store = store
-        self.known = _created(store)
+        created_of = getattr(store, "created_of", None)
+        if keys is not None and created_of is not None:
+            self.known: dict[ObjectKey, float] = created_of(keys)
+        else:
+            self.known = _created(store)
         self.asked: set[ObjectKey] = set()
 
     def at(self, key: ObjectKey) -> float | None:
@@ -434,8 +440,18 @@ def get_cmd(
         parse_label_selector(selector) if selector is not None else None,
     )  # fmt: skip
     store = existing_store()
-    listing = store.list()
-    ages = _Ages(store)
+    listing: Listing | None = None
+    if not (watch or watch_only):  # a watch steps the whole state: it lists it
+        with store.reader() as reader:
+            if reader is not None:
+                kind = None if r in ENDPOINTS else RESOURCES[r]
+                docs = output in ("yaml", "json")
+                listing = get_listing(reader, kind, names, namespace, all_ns, docs)
+    if listing is None:
+        listing = store.list()
+        ages = _Ages(store)
+    else:
+        ages = _Ages(store, listing.versions)
     if output in ("yaml", "json"):
         view.applied = store.applied()
     if not watch_only:
@@ -628,12 +644,14 @@ def describe_cmd(resource: str, name: str | None, namespace: str) -> None:
             f"{resource!r}: expected svc, pod, node or deployment", param_hint="RESOURCE"
         )
     store = existing_store()
-    state = store.load()
     key = ObjectKey(kind, "" if kind is Kind.NODE else namespace, name)
+    with store.reader() as reader:
+        listing = describe_listing(reader, kind, key) if reader is not None else None
+    state = listing.state if listing is not None else store.load()
     obj = get_object(state, key)
     if obj is None:
         raise NotFoundError(str(key))
-    ages = _Ages(store)
+    ages = _Ages(store, listing.versions if listing is not None else None)
     if isinstance(obj, Service):
         lines = describe_service(state, obj)
     elif isinstance(obj, Pod):

@@ -258,11 +258,14 @@ def select_objects(
             if not docs:
                 raise NotFoundError(str(ObjectKey(kind, namespace, name)))
         return [d for d in docs if selector is None or selector.matches(labels_of(d))]
+    # (a kind's map even when empty: an empty one is not the workloads')
     source: Any = {
         Kind.SERVICE: state.services,
         Kind.POD: state.pods,
         Kind.NODE: state.nodes,
-    }.get(kind) or workload_map(state, kind.value)
+    }.get(kind)
+    if source is None:
+        source = workload_map(state, kind.value)
     if name is not None:
         key = ObjectKey(kind, "" if kind is Kind.NODE else namespace, name)
         obj = get_object(state, key)
