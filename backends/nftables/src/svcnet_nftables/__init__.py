@@ -7,16 +7,30 @@ Only :mod:`svcnet_nftables.libnft` does I/O; :mod:`.render`, :mod:`.readback`,
 from __future__ import annotations
 
 import json
+import struct
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from svcnet.backend import Backend, Capabilities
-from svcnet.errors import BackendError, BackendErrorKind
+from svcnet.errors import BackendError, BackendErrorKind, SvcnetError
 from svcnet.kernel import has_net_admin, nf_tables_generation
 from svcnet.plan import Changes, Plan
 from svcnet.probe import Outcome, Probe
-from svcnet_nftables import interpret, observed, readback, render
-from svcnet_nftables.libnft import LibnftablesError, Nft
+from svcnet_nftables import interpret, nlread, observed, readback, render
+from svcnet_nftables.libnft import (
+    MSG_GETCHAIN,
+    MSG_GETRULE,
+    MSG_GETSET,
+    MSG_GETSETELEM,
+    MSG_GETTABLE,
+    DumpInterrupted,
+    LibnftablesError,
+    Netlink,
+    Nft,
+    nla,
+    nla_str,
+)
 
 __all__ = ["NftablesBackend"]
 
@@ -24,6 +38,59 @@ __all__ = ["NftablesBackend"]
 #: do not depend on the plan (base chains with the jumps, the dispatch chain using
 #: every set and map, the reject chain).
 WATCHED = ("nat-prerouting", "nat-output", "nat-postrouting", "services", "do-reject")
+
+
+_TRIES = 5  # reads of a ruleset that changes meanwhile
+T = TypeVar("T")
+
+
+class _Source:
+    """:class:`svcnet_nftables.nlread.Source` over netlink: family ``family``'s
+    ``svcnet`` table."""
+
+    def __init__(self, netlink: Netlink, family: str) -> None:
+        self._nl = netlink
+        self.family = family
+        self._table = nla_str(1, render.TABLE)  # NFTA_*_TABLE is attribute 1 everywhere
+
+    def exists(self) -> bool:
+        return self._nl.get(MSG_GETTABLE, self.family, self._table) is not None
+
+    def chains(self) -> list[bytes]:
+        return [
+            c
+            for c in self._nl.dump(MSG_GETCHAIN, self.family, self._table)
+            if readback_table(c) == render.TABLE
+        ]
+
+    def rules(self, chain: str | None) -> list[bytes]:
+        which = b"" if chain is None else nla_str(2, chain)
+        try:
+            return self._nl.dump(MSG_GETRULE, self.family, self._table + which)
+        except LibnftablesError as e:
+            if "No such file" in e.message:
+                return []
+            raise
+
+    def sets(self) -> list[bytes]:
+        return self._nl.dump(MSG_GETSET, self.family, self._table)
+
+    def set(self, name: str) -> bytes | None:
+        return self._nl.get(MSG_GETSET, self.family, self._table + nla_str(2, name))
+
+    def elements(self, name: str) -> list[bytes]:
+        return self._nl.dump(MSG_GETSETELEM, self.family, self._table + nla_str(2, name))
+
+    def element(self, name: str, key: bytes) -> bytes | None:
+        elem = nla(1, nla(1, nla(1, key), nested=True), nested=True)
+        body = self._table + nla_str(2, name) + nla(3, elem, nested=True)
+        return self._nl.get(MSG_GETSETELEM, self.family, body)
+
+
+def readback_table(reply: bytes) -> str | None:
+    """The table a NEWCHAIN/NEWRULE/NEWSET reply belongs to."""
+    raw = nlread.nl_attrs(reply).get(1)
+    return None if raw is None else raw.split(b"\0", 1)[0].decode()
 
 
 def _kind(message: str) -> BackendErrorKind:
@@ -177,11 +244,18 @@ class NftablesBackend(Backend):
 
     # -- reading back -----------------------------------------------------------------
     def observe(self) -> readback.Ruleset:
-        """svcnet's tables, listed from the kernel now."""
+        """svcnet's tables, read from the kernel now (a netlink dump of each family's
+        table, decoded by :mod:`svcnet_nftables.nlread`; libnftables' listing of the
+        same costs seconds at 10,000 services, see docs/performance.md)."""
+        return self._consistent(self._read_all)
+
+    def observe_libnftables(self) -> readback.Ruleset:
+        """The same read-back through libnftables' JSON listing (slow at scale; kept to
+        check the netlink reader against)."""
         return self._list(render.FAMILIES.values())
 
     def observed_plan(self) -> Plan:
-        """The tables listed now, as a plan (:mod:`svcnet_nftables.observed`)."""
+        """The tables read now, as a plan (:mod:`svcnet_nftables.observed`)."""
         return observed.observed_plan(self.observe(), self.node)
 
     def _list(self, families: Iterable[str]) -> readback.Ruleset:
@@ -195,15 +269,58 @@ class NftablesBackend(Backend):
                 raise BackendError(_kind(e.message), e.message) from e
         return readback.parse(listings)
 
-    def _for(self, probe: Probe) -> readback.Ruleset:
-        """The read-back a probe needs: its family's table only (from the kernel, now)."""
-        return self._list(["ip6" if ":" in probe.dst_ip else "ip"])
+    def _consistent(self, read: Callable[[], T]) -> T:
+        """``read()`` between two reads of the nf_tables generation that agree (a
+        transaction committed in between makes it read again; a few tries)."""
+        nl = self._nft.netlink
+        for attempt in range(_TRIES):
+            try:
+                before = nl.generation()
+                value = read()
+                if nl.generation() == before or attempt == _TRIES - 1:
+                    return value
+            except DumpInterrupted:
+                if attempt == _TRIES - 1:
+                    raise BackendError(
+                        BackendErrorKind.REFUSED, "the ruleset kept changing while read"
+                    ) from None
+            except LibnftablesError as e:
+                raise BackendError(_kind(e.message), e.message) from e
+            except (KeyError, IndexError, ValueError, struct.error, UnicodeDecodeError) as e:
+                if isinstance(e, SvcnetError):
+                    raise
+                raise readback.ReadbackError(f"unexpected netlink reply: {e!r}") from e
+        raise AssertionError("unreachable")
+
+    def _read_all(self) -> readback.Ruleset:
+        tables = {}
+        for fam in render.FAMILIES.values():
+            src = _Source(self._nft.netlink, fam)
+            if src.exists():
+                tables[fam] = nlread.read_table(src, render.TABLE)
+        return readback.Ruleset(tables)
+
+    def _tables_for(self, probe: Probe) -> Callable[[], tuple[Outcome, tuple[str, ...]]]:
+        """An evaluation of ``probe`` over its family's table read on demand."""
+        fam = "ip6" if ":" in probe.dst_ip else "ip"
+
+        def run() -> tuple[Outcome, tuple[str, ...]]:
+            src = _Source(self._nft.netlink, fam)
+            chains = src.chains()
+            tables: dict[str, readback.Table] = {}
+            if chains or src.exists():
+                tables[fam] = nlread.LazyTable(src, render.TABLE, chains)
+            return interpret.run(tables, probe)
+
+        return run
 
     def evaluate(self, probe: Probe) -> Outcome:
-        return interpret.evaluate(self._for(probe), probe)
+        """What the installed rules do to ``probe``: reads only what its walk reaches
+        (:class:`svcnet_nftables.nlread.LazyTable`), from the kernel, at every call."""
+        return self._consistent(self._tables_for(probe))[0]
 
     def trace(self, probe: Probe) -> tuple[str, ...]:
-        return interpret.trace(self._for(probe), probe)
+        return self._consistent(self._tables_for(probe))[1]
 
     # -- teardown -----------------------------------------------------------------------
     def cleanup(self) -> None:

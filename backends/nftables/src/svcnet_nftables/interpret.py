@@ -16,6 +16,7 @@ not know raises :class:`InterpretError` rather than guessing.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
 
@@ -23,7 +24,7 @@ import attrs
 
 from svcnet.errors import SvcnetError
 from svcnet.probe import Outcome, Probe, SourceKind, Target, Verdict
-from svcnet_nftables.readback import MISS, Ruleset, SetDump, TableDump, atom, matches
+from svcnet_nftables.readback import MISS, Ruleset, SetView, Table, atom, matches
 
 _MAX_DEPTH = 32
 _MISS = MISS
@@ -75,22 +76,22 @@ def _l4_deps(obj: Any) -> set[str]:
 
 
 class Interpreter:
-    def __init__(self, ruleset: Ruleset) -> None:
-        self.ruleset = ruleset
+    def __init__(self, ruleset: Ruleset | Mapping[str, Table]) -> None:
+        self.tables: Mapping[str, Table] = (
+            ruleset.tables if isinstance(ruleset, Ruleset) else ruleset
+        )
         # id(rule) -> protocols its tcp/udp/sctp payload expressions depend on
         self._deps: dict[int, frozenset[str]] = {}
 
     # -- sets ------------------------------------------------------------
-    def _set(self, table: TableDump, ref: str) -> SetDump:
+    def _set(self, table: Table, ref: str) -> SetView:
         name = ref[1:]
-        if name not in table.sets:
+        found = table.set(name)
+        if found is None:
             raise InterpretError(f"rule refers to a missing set @{name}")
-        return table.sets[name]
+        return found
 
-    def _elements(self, table: TableDump, right: Any) -> tuple[tuple[Any, Any], ...] | None:
-        if isinstance(right, str) and right.startswith("@"):
-            s = self._set(table, right)
-            return () if s.dynamic else s.elements
+    def _elements(self, table: Table, right: Any) -> tuple[tuple[Any, Any], ...] | None:
         if isinstance(right, dict) and "set" in right:
             out = []
             for e in right["set"]:
@@ -101,7 +102,7 @@ class Interpreter:
             return tuple(out)
         return None
 
-    def _lookup(self, table: TableDump, right: Any, value: Any) -> Any:
+    def _lookup(self, table: Table, right: Any, value: Any) -> Any:
         if isinstance(right, str) and right.startswith("@"):
             s = self._set(table, right)
             return _MISS if s.dynamic else s.lookup(value)
@@ -114,7 +115,7 @@ class Interpreter:
         return _MISS
 
     # -- expressions -------------------------------------------------------------
-    def value(self, table: TableDump, expr: Any, pkt: Packet) -> list[tuple[Fraction, Any]]:
+    def value(self, table: Table, expr: Any, pkt: Packet) -> list[tuple[Fraction, Any]]:
         one = Fraction(1)
         if isinstance(expr, int | str) and not isinstance(expr, bool):
             return [(one, atom(expr))]
@@ -171,7 +172,7 @@ class Interpreter:
             return [(one, atom(expr))]
         raise InterpretError(f"unknown expression {expr!r}")
 
-    def _matches(self, table: TableDump, op: str, left: Any, right: Any, pkt: Packet) -> bool:
+    def _matches(self, table: Table, op: str, left: Any, right: Any, pkt: Packet) -> bool:
         if op == "in":
             flags = {right} if isinstance(right, str) else set(right)
             return bool(flags <= set(left))
@@ -194,7 +195,7 @@ class Interpreter:
 
     # -- rules and chains -----------------------------------------------------------
     def _rule(
-        self, table: TableDump, chain: str, rule: Any, pkt: Packet
+        self, table: Table, chain: str, rule: Any, pkt: Packet
     ) -> list[tuple[Fraction, Any, Packet]]:
         """Run one rule: [(p, outcome, packet)]; outcome None = go on with the next rule."""
         where = f"{pkt.fam} {chain} #{rule.handle}"
@@ -287,7 +288,7 @@ class Interpreter:
         done += [(p, None, pk) for p, pk in states]
         return done
 
-    def _nat_target(self, table: TableDump, body: Any, pkt: Packet) -> list[tuple[Fraction, Any]]:
+    def _nat_target(self, table: Table, body: Any, pkt: Packet) -> list[tuple[Fraction, Any]]:
         out: list[tuple[Fraction, Any]] = []
         for p, addr in self.value(table, body["addr"], pkt):
             if addr is _MISS:
@@ -301,15 +302,16 @@ class Interpreter:
                 out.append((p, (addr, pkt.dport)))
         return out
 
-    def chain(self, table: TableDump, name: str, pkt: Packet, depth: int = 0) -> list[Path]:
+    def chain(self, table: Table, name: str, pkt: Packet, depth: int = 0) -> list[Path]:
         if depth > _MAX_DEPTH:
             raise InterpretError(f"chain nesting deeper than {_MAX_DEPTH} at {name}")
-        if name not in table.chains:
+        if table.chain(name) is None:
             raise InterpretError(f"jump to a missing chain {name}")
         return self._rules(table, name, 0, pkt, depth)
 
-    def _rules(self, table: TableDump, name: str, i: int, pkt: Packet, depth: int) -> list[Path]:
-        rules = table.chains[name].rules
+    def _rules(self, table: Table, name: str, i: int, pkt: Packet, depth: int) -> list[Path]:
+        found = table.chain(name)
+        rules = found.rules if found is not None else ()
         if i >= len(rules):
             return [(Fraction(1), None, pkt)]
         out: list[Path] = []
@@ -337,7 +339,7 @@ class Interpreter:
             out += [(p * q, v, pk2) for q, v, pk2 in sub]
         return out
 
-    def hook(self, table: TableDump, hook: str, paths: list[Path]) -> list[Path]:
+    def hook(self, table: Table, hook: str, paths: list[Path]) -> list[Path]:
         for base in table.base_chains(hook):
             nxt: list[Path] = []
             for p, v, pk in paths:
@@ -355,7 +357,7 @@ class Interpreter:
     def run(self, probe: Probe) -> tuple[Outcome, tuple[str, ...]]:
         daddr = ipaddress.ip_address(probe.dst_ip)
         fam = "ip" if daddr.version == 4 else "ip6"
-        table = self.ruleset.tables.get(fam)
+        table = self.tables.get(fam)
         if table is None:
             return Outcome(Verdict.PASS), ()
         pkt = Packet(
@@ -408,9 +410,16 @@ def _show(v: Any) -> str:
     return str(v)
 
 
-def evaluate(ruleset: Ruleset, probe: Probe) -> Outcome:
+def evaluate(ruleset: Ruleset | Mapping[str, Table], probe: Probe) -> Outcome:
+    """The outcome of ``probe`` (``ruleset``: a whole read-back, or tables by family)."""
     return Interpreter(ruleset).run(probe)[0]
 
 
-def trace(ruleset: Ruleset, probe: Probe) -> tuple[str, ...]:
+def trace(ruleset: Ruleset | Mapping[str, Table], probe: Probe) -> tuple[str, ...]:
+    """The trace lines of ``probe``'s walk."""
     return Interpreter(ruleset).run(probe)[1]
+
+
+def run(ruleset: Ruleset | Mapping[str, Table], probe: Probe) -> tuple[Outcome, tuple[str, ...]]:
+    """Both at once."""
+    return Interpreter(ruleset).run(probe)

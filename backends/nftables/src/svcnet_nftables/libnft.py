@@ -14,10 +14,15 @@ process may touch netfilter at all is :func:`svcnet.kernel.has_net_admin`.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
+import errno
 import json
+import os
 import queue
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -86,6 +91,10 @@ class Nft:
             self._lib.nft_ctx_buffer_output(ctx)
             self._lib.nft_ctx_buffer_error(ctx)
             self._ctx = ctx
+            # the netlink reader's socket: a socket stays in the namespace it was made in
+            self.netlink = Netlink(
+                socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+            )
         except BaseException as e:  # handed to the constructor
             ready.put(e)
             return
@@ -146,3 +155,156 @@ class Nft:
         if self._thread.is_alive():
             self._jobs.put(None)
             self._thread.join()
+        if hasattr(self, "netlink"):
+            self.netlink.close()
+
+
+# -- a netlink reader (nf_tables get and dump requests; the replies stay raw bytes) ----
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_NFTABLES = 10
+MSG_GETTABLE, MSG_GETCHAIN, MSG_GETRULE, MSG_GETSET, MSG_GETSETELEM, MSG_GETGEN = (
+    1,
+    4,
+    7,
+    10,
+    13,
+    16,
+)
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_F_REQUEST, _F_DUMP, _F_DUMP_INTR = 0x1, 0x300, 0x10
+FAMILY_NUMBERS = {"ip": 2, "ip6": 10, "inet": 1}
+
+
+def nla(kind: int, payload: bytes, nested: bool = False) -> bytes:
+    """One netlink attribute (padded to 4 bytes)."""
+    head = struct.pack("=HH", 4 + len(payload), kind | (0x8000 if nested else 0))
+    return head + payload + b"\0" * (-len(payload) % 4)
+
+
+def nla_str(kind: int, text: str) -> bytes:
+    return nla(kind, text.encode() + b"\0")
+
+
+class NetlinkError(LibnftablesError):
+    """A netlink request failed; ``errno`` is the kernel's error number."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
+class DumpInterrupted(NetlinkError):
+    """The kernel flagged a dump as inconsistent (the ruleset changed during it)."""
+
+
+class Netlink:
+    """Read-only nf_tables requests on one NETLINK_NETFILTER socket. Each reply is
+    returned as its raw attributes (the bytes after the nfgenmsg header); decoding is
+    :mod:`svcnet_nftables.readback`'s. Thread-safe (one request at a time)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        sock.bind((0, 0))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._buf = bytearray(1 << 20)
+        self._pending: collections.deque[tuple[int, int, int, bytes]] = collections.deque()
+
+    def _send(self, msg: int, family: str, attrs: bytes, flags: int) -> int:
+        self._seq += 1
+        body = struct.pack("=BBH", FAMILY_NUMBERS[family], 0, 0) + attrs
+        head = struct.pack(
+            "=IHHII", 16 + len(body), (NFNL_SUBSYS_NFTABLES << 8) | msg, flags, self._seq, 0
+        )
+        self._sock.send(head + body)
+        return self._seq
+
+    def _next(self) -> tuple[int, int, int, bytes]:
+        """The next message received: (seq, type, flags, the bytes after its header)."""
+        if not self._pending:
+            n = self._sock.recv_into(self._buf)
+            off = 0
+            while off + 16 <= n:
+                length, mtype, flags, mseq = struct.unpack_from("=IHHI", self._buf, off)
+                if length < 16:
+                    raise NetlinkError("netlink: malformed reply", errno.EPROTO)
+                self._pending.append(
+                    (mseq, mtype, flags, bytes(self._buf[off + 16 : off + length]))
+                )
+                off += (length + 3) & ~3
+        return self._pending.popleft()
+
+    def _replies(self, seq: int, dump: bool) -> list[bytes]:
+        out: list[bytes] = []
+        intr = False
+        while True:
+            mseq, mtype, flags, body = self._next()
+            if mseq != seq:
+                continue  # left over from a request that failed half-way
+            intr = intr or bool(flags & _F_DUMP_INTR)
+            if mtype == _NLMSG_ERROR:
+                code = -struct.unpack_from("=i", body)[0]
+                if code:
+                    raise NetlinkError(f"netlink: {os_strerror(code)}", code)
+                return out
+            if mtype == _NLMSG_DONE:
+                if intr:
+                    raise DumpInterrupted("netlink: dump interrupted", errno.EINTR)
+                return out
+            out.append(body[4:])  # after the nfgenmsg header
+            if not dump:
+                return out
+
+    def dump(self, msg: int, family: str, attrs: bytes = b"") -> list[bytes]:
+        """Every object a dump request returns (each as its attributes' bytes)."""
+        with self._lock:
+            return self._replies(self._send(msg, family, attrs, _F_REQUEST | _F_DUMP), True)
+
+    def get(self, msg: int, family: str, attrs: bytes) -> bytes | None:
+        """One object (None when the kernel says ENOENT)."""
+        with self._lock:
+            try:
+                got = self._replies(self._send(msg, family, attrs, _F_REQUEST), False)
+            except NetlinkError as e:
+                if e.errno == errno.ENOENT:
+                    return None
+                raise
+        return got[0] if got else None
+
+    def gets(self, msg: int, family: str, requests: list[bytes]) -> list[bytes | None]:
+        """Several get requests sent at once, their replies in order."""
+        with self._lock:
+            seqs = [self._send(msg, family, a, _F_REQUEST) for a in requests]
+            out: list[bytes | None] = []
+            for seq in seqs:
+                try:
+                    got = self._replies(seq, False)
+                    out.append(got[0] if got else None)
+                except NetlinkError as e:
+                    if e.errno != errno.ENOENT:
+                        raise
+                    out.append(None)
+            return out
+
+    def generation(self) -> int:
+        """The nf_tables generation id (moves with every committed transaction)."""
+        with self._lock:
+            (reply,) = self._replies(self._send(MSG_GETGEN, "ip", b"", _F_REQUEST), False) or (b"",)
+        off = 0
+        while off + 4 <= len(reply):
+            alen, atype = struct.unpack_from("=HH", reply, off)
+            if atype & 0x7FFF == 1:  # NFTA_GEN_ID
+                return int(struct.unpack_from(">I", reply, off + 4)[0])
+            off += (alen + 3) & ~3
+        raise NetlinkError("netlink: NFT_MSG_GETGEN without a generation id", errno.EPROTO)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def os_strerror(code: int) -> str:
+    return f"{os.strerror(code)} (errno {code})"

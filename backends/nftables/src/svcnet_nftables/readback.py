@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import attrs
 
@@ -174,6 +174,37 @@ class TableDump:
     def base_chains(self, hook: str) -> list[ChainDump]:
         found = [c for c in self.chains.values() if c.hook == hook]
         return sorted(found, key=lambda c: c.prio or 0)
+
+    def chain(self, name: str) -> ChainDump | None:
+        return self.chains.get(name)
+
+    def set(self, name: str) -> SetDump | None:
+        return self.sets.get(name)
+
+
+class SetView(Protocol):
+    """What the interpreter asks of a set (:class:`SetDump`, or a set read on demand)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def timeout(self) -> int | None: ...
+
+    @property
+    def dynamic(self) -> bool: ...
+
+    def lookup(self, value: Any) -> Any: ...
+
+
+class Table(Protocol):
+    """What the interpreter asks of a table (:class:`TableDump`, or one read on demand)."""
+
+    def chain(self, name: str) -> ChainDump | None: ...
+
+    def set(self, name: str) -> SetView | None: ...
+
+    def base_chains(self, hook: str) -> list[ChainDump]: ...
 
 
 @attrs.frozen
