@@ -133,7 +133,7 @@ class SetInfo:
     def anonymous(self) -> bool:
         return bool(self.flags & 1)
 
-    def dump(self, raw: tuple[Any, ...] = ()) -> SetDump:
+    def dump(self, raw: tuple[Any, ...] = (), normalised: tuple[Any, ...] | None = None) -> SetDump:
         names = tuple(_TYPE_NAMES.get(t, f"type-{t}") for t in self.key_types)
         data = None
         if self.data_types is not None:
@@ -146,6 +146,7 @@ class SetInfo:
             flags=frozenset(n for bit, n in _SET_FLAGS if self.flags & bit and n != "anonymous"),
             timeout=None if self.timeout_ms is None else self.timeout_ms // 1000,
             raw=raw,
+            normalised=normalised,
         )
 
 
@@ -295,6 +296,108 @@ def set_elements(info: SetInfo, replies: Iterable[bytes]) -> tuple[Any, ...]:
         kend = nl_attrs(e[10]).get(1) if 10 in e else None  # NFTA_SET_ELEM_KEY_END
         out.append(_elem(info, _key(info, key, kend), e))
     return tuple(out)
+
+
+_IPV4, _IPV6 = ipaddress.IPv4Address, ipaddress.IPv6Address
+
+
+def _field_reader(t: int, n: int) -> Callable[[bytes, int], tuple[Any, Any]] | None:
+    """(raw JSON atom, normalised value) of one key or data field at an offset."""
+    if t == 7 and n == 4:
+        return lambda b, o: (socket.inet_ntop(socket.AF_INET, b[o : o + 4]), _IPV4(b[o : o + 4]))
+    if t == 8 and n == 16:
+        return lambda b, o: (
+            socket.inet_ntop(socket.AF_INET6, b[o : o + 16]),
+            _IPV6(b[o : o + 16]),
+        )
+    if t == 12 and n == 1:
+        return lambda b, o: (PROTOCOLS.get(b[o], b[o]),) * 2
+    if t == 13 and n == 2:
+        return lambda b, o: ((b[o] << 8) | b[o + 1],) * 2
+    if t in (4, 19) and n == 4:
+        return lambda b, o: (int.from_bytes(b[o : o + 4], sys.byteorder),) * 2
+    return None
+
+
+def _reader(
+    types: tuple[int, ...], lens: tuple[int, ...]
+) -> Callable[[bytes], tuple[Any, Any]] | None:
+    """A decoder of a whole key or data value: (raw JSON, normalised)."""
+    parts = []
+    off = 0
+    for t, n in zip(types, lens, strict=True):
+        fn = _field_reader(t, n)
+        if fn is None:
+            return None
+        parts.append((fn, off))
+        off += (n + 3) & ~3
+    if len(parts) == 1:
+        ((fn, o),) = parts
+        return lambda b: fn(b, o)
+
+    def concat(b: bytes) -> tuple[Any, Any]:
+        got = [fn(b, o) for fn, o in parts]
+        return {"concat": [g[0] for g in got]}, tuple(g[1] for g in got)
+
+    return concat
+
+
+def fast_elements(
+    info: SetInfo, replies: Iterable[bytes]
+) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
+    """The elements of an exact-match set both as libnftables' JSON and normalised
+    (:attr:`SetDump.elements`), in one pass; None when this set needs the general
+    :func:`set_elements` (intervals, a type it does not know)."""
+    if info.flags & 5:
+        return None
+    key_of = _reader(info.key_types, info.key_lens)
+    data_of = None
+    verdicts = info.data_types == (1,)
+    if info.data_types is not None and not verdicts:
+        data_of = _reader(info.data_types, _field_lens(info.data_types, info.data_len, ()))
+        if data_of is None:
+            return None
+    if key_of is None:
+        return None
+    is_map = info.data_types is not None
+    raws: list[Any] = []
+    norms: list[Any] = []
+    unpack = struct.unpack_from
+    for reply in replies:
+        top = nl_attrs(reply)
+        for raw in nl_list(top.get(3, b"")):
+            key = data = comment = None
+            off, end = 0, len(raw)
+            while off + 4 <= end:
+                alen, atype = unpack("=HH", raw, off)
+                atype &= 0x3FFF
+                if atype == 1:  # KEY { VALUE }
+                    key = raw[off + 8 : off + alen]
+                elif atype == 2:  # DATA { VALUE | VERDICT }
+                    data = raw[off + 4 : off + alen]
+                elif atype == 6:
+                    comment = _comment_of(raw[off + 4 : off + alen])
+                off += (alen + 3) & ~3
+            if key is None:
+                raise ReadbackError(f"an element of {info.name} without a key")
+            kraw, knorm = key_of(key)
+            if comment is not None:
+                kraw = {"elem": {"val": kraw, "comment": comment}}
+            if not is_map:
+                raws.append(kraw)
+                norms.append((knorm, None))
+                continue
+            if data is None:
+                raise ReadbackError(f"an element of map {info.name} without data")
+            if verdicts:
+                draw = _data_json(info, data)
+                dnorm = atom(draw)
+            else:
+                assert data_of is not None
+                draw, dnorm = data_of(data[4:])
+            raws.append([kraw, draw])
+            norms.append((knorm, dnorm))
+    return tuple(raws), tuple(norms)
 
 
 def _elem(info: SetInfo, val: Any, e: dict[int, bytes]) -> Any:
@@ -661,11 +764,16 @@ def read_table(src: Source, name: str) -> TableDump:
     for n in rules:
         if n not in chains:
             raise ReadbackError(f"rules for an unknown chain {src.family} {name} {n}")
-    sets = {
-        i.name: i.dump(set_elements(i, src.elements(i.name)))
-        for i in infos.values()
-        if not i.anonymous
-    }
+    sets = {}
+    for i in infos.values():
+        if i.anonymous:
+            continue
+        replies = src.elements(i.name)
+        fast = fast_elements(i, replies)
+        if fast is None:
+            sets[i.name] = i.dump(set_elements(i, replies))
+        else:
+            sets[i.name] = i.dump(fast[0], fast[1])
     return TableDump(src.family, name, chains, sets)
 
 

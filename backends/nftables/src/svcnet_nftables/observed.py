@@ -211,6 +211,7 @@ class _Ports:
 
     def __init__(self, table: TableDump) -> None:
         self.table = table
+        self._followed: dict[tuple[Any, str, int], _Seen] = {}
         self.family = IPFamily.IPv4 if table.family == "ip" else IPFamily.IPv6
         # set -> frontend key -> bucket -> endpoint
         self.eps: dict[EndpointSet, dict[tuple[str, str, int], dict[int, PlanEndpoint]]] = {}
@@ -311,7 +312,7 @@ class _Ports:
             else:
                 have = set(buckets.values())
             common = have if common is None else common & have
-        return tuple(sorted(common or ()))
+        return tuple(common or ())  # PortPlan.build sorts them
 
     # -- following verdicts ------------------------------------------------------
     def _rules(self, chain: str) -> list[list[Any]]:
@@ -319,7 +320,18 @@ class _Ports:
         return [list(r.exprs) for r in c.rules] if c is not None else []
 
     def _follow(self, verdict: Any, proto: str, source: int) -> _Seen:
-        """What ``verdict`` does to a source of kind ``source`` (0 pod, 1 node, 2 other)."""
+        """What ``verdict`` does to a source of kind ``source`` (0 pod, 1 node, 2 other);
+        the same for every frontend with that verdict: worked out once per table."""
+        memo = (verdict, proto, source)
+        try:
+            hit = self._followed.get(memo)
+        except TypeError:  # not hashable: nothing svcnet writes
+            return self._follow_once(verdict, proto, source)
+        if hit is None:
+            hit = self._followed[memo] = self._follow_once(verdict, proto, source)
+        return hit
+
+    def _follow_once(self, verdict: Any, proto: str, source: int) -> _Seen:
         if not isinstance(verdict, tuple) or not verdict:
             return _FALL
         if verdict[0] == "drop":

@@ -54,6 +54,8 @@ class SetDump:
     flags: frozenset[str]
     timeout: int | None
     raw: tuple[Any, ...] = attrs.field(default=(), eq=False, repr=False)
+    # the elements already normalised (the netlink reader decodes both at once)
+    normalised: tuple[tuple[Any, Any], ...] | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def dynamic(self) -> bool:
@@ -63,6 +65,8 @@ class SetDump:
     @functools.cached_property
     def elements(self) -> tuple[tuple[Any, Any], ...]:
         """Every element as (key, data or None), normalised (see the module doc)."""
+        if self.normalised is not None:
+            return self.normalised
         return elements(self.raw, self.is_map, self.type)
 
     @functools.cached_property
