@@ -404,8 +404,8 @@ class Pod:
     # equality: it tells where the readiness came from, not what the pod is.
     status_reported: bool = attrs.field(default=False, eq=False)
 
-    @property
-    def key(self) -> ObjectKey:
+    @functools.cached_property
+    def key(self) -> ObjectKey:  # cached: the state asks for it several times per step
         return ObjectKey(Kind.POD, self.namespace, self.name)
 
     def condition(self, type_: str) -> PodCondition | None:
@@ -468,8 +468,8 @@ class Service:
     status_ingress: tuple[str, ...] = ()
     load_balancer_ips: tuple[str, ...] = ()
 
-    @property
-    def key(self) -> ObjectKey:
+    @functools.cached_property
+    def key(self) -> ObjectKey:  # cached: the state asks for it several times per step
         return ObjectKey(Kind.SERVICE, self.namespace, self.name)
 
     @property

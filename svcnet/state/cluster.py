@@ -414,7 +414,10 @@ class _Txn:
         sa = self.svc_alloc
         self.svc_alloc = attrs.evolve(
             sa,
-            cluster_ips=pmap({f: _bulk.thaw_pool(p) for f, p in sa.cluster_ips.items()}),
+            cluster_ips=cast(
+                "PMap[Any, Any]",
+                _bulk.MMap((f, _bulk.thaw_pool(p)) for f, p in sa.cluster_ips.items()),
+            ),
             node_ports=_bulk.thaw_pool(sa.node_ports),
             lb_pools=tuple((f, _bulk.thaw_pool(p)) for f, p in sa.lb_pools),
         )
@@ -493,12 +496,12 @@ class _Txn:
 
     def _touch_pod(self, pod: Pod) -> None:
         """Mark the services selecting ``pod`` dirty."""
-        ns = pod.namespace
+        ns, dirty = pod.namespace, self.dirty
         for k, v in pod.labels.pairs():
             for name in self.svc_by_pair.get((ns, k, v), ()):
-                svc = self.services[(ns, name)]
-                if _ep.selects(svc, pod):
-                    self.dirty.add((ns, name))
+                key = (ns, name)
+                if key not in dirty and _ep.selects(self.services[key], pod):
+                    dirty.add(key)
 
     def _index_pod(self, pod: Pod, add: bool) -> None:
         op = _add if add else _remove
@@ -716,13 +719,16 @@ class _Txn:
         if svc.type is ServiceType.EXTERNAL_NAME:
             return None
         if _ep.has_selector(svc):
+            assert svc.selector is not None
             pods = self._candidate_pods(svc)
             slices: list[EndpointSlice] = []
+            # the candidates of a one-pair selector are the pods with that pair
+            selected = len(svc.selector) == 1
         else:
-            pods = ()
+            pods, selected = (), False
             names = self.slices_by_svc.get((svc.namespace, svc.name), ())
             slices = [self.slices[(svc.namespace, n)] for n in names]
-        return _ep.compute(svc, pods, self.nodes, slices, self.config)
+        return _ep.compute(svc, pods, self.nodes, slices, self.config, selected)
 
     def _entry(self, revision: int, touched: Touched) -> _LogEntry:
         old = self.old
@@ -736,8 +742,6 @@ class _Txn:
 
     def finish(self) -> ClusterState:
         old = self.old
-        if self.bulk:
-            self._freeze()
         for key in self.dirty:
             svc = self.services.get(key)
             entry = None if svc is None else self._compute(svc)
@@ -749,6 +753,8 @@ class _Txn:
             elif entry != before:
                 self.endpoints = self.endpoints.set(key, entry)
                 self.changed_services.add(key)
+        if self.bulk:
+            self._freeze()
         revision = old.revision + 1
         touched = Touched(
             frozenset(self.changed_services), frozenset(self.changed_nodes), self.config_changed

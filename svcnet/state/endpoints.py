@@ -97,14 +97,16 @@ def pod_endpoints(
     pods: Iterable[Pod],
     nodes: Mapping[str, Node],
     config: ClusterConfig,
+    selected: bool = False,
 ) -> dict[str, tuple[Endpoint, ...]]:
     """Endpoints per port name of a service with a selector, from ``pods``
-    (any pods: those the selector does not match are ignored)."""
+    (any pods: those the selector does not match are ignored; ``selected``: the
+    caller vouches that all of them match)."""
     families = service_families(svc, config)
     found: dict[str, list[Endpoint]] = {sp.name: [] for sp in svc.ports}
     publish = svc.publish_not_ready_addresses
     for pod in pods:
-        if not selects(svc, pod):
+        if not selected and not selects(svc, pod):
             continue
         node = nodes.get(pod.node_name) if pod.node_name else None
         addresses: list[str] = []
@@ -197,12 +199,14 @@ def compute(
     nodes: Mapping[str, Node],
     slices: Iterable[EndpointSlice],
     config: ClusterConfig,
+    selected: bool = False,
 ) -> PMap[str, tuple[Endpoint, ...]] | None:
-    """The endpoints entry of one service (None for ExternalName)."""
+    """The endpoints entry of one service (None for ExternalName); ``selected`` as
+    for :func:`pod_endpoints`."""
     if svc.type is ServiceType.EXTERNAL_NAME:
         return None
     if has_selector(svc):
-        return pmap(pod_endpoints(svc, pods, nodes, config))
+        return pmap(pod_endpoints(svc, pods, nodes, config, selected))
     return pmap(slice_endpoints(svc, slices, config))
 
 

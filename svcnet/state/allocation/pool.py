@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "Pool",
     "cluster_ip_pool",
     "dynamic_value",
+    "family_of",
     "ip_int",
     "ip_str",
     "lb_pool",
@@ -221,8 +223,24 @@ def _band(size: int, divisor: int, cap: int) -> int:
     return band if band < size else 0
 
 
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# exactly the dotted quads ipaddress accepts (no leading zeros, ASCII digits)
+_DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}", re.ASCII)
+
+
 def ip_int(address: str) -> int:
+    quad = _DOTTED_QUAD.fullmatch(address)
+    if quad is not None:  # 2x faster than ipaddress's parser, which a replay calls 60,000 times
+        a, b, c, d = quad.groups()
+        return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
     return int(ipaddress.ip_address(address))
+
+
+def family_of(address: str) -> IPFamily:
+    """:meth:`IPFamily.of` (which validates), faster for IPv4."""
+    if _DOTTED_QUAD.fullmatch(address) is not None:
+        return IPFamily.IPv4
+    return IPFamily.of(address)
 
 
 def ip_str(value: int, family: IPFamily) -> str:

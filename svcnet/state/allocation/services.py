@@ -31,10 +31,12 @@ from svcnet.model import (
     Service,
     ServiceType,
     TrafficPolicy,
+    ip_family,
 )
 from svcnet.state.allocation.pool import (
     Pool,
     cluster_ip_pool,
+    family_of,
     ip_int,
     ip_str,
     lb_pool,
@@ -95,13 +97,13 @@ class ServiceAllocations:
         return attrs.evolve(self, lb_pools=tuple(pools))
 
     def lb_owner(self, address: str) -> ObjectKey | None:
-        i = self._lb_index(ip_int(address), IPFamily.of(address))
+        i = self._lb_index(ip_int(address), family_of(address))
         return None if i is None else self.lb_pools[i][1].owner(ip_int(address))
 
     def _lb_take(self, addresses: Iterable[str], owner: ObjectKey) -> ServiceAllocations | None:
         alloc = self
         for a in addresses:
-            ip, fam = ip_int(a), IPFamily.of(a)
+            ip, fam = ip_int(a), family_of(a)
             i = alloc._lb_index(ip, fam)
             if i is None or alloc.lb_pools[i][1].owner(ip) is not None:
                 return None
@@ -111,7 +113,7 @@ class ServiceAllocations:
     def _lb_release(self, addresses: Iterable[str], owner: ObjectKey) -> ServiceAllocations:
         alloc = self
         for a in addresses:
-            i = alloc._lb_index(ip_int(a), IPFamily.of(a))
+            i = alloc._lb_index(ip_int(a), family_of(a))
             if i is not None:
                 alloc = alloc._lb_set(i, alloc.lb_pools[i][1].release(ip_int(a), owner))
         return alloc
@@ -125,7 +127,7 @@ class ServiceAllocations:
         elif prefer and (taken := self._lb_take(prefer, svc.key)) is not None:
             return taken, prefer
         else:
-            families = tuple(IPFamily.of(ip) for ip in svc.cluster_ips) or svc.ip_families
+            families = tuple(family_of(ip) for ip in svc.cluster_ips) or svc.ip_families
             chosen: list[str] = []
             for fam in families:
                 pools = [p for f, p in self.lb_pools if f is fam]
@@ -159,7 +161,7 @@ class ServiceAllocations:
         key = svc.key
         cips = self.cluster_ips
         for ip in svc.cluster_ips:
-            fam = IPFamily.of(ip)
+            fam = family_of(ip)
             if fam in cips:
                 cips = cips.set(fam, cips[fam].release(ip_int(ip), key))
         ports = self.node_ports
@@ -198,12 +200,12 @@ class ServiceAllocations:
         field = "spec.clusterIPs" if len(new.cluster_ips) > 1 else "spec.clusterIP"
         given = list(new.cluster_ips)
         for ip in given:
-            kept = next((o for o in old_ips if IPFamily.of(o) is IPFamily.of(ip)), None)
+            kept = next((o for o in old_ips if ip_family(o) is family_of(ip)), None)
             if kept is not None and kept != ip:
                 raise ValidationError(obj, field, "field is immutable", value=_shown_ips(new))
         if not given and old_ips:
             given = list(old_ips)
-        fams_given = [IPFamily.of(ip) for ip in given]
+        fams_given = [family_of(ip) for ip in given]
         if len(set(fams_given)) != len(fams_given):
             raise ValidationError(
                 obj, field, "may hold at most one address per IP family", value=tuple(given)
@@ -212,7 +214,7 @@ class ServiceAllocations:
         chosen: dict[IPFamily, str] = {}
         alloc = self
         for i, ip in enumerate(given):
-            fam = IPFamily.of(ip)
+            fam = family_of(ip)
             where = "spec.clusterIP" if i == 0 else f"spec.clusterIPs[{i}]"
             if fam not in families:
                 if old is not None and ip in old_ips and new.ip_family_policy is not None:
@@ -239,9 +241,7 @@ class ServiceAllocations:
                 raise ConflictError(
                     obj, where, f"clusterIP {ip} is already allocated to {holder}", value=ip
                 )
-            alloc = attrs.evolve(
-                alloc, cluster_ips=alloc.cluster_ips.set(fam, pool.take(value, new.key))
-            )
+            alloc = alloc._with_pool(fam, pool.take(value, new.key))
             chosen[fam] = ip
         for fam in families:
             if fam in chosen:
@@ -250,9 +250,7 @@ class ServiceAllocations:
             value_or_none = pool.dynamic()
             if value_or_none is None:
                 raise alloc.no_cluster_ip_left(obj, fam)
-            alloc = attrs.evolve(
-                alloc, cluster_ips=alloc.cluster_ips.set(fam, pool.take(value_or_none, new.key))
-            )
+            alloc = alloc._with_pool(fam, pool.take(value_or_none, new.key))
             chosen[fam] = ip_str(value_or_none, fam)
         policy = new.ip_family_policy or (
             IPFamilyPolicy.REQUIRE_DUAL_STACK if len(families) > 1 else IPFamilyPolicy.SINGLE_STACK
@@ -262,6 +260,18 @@ class ServiceAllocations:
             cluster_ips=tuple(chosen[f] for f in families),
             ip_families=families,
             ip_family_policy=policy,
+        )
+
+    def _with_pool(self, family: IPFamily, pool: Pool) -> ServiceAllocations:
+        """These allocations with ``pool`` as the ``family`` ClusterIP pool."""
+        return ServiceAllocations(
+            self.cluster_ips.set(family, pool),
+            self.cluster_cidrs,
+            self.families,
+            self.node_ports,
+            self.lb_pools,
+            self.lb_waiting,
+            self.seq,
         )
 
     def no_cluster_ip_left(self, obj: str, fam: IPFamily) -> ValidationError:
@@ -399,6 +409,8 @@ class ServiceAllocations:
                     obj, "spec.healthCheckNodePort", f"no nodePort left in {lo}-{hi}"
                 )
             pool = pool.take(hc, new.key)
+        if pool is self.node_ports and hc == new.health_check_node_port and not own:
+            return self, new  # nothing held nor changed (a ClusterIP service)
         return attrs.evolve(self, node_ports=pool), attrs.evolve(
             new, ports=tuple(ports), health_check_node_port=hc
         )
@@ -408,7 +420,7 @@ class ServiceAllocations:
     ) -> tuple[ServiceAllocations, Service]:
         key = new.key
         if new.type is not ServiceType.LOAD_BALANCER:
-            return self, attrs.evolve(new, load_balancer_ips=())
+            return self, attrs.evolve(new, load_balancer_ips=()) if new.load_balancer_ips else new
         if new.status_ingress:
             return attrs.evolve(self, lb_waiting=self.lb_waiting.discard(key)), attrs.evolve(
                 new, load_balancer_ips=new.status_ingress
@@ -450,7 +462,7 @@ class ServiceAllocations:
         for svc in services:
             obj, key = str(svc.key), svc.key
             for ip in svc.cluster_ips:
-                fam, value = IPFamily.of(ip), ip_int(ip)
+                fam, value = family_of(ip), ip_int(ip)
                 pool = alloc.cluster_ips.get(fam)
                 if pool is None or value not in pool:
                     raise ValidationError(
