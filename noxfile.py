@@ -79,6 +79,7 @@ def bench(session: nox.Session) -> None:
         "dns": ["bench/bench_dns.py"],
         "faults": ["bench/bench_faults.py"],
         "agent": ["bench/bench_agent.py"],
+        "cli": ["bench/bench_cli.py"],
         "manifests": ["bench/bench_manifest_load.py", "--no-pyyaml"],
         "nftables": ["backends/nftables/bench_nft.py"],
         "iptables": ["backends/iptables/bench_ipt.py"],
