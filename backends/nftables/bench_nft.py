@@ -15,8 +15,12 @@ Prints one line per figure:
    those runs) and says so;
 4. one endpoint change at N: a pod turns unready -> ``ClusterState.step`` ->
    ``plan.advance`` (update + diff) -> ``apply`` (render + transaction);
-5. read-back of the N table (``observe()``: list from the kernel + parse);
-6. one ``evaluate()`` at N (read-back + interpret);
+5. read-back of the N table: ``observe()`` (a netlink dump decoded by
+   ``svcnet_nftables.nlread``), ``observed_plan()`` on top of it, and libnftables'
+   JSON listing + parse of the same table for comparison (``observe_libnftables()``);
+6. ``evaluate()`` and ``trace()`` at N, each call reading the kernel (only what the
+   probe's walk reaches): median / max of ``--calls`` calls for the first, middle and
+   last service (by name) and for a miss (a service-CIDR address no service has);
 7. full sync of ``--big`` x 5 (a synthetic plan of the same shape as compile's:
    building a 50k ClusterState takes too long for this benchmark).
 """
@@ -28,13 +32,14 @@ import gc
 import ipaddress
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 
 import attrs
-from svcnet_nftables import NftablesBackend
+from svcnet_nftables import NftablesBackend, observed
 from svcnet_nftables.libnft import Nft
 
 from svcnet import plan as plans
@@ -225,12 +230,62 @@ def kube_proxy(ns: str, plan: Plan, n: int, cap: float) -> None:
         nft.close()
 
 
+def read_back(be: NftablesBackend, n: int) -> None:
+    """Full read-back: the netlink reader, the plan on top, libnftables' listing."""
+    gc.collect()
+    dt, ruleset = timed(be.observe)
+    line(f"read-back of the {n}-service table (observe(): netlink dump + decode)", dt)
+    gc.collect()
+    dt, _ = timed(lambda: observed.observed_plan(ruleset, NODE))  # type: ignore[arg-type]
+    line(f"observed_plan() on that read-back at {n} (pure)", dt)
+    gc.collect()
+    dt, _ = timed(be.observed_plan)
+    line(f"observed_plan() at {n}, end to end (what svcnet diff reads)", dt)
+    gc.collect()
+    dt, _ = timed(be.observe_libnftables)
+    line(f"read-back of the {n}-service table through libnftables (JSON list + parse)", dt)
+
+
+def _spread(times: list[float]) -> str:
+    med, top = statistics.median(times) * 1000, max(times) * 1000
+    return f"median {med:.2f} ms / max {top:.2f} ms"
+
+
+def evaluations(be: NftablesBackend, plan: Plan, n: int, calls: int) -> None:
+    """evaluate() and trace() per call for the first, middle and last service and a miss."""
+    names = sorted(plan.services, key=lambda r: (len(r.name), r.name))
+    taken = {ip for s in plan.services.values() for ip in s.cluster_ips}
+    miss = next(str(a) for a in SVC_NET.hosts() if str(a) not in taken)
+    picks = [
+        ("first", plan.services[names[0]].cluster_ips[0]),
+        ("middle", plan.services[names[len(names) // 2]].cluster_ips[0]),
+        ("last", plan.services[names[-1]].cluster_ips[0]),
+        ("miss", miss),
+    ]
+    for label, ip in picks:
+        probe = Probe(SourceKind.POD, "10.1.0.99", NODE, ip, 80)
+        for what, fn in (("evaluate", be.evaluate), ("trace", be.trace)):
+            times: list[float] = []
+            cpu: list[float] = []
+            outcome: object = None
+            for _ in range(calls):
+                dt, outcome = timed(lambda fn=fn, p=probe: fn(p))  # type: ignore[misc]
+                times.append(dt)
+                cpu.append(_CPU[0])
+            _CPU[0] = statistics.median(cpu)
+            note = f"{_spread(times)} over {calls} calls"
+            if what == "evaluate":
+                note += f"; {outcome}"
+            line(f"one {what}() at {n}, {label} service ({ip})", statistics.median(times), note)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--services", type=int, default=10000)
     ap.add_argument("--big", type=int, default=50000, help="0 skips the big full sync")
     ap.add_argument("--kp-services", type=int, default=10000, help="0 skips kube-proxy style")
     ap.add_argument("--kp-time-cap", type=float, default=60.0)
+    ap.add_argument("--calls", type=int, default=50, help="evaluate/trace calls per probe")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_nft: needs root", file=sys.stderr)
@@ -278,12 +333,8 @@ def main() -> int:
             f"state step {times[1] * 1000:.0f} ms; the first change that needs new shared "
             f"chains: {dt_new * 1000:.0f} ms, cpu {cpu_new * 1000:.0f} ms",
         )
-        dt, _ = timed(be.observe)
-        line(f"read-back of the {n}-service table (list + parse)", dt)
-        svc17 = plan.services[ServiceRef("default", "svc-17")]
-        probe = Probe(SourceKind.POD, "10.1.0.99", NODE, svc17.cluster_ips[0], 80)
-        dt, outcome = timed(lambda: be.evaluate(probe))
-        line(f"one evaluate at {n} (read-back + interpret)", dt, str(outcome))
+        read_back(be, n)
+        evaluations(be, plan, n, args.calls)
         be.cleanup()
         if args.big:
             big = synthetic_plan(args.big)

@@ -1,7 +1,9 @@
 """svcnet's nftables data plane: tables ``ip svcnet`` and ``ip6 svcnet``.
 
-Only :mod:`svcnet_nftables.libnft` does I/O; :mod:`.render`, :mod:`.readback`,
-:mod:`.interpret` and :mod:`.observed` are pure. See the README for the layout.
+Only :mod:`svcnet_nftables.libnft` does I/O (libnftables for writes, a netlink
+reader of its own for reads); :mod:`.render`, :mod:`.readback`, :mod:`.nlread`,
+:mod:`.nlrules`, :mod:`.interpret` and :mod:`.observed` are pure. See the README for
+the layout.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from svcnet.errors import BackendError, BackendErrorKind, SvcnetError
 from svcnet.kernel import has_net_admin, nf_tables_generation
 from svcnet.plan import Changes, Plan
 from svcnet.probe import Outcome, Probe
-from svcnet_nftables import interpret, nlread, observed, readback, render
+from svcnet_nftables import interpret, nlread, nlrules, observed, readback, render
 from svcnet_nftables.libnft import (
     MSG_GETCHAIN,
     MSG_GETRULE,
@@ -89,7 +91,7 @@ class _Source:
 
 def readback_table(reply: bytes) -> str | None:
     """The table a NEWCHAIN/NEWRULE/NEWSET reply belongs to."""
-    raw = nlread.nl_attrs(reply).get(1)
+    raw = nlrules.nl_attrs(reply).get(1)
     return None if raw is None else raw.split(b"\0", 1)[0].decode()
 
 
