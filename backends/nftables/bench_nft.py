@@ -39,7 +39,8 @@ import time
 from collections.abc import Callable
 
 import attrs
-from svcnet_nftables import NftablesBackend, observed
+from svcnet_nftables import NftablesBackend, nlread, observed
+from svcnet_nftables import _Source as nft_source
 from svcnet_nftables.libnft import Nft
 
 from svcnet import plan as plans
@@ -231,7 +232,19 @@ def kube_proxy(ns: str, plan: Plan, n: int, cap: float) -> None:
 
 
 def read_back(be: NftablesBackend, n: int) -> None:
-    """Full read-back: the netlink reader, the plan on top, libnftables' listing."""
+    """Full read-back: the netlink reader, the plan on top, libnftables' listing; and
+    the floor under the first, the kernel's dump of every element, undecoded."""
+    src = nft_source(be._nft.netlink, "ip")
+    infos = [nlread.set_info(r) for r in src.sets()]
+    gc.collect()
+    raw: list[list[bytes]] = []
+    dt, _ = timed(lambda: raw.extend(src.elements(i.name) for i in infos))
+    size = sum(len(b) for replies in raw for b in replies)
+    line(
+        f"floor: netlink dump of every element of the {n}-service table, undecoded",
+        dt,
+        f"{size / 1e6:.1f} MB",
+    )
     gc.collect()
     dt, ruleset = timed(be.observe)
     line(f"read-back of the {n}-service table (observe(): netlink dump + decode)", dt)
@@ -257,10 +270,10 @@ def evaluations(be: NftablesBackend, plan: Plan, n: int, calls: int) -> None:
     taken = {ip for s in plan.services.values() for ip in s.cluster_ips}
     miss = next(str(a) for a in SVC_NET.hosts() if str(a) not in taken)
     picks = [
-        ("first", plan.services[names[0]].cluster_ips[0]),
-        ("middle", plan.services[names[len(names) // 2]].cluster_ips[0]),
-        ("last", plan.services[names[-1]].cluster_ips[0]),
-        ("miss", miss),
+        ("first service", plan.services[names[0]].cluster_ips[0]),
+        ("middle service", plan.services[names[len(names) // 2]].cluster_ips[0]),
+        ("last service", plan.services[names[-1]].cluster_ips[0]),
+        ("no service at", miss),
     ]
     for label, ip in picks:
         probe = Probe(SourceKind.POD, "10.1.0.99", NODE, ip, 80)
@@ -276,7 +289,7 @@ def evaluations(be: NftablesBackend, plan: Plan, n: int, calls: int) -> None:
             note = f"{_spread(times)} over {calls} calls"
             if what == "evaluate":
                 note += f"; {outcome}"
-            line(f"one {what}() at {n}, {label} service ({ip})", statistics.median(times), note)
+            line(f"one {what}() at {n}, {label} ({ip})", statistics.median(times), note)
 
 
 def main() -> int:
