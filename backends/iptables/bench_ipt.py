@@ -2,6 +2,7 @@
 
     python backends/iptables/bench_ipt.py [--services 10000] [--nft-services 10000]
                                           [--endpoints 5] [--iptc 1000] [--variant nft|legacy]
+                                          [--no-probes]
 
 Plans come from svcnet.plan.compile on a real ClusterState (N ClusterIP services,
 E ready pods each, on another node). Prints one line per figure, per variant
@@ -13,7 +14,15 @@ E ready pods each, on another node). Prints one line per figure, per variant
   replaced (two pod events), ``svcnet.plan.advance`` (incremental compile + Changes),
   ``Backend.apply``; median and best of 5; and the same through a full ``compile`` +
   ``Backend.update`` for comparison;
-- the python-iptables (iptc) driver's full sync at --iptc services.
+- the python-iptables (iptc) driver's full sync at --iptc services;
+- ``evaluate()`` (what ``svcnet trace`` runs) per call, for the first, middle and
+  last service and an unused address: "cold" after ``refresh()`` (the nft variant
+  reads each chain the walk reaches; legacy reads the family's tables whole every
+  call) and "warm" (the nft variant reuses what it read while the namespace's
+  nf_tables generation is unchanged); then the full read-back (``observe()`` and
+  ``observed_plan()``) with its floors: ``*-save -t nat`` alone, and for legacy the
+  kernel's table copy (``getsockopt(IPT_SO_GET_ENTRIES)``, which every legacy read
+  of the nat table pays).
 Before each timed operation the benchmark runs ``gc.collect()``: building the
 10,000-service state leaves the cyclic collector a full pass of about 1 s due, which
 otherwise lands inside whichever operation allocates next (a node agent pays it once,
@@ -26,8 +35,11 @@ services alone takes 2.5 minutes, and the plain restore as long again).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -39,13 +51,16 @@ from typing import Any
 from svcnet_iptables import IptablesBackend
 
 from svcnet import manifests
+from svcnet.kernel import entered
 from svcnet.model import ClusterConfig, IPFamily, Kind, ObjectKey
 from svcnet.plan import Plan, advance, compile
+from svcnet.probe import Probe, SourceKind
 from svcnet.state import Apply, ClusterState, Delete
 
 CONFIG = ClusterConfig(service_cidrs=("10.96.0.0/12",), cluster_cidrs=("10.244.0.0/14",))
 NODE = "node-a"
 ROUNDS = 5
+PROBES = True  # evaluate/read-back figures (--no-probes: skip)
 PAIRS = 5  # full sync / plain restore pairs (legacy; the nft variant's take minutes)
 
 
@@ -123,6 +138,8 @@ def restore_figures(variant: str, n: int, e: int) -> None:
         be.sync(plan)
         full = time.perf_counter() - t0
         texts = dict(be.last_texts)  # exactly what the sync wrote
+        if PROBES:
+            probe_figures(be, ns, variant, n)
         rules = sum(t.count("\n-A ") for t in texts.values())
         print(
             f"restore driver ({variant}): full sync {n} services x {e} endpoints "
@@ -183,6 +200,95 @@ def restore_figures(variant: str, n: int, e: int) -> None:
     )
 
 
+def cluster_ip(i: int) -> str:
+    """The ClusterIP :func:`cluster` gives service ``i``."""
+    j = i + 256
+    return f"10.{96 + j // 65536}.{(j // 256) % 256}.{j % 256}"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def probe_figures(be: IptablesBackend, ns: str, variant: str, n: int) -> None:
+    """evaluate() per call, cold and warm, and the full read-back (see docstring)."""
+    cases = {
+        "first": cluster_ip(0),
+        "middle": cluster_ip(n // 2),
+        "last": cluster_ip(n - 1),
+        "miss": "10.111.250.250",
+    }
+    warm_rounds = 5 if variant == "nft" else 3
+    for name, dst in cases.items():
+        probe = Probe(SourceKind.POD, "10.244.0.5", NODE, dst, 80)
+        be.refresh()
+        gc.collect()
+        t0 = time.perf_counter()
+        outcome = be.evaluate(probe)
+        cold = time.perf_counter() - t0
+        warm = []
+        for _ in range(warm_rounds):
+            t0 = time.perf_counter()
+            be.evaluate(probe)
+            warm.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        lines = len(be.trace(probe))
+        trace = time.perf_counter() - t0
+        warm.sort()
+        print(
+            f"evaluate ({variant}) {name} of {n} ({outcome.verdict.value}): cold {_ms(cold)}, "
+            f"then median {_ms(warm[len(warm) // 2])} over {warm_rounds}; trace "
+            f"({lines} lines) {_ms(trace)} [{load()}]",
+            flush=True,
+        )
+    gc.collect()
+    t0 = time.perf_counter()
+    be.observe()
+    observed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    be.observed_plan()
+    decoded = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run(
+        ["ip", "netns", "exec", ns, f"iptables-{variant}-save", "-t", "nat"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    save = time.perf_counter() - t0
+    floor = f"; kernel table copy {_ms(legacy_copy_seconds(ns))}" if variant == "legacy" else ""
+    print(
+        f"full read-back ({variant}) at {n}: observe() {observed:.2f} s, observed_plan() "
+        f"{decoded:.2f} s; floor: iptables-{variant}-save -t nat alone {save:.2f} s{floor} "
+        f"[{load()}]",
+        flush=True,
+    )
+
+
+def legacy_copy_seconds(ns: str) -> float:
+    """One IPT_SO_GET_INFO + IPT_SO_GET_ENTRIES of the legacy nat table in ``ns``:
+    what every read of a legacy table costs at least (the kernel copies every rule;
+    there is no partial read)."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    with entered(ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        t0 = time.perf_counter()
+        info = ctypes.create_string_buffer(b"nat", 84)
+        size = ctypes.c_uint32(84)
+        if libc.getsockopt(sock.fileno(), socket.IPPROTO_IP, 64, info, ctypes.byref(size)):
+            raise OSError(ctypes.get_errno(), "IPT_SO_GET_INFO")
+        total = struct.unpack_from("=I", info.raw, 80)[0]
+        entries = ctypes.create_string_buffer(40 + total)
+        entries[:3] = b"nat"
+        struct.pack_into("=I", entries, 32, total)
+        size = ctypes.c_uint32(40 + total)
+        if libc.getsockopt(sock.fileno(), socket.IPPROTO_IP, 65, entries, ctypes.byref(size)):
+            raise OSError(ctypes.get_errno(), "IPT_SO_GET_ENTRIES")
+        return time.perf_counter() - t0
+    finally:
+        sock.close()
+
+
 def plain_restore(variant: str, texts: dict[tuple[IPFamily, str], str]) -> float:
     with netns() as ns:
         t0 = time.perf_counter()
@@ -221,7 +327,10 @@ def main() -> int:
     ap.add_argument("--endpoints", type=int, default=5)
     ap.add_argument("--iptc", type=int, default=1000)
     ap.add_argument("--variant", choices=["nft", "legacy"], default=None, help="only this one")
+    ap.add_argument("--no-probes", action="store_true", help="skip the evaluate/read-back figures")
     args = ap.parse_args()
+    global PROBES
+    PROBES = not args.no_probes
     sizes = {"legacy": args.services, "nft": args.nft_services}
     for variant in (args.variant,) if args.variant else ("legacy", "nft"):
         restore_figures(variant, sizes[variant], args.endpoints)

@@ -4,15 +4,17 @@
 namespace with kube-proxy's iptables layout (see :mod:`svcnet_iptables.render`),
 through ``iptables-restore`` (``driver="restore"``, nft or legacy, the default)
 or python-iptables (``driver="iptc"``, legacy tables only). It reads the rules
-back from the kernel and answers probes from that read-back alone.
+back from the kernel and answers probes from that read-back alone, read at each
+probe (the nft variant: only the chains the probe reaches, see
+:mod:`svcnet_iptables.chains`).
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 from svcnet.backend import Backend, Capabilities
 from svcnet.errors import BackendError, BackendErrorKind, SvcnetError
@@ -21,6 +23,7 @@ from svcnet.model import IPFamily
 from svcnet.plan import Changes, Plan
 from svcnet.probe import Outcome, Probe
 
+from .chains import ChainLister, listed_ruleset
 from .interpret import Interpreter, InterpretError
 from .observed import observed_plan
 from .readback import Ruleset, parse_save
@@ -35,6 +38,8 @@ from .sync import (
 )
 
 __all__ = ["InterpretError", "IptablesBackend", "Ruleset"]
+
+T = TypeVar("T")
 
 
 class Driver(Protocol):
@@ -127,9 +132,11 @@ class IptablesBackend(Backend):
         self._checked = False
         self._gen: int | None = None  # nf_tables generation after the last install
         self.last_texts: dict[tuple[IPFamily, str], str] = {}
-        # Interpreters over what the kernel returned, per family, since this backend
-        # last changed the tables; any install or cleanup (also a failed one) drops them.
-        self._readback: dict[IPFamily, Interpreter] = {}
+        # nft variant: per family, the nf_tables generation and an interpreter over
+        # the chains read at that generation (each read when a probe first reached
+        # it); used only while the namespace's generation is still that one.
+        self._probe_views: dict[IPFamily, tuple[int, Interpreter]] = {}
+        self._lister: ChainLister | None = None
 
     def _check(self) -> None:
         if not self._checked:
@@ -145,7 +152,6 @@ class IptablesBackend(Backend):
         and the old in the other: ``installed`` becomes unknown (None) and the next
         sync is full."""
         self._check()
-        self._readback.clear()
         committed: list[tuple[IPFamily, str]] = []
         self._gen = None
         try:
@@ -291,32 +297,64 @@ class IptablesBackend(Backend):
         self._check()
         return observed_plan(self.driver.read(), self.node)
 
-    def _interpreter_for(self, probe: Probe) -> Interpreter:
-        """An interpreter over the read-back of the probe's family: read from the
-        kernel once after each change this backend makes, then reused by the probes
-        that follow (``refresh()`` forces a new read, e.g. after someone else changed
-        the tables)."""
+    def _probe_lister(self) -> ChainLister | None:
+        """The per-chain reader (nft variant of the restore driver), else None."""
+        if self._lister is None and self.driver.name == "restore":
+            variant = getattr(self.driver, "variant", None)
+            if variant == "nft":
+                self._lister = ChainLister(self.netns, variant)
+        return self._lister
+
+    def _read_for_probe(self, family: IPFamily) -> Ruleset:
+        """What a probe of ``family`` walks, read from the kernel now: with the nft
+        variant, a ruleset whose chains are each read when the walk reaches them
+        (``iptables-nft -t T -S CHAIN``); else the family's tables, read whole
+        (legacy: the kernel hands whole tables only) and parsed lazily."""
+        lister = self._probe_lister()
+        if lister is not None:
+            return listed_ruleset(lister, family, TABLES)
+        return self.driver.read((family,))
+
+    def _probe(self, probe: Probe, run: Callable[[Interpreter], T]) -> T:
+        """``run`` over the rules installed now (never a cache of this backend's
+        own: a probe sees drift). With the nft variant the chains already read are
+        reused while the namespace's nf_tables generation (one netlink request;
+        every commit by anyone changes it) is the one they were read at, and the
+        generation is read again after the walk: if it moved meanwhile, the walk
+        is repeated on a fresh read. Legacy tables have no generation and are read
+        at every call."""
         self._check()
         family = IPFamily.of(probe.dst_ip)
-        interp = self._readback.get(family)
-        if interp is None:
-            interp = Interpreter(self.driver.read((family,)))
-            self._readback[family] = interp
-        return interp
+        if self._probe_lister() is None:
+            return run(Interpreter(self._read_for_probe(family)))
+        for _attempt in range(3):
+            gen = self._generation()
+            if gen is None:
+                self._probe_views.pop(family, None)
+                return run(Interpreter(self._read_for_probe(family)))
+            view = self._probe_views.get(family)
+            if view is None or view[0] != gen:
+                view = (gen, Interpreter(self._read_for_probe(family)))
+                self._probe_views[family] = view
+            result = run(view[1])
+            if self._generation() == gen:
+                return result
+            self._probe_views.pop(family, None)
+        return run(Interpreter(self._read_for_probe(family)))
 
     def refresh(self) -> None:
-        """Forget the cached read-back; the next probe reads the kernel again."""
-        self._readback.clear()
+        """Forget the chains read for probes (they are also dropped by themselves
+        whenever the kernel's rules change; kept for callers of the old cache)."""
+        self._probe_views.clear()
 
     def evaluate(self, probe: Probe) -> Outcome:
-        return self._interpreter_for(probe).evaluate(probe)
+        return self._probe(probe, lambda interp: interp.evaluate(probe))
 
     def trace(self, probe: Probe) -> tuple[str, ...]:
-        return self._interpreter_for(probe).trace(probe)
+        return self._probe(probe, lambda interp: interp.trace(probe))
 
     def cleanup(self) -> None:
         self._check()
-        self._readback.clear()
         existing = _existing(self.driver.read())
         texts = {
             key: cleanup_text(key[1], ex) for key, ex in existing.items() if ex.chains or ex.jumps

@@ -109,6 +109,12 @@ class Interpreter:
         live = [(p, st)]
         out: list[_Branch] = []
         for rule in rules:
+            if (
+                len(live) == 1
+                and (rule.recent is None or rule.recent[0] != "rcheck")
+                and not self._matches(rule, probe, live[0][1])
+            ):
+                continue  # the one branch passes this rule unchanged (the common case)
             nxt: list[tuple[Fraction, _State]] = []
             for bp, bst in live:
                 if rule.recent is not None and rule.recent[0] == "rcheck" and rule.recent[2]:
