@@ -524,19 +524,19 @@ class Store:
         replaying the store (:class:`Reader`); None when the store cannot (no file
         yet, or its endpoints table is not current: written by a svcnet without it),
         and then :meth:`list` is the way."""
-        try:
-            with self._connect(write=False) as conn:
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-                if not {"meta", "objects", "changes", "endpoints"} <= tables:
-                    yield None
-                    return
-                version = self._versions(conn)[0]
-                if _endpoints_at(conn) != version:
-                    yield None
-                    return
+        with contextlib.ExitStack() as stack:
+            try:
+                conn = stack.enter_context(self._connect(write=False))
+            except FileNotFoundError:  # no file yet: list() says so without a replay
+                yield None
+                return
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            current = {"meta", "objects", "changes", "endpoints"} <= tables
+            version = self._versions(conn)[0]
+            if current and _endpoints_at(conn) == version:
                 yield Reader(self, conn, version)
-        except FileNotFoundError:
-            yield None
+            else:
+                yield None
 
     def version(self) -> int:
         """The store's current resourceVersion (0 for a new store)."""

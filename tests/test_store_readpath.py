@@ -245,3 +245,14 @@ def test_a_missing_object_is_the_same_error(demo_store: str, args: tuple[str, ..
         slow = CliRunner().invoke(cli, ["--store", demo_store, *args])
     assert fast.exit_code == slow.exit_code == 1
     assert fast.output == slow.output and "not found" in fast.output.lower()
+
+
+def test_no_file_is_no_reader_and_creates_nothing(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "none.db"
+    with Store(str(path)).reader() as reader:
+        assert reader is None
+    assert not path.exists()
+    result = CliRunner().invoke(cli, ["--store", str(path), "get", "svc"])
+    assert result.exit_code == 0 and result.stdout == ""
+    assert result.stderr == "No resources found in default namespace.\n"
+    assert not path.exists()
