@@ -88,6 +88,19 @@ class _Source:
         body = self._table + nla_str(2, name) + nla(3, elem, nested=True)
         return self._nl.get(MSG_GETSETELEM, self.family, body)
 
+    def sets_named(self, names: list[str]) -> list[bytes | None]:
+        bodies = [self._table + nla_str(2, n) for n in names]
+        return self._nl.gets(MSG_GETSET, self.family, bodies)
+
+    def elements_for(self, name: str, keys: list[bytes]) -> list[bytes | None]:
+        bodies = [
+            self._table
+            + nla_str(2, name)
+            + nla(3, nla(1, nla(1, nla(1, k), nested=True), nested=True), nested=True)
+            for k in keys
+        ]
+        return self._nl.gets(MSG_GETSETELEM, self.family, bodies)
+
 
 def readback_table(reply: bytes) -> str | None:
     """The table a NEWCHAIN/NEWRULE/NEWSET reply belongs to."""

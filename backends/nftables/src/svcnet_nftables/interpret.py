@@ -102,6 +102,14 @@ class Interpreter:
             return tuple(out)
         return None
 
+    def _prefetch(self, table: Table, right: Any, values: list[Any]) -> None:
+        """Let a set read on demand ask for several keys at once (if it can)."""
+        if len(values) > 1 and isinstance(right, str) and right.startswith("@"):
+            s = table.set(right[1:])
+            ask = getattr(s, "prefetch", None)
+            if ask is not None and not s.dynamic:  # type: ignore[union-attr]
+                ask(values)
+
     def _lookup(self, table: Table, right: Any, value: Any) -> Any:
         if isinstance(right, str) and right.startswith("@"):
             s = self._set(table, right)
@@ -163,11 +171,9 @@ class Interpreter:
                     out.append((p * q, r))
             return out
         elif kind == "map":
-            return [
-                (p, d)
-                for p, k in self.value(table, body["key"], pkt)
-                for d in [self._lookup(table, body["data"], k)]
-            ]
+            keys = self.value(table, body["key"], pkt)
+            self._prefetch(table, body["data"], [k for _, k in keys])
+            return [(p, d) for p, k in keys for d in [self._lookup(table, body["data"], k)]]
         elif kind in ("prefix", "range", "set"):
             return [(one, atom(expr))]
         raise InterpretError(f"unknown expression {expr!r}")

@@ -34,6 +34,7 @@ from svcnet_nftables.nlrules import (
     nl_attrs,
     nl_list,
     rule_dump,
+    set_names,
     verdict_json,
 )
 from svcnet_nftables.readback import (
@@ -402,6 +403,12 @@ class Source(Protocol):
     def element(self, name: str, key: bytes) -> bytes | None:
         """The NEWSETELEM reply for one key (None: no such element)."""
 
+    def sets_named(self, names: list[str]) -> list[bytes | None]:
+        """NEWSET replies of several sets, asked at once (None: no such set)."""
+
+    def elements_for(self, name: str, keys: list[bytes]) -> list[bytes | None]:
+        """NEWSETELEM replies for several keys of one set, asked at once."""
+
 
 def read_table(src: Source, name: str) -> TableDump:
     """The whole table as :func:`svcnet_nftables.readback.parse` gives it."""
@@ -482,6 +489,17 @@ class LazySet:
         self.name = info.name
         self.timeout = None if info.timeout_ms is None else info.timeout_ms // 1000
         self._whole: SetDump | None = None
+        self._got: dict[bytes, bytes | None] = {}  # key -> reply, for this evaluation
+
+    def prefetch(self, values: Iterable[Any]) -> None:
+        """Ask for the elements of several packet values in one round trip (the
+        endpoint buckets of a ``numgen`` map lookup)."""
+        if self.info.flags & 4:
+            return
+        keys = [k for v in values if (k := encode_key(self.info, v)) is not None]
+        keys = [k for k in dict.fromkeys(keys) if k not in self._got]
+        if len(keys) > 1:
+            self._got.update(zip(keys, self._src.elements_for(self.name, keys), strict=True))
 
     @property
     def dynamic(self) -> bool:
@@ -498,7 +516,10 @@ class LazySet:
         key = None if self.info.flags & 4 else encode_key(self.info, value)
         if key is None:
             return self.whole().lookup(value)
-        reply = self._src.element(self.name, key)
+        if key in self._got:
+            reply = self._got[key]
+        else:
+            reply = self._got[key] = self._src.element(self.name, key)
         if reply is None:
             return MISS
         found = set_elements(self.info, [reply])
@@ -539,9 +560,13 @@ class LazyTable:
             meta = self._meta.get(name)
             if meta is None:
                 return None
+            replies = self._src.rules(name)
+            wanted = sorted({n for r in replies for n in set_names(r)} - self._infos.keys())
+            if len(wanted) > 1:  # the definitions of the sets its rules name, at once
+                for n, reply in zip(wanted, self._src.sets_named(wanted), strict=True):
+                    self._infos[n] = None if reply is None else set_info(reply)
             rules = tuple(
-                rule_dump(r, self.family, self._info, self._anon_elements)
-                for r in self._src.rules(name)
+                rule_dump(r, self.family, self._info, self._anon_elements) for r in replies
             )
             self._chains[name] = attrs.evolve(meta, rules=rules)
         return self._chains[name]

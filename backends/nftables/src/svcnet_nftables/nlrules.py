@@ -91,6 +91,18 @@ SetSource = Callable[[str], "SetInfo | None"]
 AnonSource = Callable[["SetInfo"], tuple[Any, ...]]
 
 
+def set_names(data: bytes) -> list[str]:
+    """The named sets a NEWRULE reply's lookups and dynsets use."""
+    out = []
+    for item in nl_list(nl_attrs(data).get(4, b"")):
+        e = nl_attrs(item)
+        if cstr(e.get(1, b"\0")) in ("lookup", "dynset"):
+            name = nl_attrs(e.get(2, b"")).get(1)
+            if name is not None:
+                out.append(cstr(name))
+    return out
+
+
 def rule_dump(data: bytes, family: str, sets: SetSource, anon: AnonSource) -> RuleDump:
     """A NFT_MSG_NEWRULE reply -> :class:`RuleDump` (``sets``: a set's definition by
     name; ``anon``: the elements of an anonymous set)."""
