@@ -220,13 +220,20 @@ class Netlink:
         head = struct.pack(
             "=IHHII", 16 + len(body), (NFNL_SUBSYS_NFTABLES << 8) | msg, flags, self._seq, 0
         )
-        self._sock.send(head + body)
+        try:
+            self._sock.send(head + body)
+        except OSError as e:
+            raise NetlinkError(f"netlink: {e}", e.errno or errno.EIO) from e
         return self._seq
 
     def _next(self) -> tuple[int, int, int, bytes]:
         """The next message received: (seq, type, flags, the bytes after its header)."""
         if not self._pending:
-            n = self._sock.recv_into(self._buf)
+            try:
+                n = self._sock.recv_into(self._buf)
+            except OSError as e:  # ENOBUFS: replies were lost; the caller reads again
+                self._pending.clear()
+                raise NetlinkError(f"netlink: {e}", e.errno or errno.EIO) from e
             off = 0
             while off + 16 <= n:
                 length, mtype, flags, mseq = struct.unpack_from("=IHHI", self._buf, off)
