@@ -111,7 +111,7 @@ CREATE TABLE IF NOT EXISTS objects (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
     manifest TEXT NOT NULL, flags TEXT NOT NULL DEFAULT '{}',
-    rv INTEGER NOT NULL DEFAULT 0,
+    rv INTEGER NOT NULL DEFAULT 0, model TEXT,
     UNIQUE (kind, namespace, name)
 );
 CREATE TABLE IF NOT EXISTS changes (
@@ -322,6 +322,135 @@ def decode_endpoints(data: Mapping[str, Any]) -> dict[str, tuple[Endpoint, ...]]
 _ENDPOINT_FIELDS = tuple(f.name for f in attrs.fields(Endpoint))
 
 
+# -- the model as stored for reading (objects.model) ----------------------------------
+#
+# get/describe decode the rows they show; parse_object validates every field again
+# (150-250 us an object: seconds for a list of 10,000). Each row therefore also keeps
+# the object as the model holds it, field by field (model_json); model_from_json
+# rebuilds it with the classes' own constructors, no manifest parsing. It is valid
+# only for the model it was written with (MODEL_SIGNATURE in meta 'model': a save by a
+# svcnet with another model clears the column), is never used to replay the store,
+# and a row without it is decoded from its manifest.
+
+
+def _model_types() -> dict[str, type]:
+    from svcnet import model
+
+    return {
+        name: obj
+        for name, obj in vars(model).items()
+        if isinstance(obj, type)
+        and obj.__module__ == model.__name__
+        and (attrs.has(obj) or issubclass(obj, enum.Enum))
+    }
+
+
+_MODEL_TYPES = _model_types()
+
+
+def _signature() -> str:
+    import hashlib
+
+    parts = []
+    for name, cls in sorted(_MODEL_TYPES.items()):
+        if attrs.has(cls):
+            parts.append(f"{name}({','.join(f'{f.name}:{f.type}' for f in attrs.fields(cls))})")
+        else:
+            parts.append(f"{name}[{','.join(f'{m.name}={m.value!r}' for m in cls)}]")  # type: ignore[attr-defined]
+    return hashlib.sha256(";".join(parts).encode()).hexdigest()[:16]
+
+
+MODEL_SIGNATURE = _signature()
+
+
+def _plain(value: Any) -> Any:
+    # every container is a tagged object, so that json's object_hook rebuilds it
+    # bottom-up (_hook); a mapping is its pairs, never an object of its own keys
+    if value is None or isinstance(value, (bool, int, str, float)):
+        return value
+    cls = type(value)
+    if attrs.has(cls):
+        if _MODEL_TYPES.get(cls.__name__) is not cls:
+            raise TypeError(f"not a model class: {cls.__name__}")
+        out = {"@": cls.__name__}
+        for f, default in _init_fields(cls):
+            field = getattr(value, f.name)
+            if default is attrs.NOTHING or field != default:  # (defaults left out)
+                out[f.alias or f.name] = _plain(field)
+        return out
+    if isinstance(value, enum.Enum):
+        if _MODEL_TYPES.get(cls.__name__) is not cls:
+            raise TypeError(f"not a model enum: {cls.__name__}")
+        return {"%": cls.__name__, "v": value.value}
+    if isinstance(value, tuple):
+        return {"(": [_plain(v) for v in value]}
+    if isinstance(value, frozenset):
+        return {"&": sorted(_plain(v) for v in value)}
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        return {"{": [[k, _plain(v)] for k, v in value.items()]}
+    raise TypeError(f"cannot keep {cls.__name__} in objects.model")
+
+
+_INIT_FIELDS: dict[type, tuple[tuple[Any, Any], ...]] = {}
+
+
+def _init_fields(cls: type) -> tuple[tuple[Any, Any], ...]:
+    """(field, its default or NOTHING) of each field ``cls.__init__`` takes."""
+    found = _INIT_FIELDS.get(cls)
+    if found is None:
+        pairs = []
+        for f in attrs.fields(cls):
+            if not f.init:
+                continue
+            default = f.default
+            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                default = attrs.NOTHING if default.takes_self else default.factory()
+            pairs.append((f, default))
+        found = _INIT_FIELDS[cls] = tuple(pairs)
+    return found
+
+
+def model_json(obj: KubeObject) -> str | None:
+    """``obj`` field by field as JSON (:func:`model_from_json`), or None when it
+    holds a value this encoding does not know (the row is read from its manifest)."""
+    try:
+        return json.dumps(_plain(obj), separators=(",", ":"))
+    except TypeError:
+        return None
+
+
+_ENUM_VALUES = {
+    name: {m.value: m for m in cls}
+    for name, cls in _MODEL_TYPES.items()
+    if issubclass(cls, enum.Enum)
+}
+
+
+def _hook(d: dict[str, Any]) -> Any:
+    name = d.pop("@", None)
+    if name is not None:
+        return _MODEL_TYPES[name](**d)
+    if "(" in d:
+        return tuple(d["("])
+    if "%" in d:
+        return _ENUM_VALUES[d["%"]][d["v"]]
+    if "&" in d:
+        return frozenset(d["&"])
+    if "{" in d:
+        return dict(d["{"])
+    raise ValueError(f"not a model value: {sorted(d)}")
+
+
+def model_from_json(text: str) -> KubeObject:
+    """The inverse of :func:`model_json` (same :data:`MODEL_SIGNATURE` only)."""
+    obj: KubeObject = json.loads(text, object_hook=_hook)
+    return obj
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
 def _endpoints_at(conn: sqlite3.Connection) -> int | None:
     """The store version the endpoints table is current at (None: never made)."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'endpoints'").fetchone()
@@ -450,6 +579,8 @@ class Store:
             conn.execute(_APPLIED)
         if write and "endpoints" not in tables:  # the same (meta 'endpoints' says current)
             conn.execute(_ENDPOINTS)
+        if write and "model" not in _columns(conn, "objects"):  # the same (meta 'model')
+            conn.execute("ALTER TABLE objects ADD COLUMN model TEXT")
 
     def _load(self, conn: sqlite3.Connection) -> ClusterState:
         return self._read(conn).state
@@ -757,6 +888,9 @@ class Reader:
 
     def __init__(self, store: Store, conn: sqlite3.Connection, version: int) -> None:
         self.store, self._conn, self.version = store, conn, version
+        row = conn.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
+        model = "model" in _columns(conn, "objects") and row is not None
+        self._model = "model" if model and row[0] == MODEL_SIGNATURE else "NULL"
 
     def config(self) -> ClusterConfig:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
@@ -770,7 +904,7 @@ class Reader:
     ) -> list[tuple[KubeObject, int]]:
         """(object, its version) of ``kind``: all, those of ``namespace``, or the one
         named (namespace ignored for nodes), by namespace and name."""
-        query = "SELECT kind, namespace, name, manifest, flags, rv FROM objects WHERE kind = ?"
+        query = "SELECT kind, namespace, name, manifest, flags, rv, {} FROM objects WHERE kind = ?"
         args: list[str] = [kind.value]
         if namespace is not None and kind is not Kind.NODE:
             query += " AND namespace = ?"
@@ -783,17 +917,21 @@ class Reader:
     def pods_on(self, node: str) -> list[tuple[KubeObject, int]]:
         """(pod, its version) of the pods bound to ``node`` (``spec.nodeName``)."""
         query = (
-            "SELECT kind, namespace, name, manifest, flags, rv FROM objects WHERE kind = ? "
+            "SELECT kind, namespace, name, manifest, flags, rv, {} FROM objects WHERE kind = ? "
             "AND json_extract(manifest, '$.spec.nodeName') = ? ORDER BY namespace, name"
         )
         return self._decoded(query, [Kind.POD.value, node])
 
     def _decoded(self, query: str, args: list[str]) -> list[tuple[KubeObject, int]]:
         out: list[tuple[KubeObject, int]] = []
-        for kind, ns, name, manifest, flags, version in self._conn.execute(query, args):
+        rows = self._conn.execute(query.format(self._model), args)
+        for kind, ns, name, manifest, flags, version, model in rows:
             try:
+                if model is not None:
+                    out.append((model_from_json(model), int(version)))
+                    continue
                 out.append((decode(json.loads(manifest), json.loads(flags)), int(version)))
-            except (ValueError, TypeError, AttributeError, SvcnetError) as e:
+            except (ValueError, TypeError, AttributeError, KeyError, SvcnetError) as e:
                 where = f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
                 raise self.store._error(f"corrupt object {where}: {e}") from e
         return out
@@ -1006,6 +1144,13 @@ class Session:
                 )
                 return version
 
+            row = c.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
+            if row is None or row[0] != MODEL_SIGNATURE:  # written for another model
+                c.executemany(
+                    "UPDATE objects SET model = ? WHERE kind = ? AND namespace = ? AND name = ?",
+                    [(model_json(obj), *_row_key(obj)) for obj in objects_of(old)],
+                )
+                c.execute("INSERT OR REPLACE INTO meta VALUES ('model', ?)", (MODEL_SIGNATURE,))
             if new.config != old.config:
                 config = json.dumps(config_to_json(new.config))
                 c.execute("UPDATE meta SET value = ? WHERE key = 'config'", (config,))
@@ -1038,11 +1183,11 @@ class Session:
                             (*_row_key(obj), now),
                         )
                     c.execute(
-                        "INSERT INTO objects (kind, namespace, name, manifest, flags, rv) "
-                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, namespace, name) "
+                        "INSERT INTO objects (kind, namespace, name, manifest, flags, rv, model) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, namespace, name) "
                         "DO UPDATE SET manifest = excluded.manifest, flags = excluded.flags, "
-                        "rv = excluded.rv",
-                        (*_row_key(obj), manifest, flags, rv),
+                        "rv = excluded.rv, model = excluded.model",
+                        (*_row_key(obj), manifest, flags, rv, model_json(obj)),
                     )
             _save_endpoints(c, old, new, start, version)
             if version != start:
@@ -1179,6 +1324,8 @@ __all__ = [
     "default_path",
     "encode",
     "encode_endpoints",
+    "model_from_json",
+    "model_json",
     "object_key",
     "objects_of",
     "replay",

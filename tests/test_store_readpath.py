@@ -25,7 +25,9 @@ from svcnet.cli import objects
 from svcnet.cli.main import cli
 from svcnet.model import ClusterConfig, Labels, Node, Pod, Service, ServicePort
 from svcnet.state import Apply, ClusterState, Configure, Delete
-from svcnet.store import Store
+from svcnet.store import Store, model_from_json, model_json, objects_of
+
+EXAMPLES = pathlib.Path(__file__).parent.parent / "examples" / "demo"
 
 OTHER = """\
 apiVersion: v1
@@ -49,6 +51,25 @@ def _table(path: str) -> dict[tuple[str, str], object]:
     with store.reader() as reader:
         assert reader is not None, "the endpoints table is not current"
         return dict(reader.endpoints())
+
+
+def _rows_are_the_state(path: str, state: ClusterState) -> None:
+    """Every row's model column rebuilds the object the state holds (and what the
+    Reader gives is the state's objects)."""
+    held = {obj.key: obj for obj in objects_of(state)}
+    with sqlite3.connect(path) as c:
+        rows = c.execute("SELECT model FROM objects").fetchall()
+    assert len(rows) == len(held)
+    for (model,) in rows:
+        assert model is not None
+        obj = model_from_json(model)
+        assert type(obj) is type(held[obj.key]) and obj == held[obj.key]
+        assert model_json(obj) == model
+    with Store(path).reader() as reader:
+        assert reader is not None
+        for kind in {key.kind for key in held}:
+            for obj, _ in reader.objects(kind):
+                assert obj == held[obj.key]
 
 
 def _expected(state: ClusterState) -> dict[tuple[str, str], object]:
@@ -125,6 +146,7 @@ def test_the_endpoints_table_is_the_states_endpoints_after_any_saves(
                 saved = session.state
             assert _table(path) == _expected(saved)
             assert _table(path) == _expected(store.load())
+            _rows_are_the_state(path, saved)
 
 
 def test_a_store_without_the_table_is_read_by_replay_and_rewritten_by_its_next_save(
@@ -256,3 +278,30 @@ def test_no_file_is_no_reader_and_creates_nothing(tmp_path: pathlib.Path) -> Non
     assert result.exit_code == 0 and result.stdout == ""
     assert result.stderr == "No resources found in default namespace.\n"
     assert not path.exists()
+
+
+def test_the_model_column_rebuilds_workloads_probes_and_templates(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "s.db")
+    _cli(path, "apply", "-f", str(EXAMPLES))
+    _cli(path, "scale", "deployment/web", "--replicas", "4")
+    state = Store(path).load()
+    assert state.deployments and state.replica_sets
+    _rows_are_the_state(path, state)
+
+
+def test_a_store_written_for_another_model_is_read_from_manifests_until_saved(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = str(tmp_path / "s.db")
+    store = Store(path)
+    state = save(store, demo())
+    with sqlite3.connect(path) as c:  # as a svcnet with another model wrote it
+        c.execute("UPDATE meta SET value = 'other' WHERE key = 'model'")
+        c.execute('UPDATE objects SET model = \'{"@": "Nothing"}\'')
+    with store.reader() as reader:
+        assert reader is not None
+        services = [obj for obj, _ in reader.objects(Service("default", "x").key.kind)]
+    assert services == [state.services[k] for k in sorted(state.services)]
+    with store.modify() as session:  # the next save writes the column for this model
+        session.save(session.state)
+    _rows_are_the_state(path, store.load())
