@@ -10,7 +10,8 @@ Everything a packet meets is read from the rules themselves:
 - a frontend from its dispatch rule (``-d ip -p proto --dport n``) in
   SVCNET-SERVICES (ClusterIP -> SVCNET-SVC-h, external IP or LoadBalancer ->
   SVCNET-EXT-h, LoadBalancer with source ranges -> SVCNET-FW-h) or SVCNET-NODEPORTS
-  (NodePort); a port is the set of frontends jumping to one hash ``h``;
+  (NodePort); SVCNET-SERVICES is read with its address trees' jumps inlined
+  (:func:`flat_services`); a port is the set of frontends jumping to one hash ``h``;
 - its routes from SVCNET-SVC-h / SVCNET-EXT-h (``-s <cluster CIDR>``: pod,
   ``--src-type LOCAL``: node, the unconditional tail: external; a class without
   its own rules does what the tail does);
@@ -83,6 +84,7 @@ from .render import (
     SERVICES,
     endpoint_chain,
 )
+from .tree import TREE_PREFIXES
 
 CODE_ROUTES = {code: route for route, code in ROUTE_CODES.items()}
 _CLUSTER_IP = re.compile(r"(\S+) (has no such port|another proxy); ClusterIP (\d+)")
@@ -424,11 +426,32 @@ def _port(
     return int(meta["port"]), plan, classified
 
 
-def _dispatch(nat: Mapping[str, tuple[Rule, ...]], family: IPFamily) -> dict[str, _Port]:
-    """The ports of one family by hash, from the frontend rules."""
+def flat_services(nat: Mapping[str, tuple[Rule, ...]]) -> list[Rule]:
+    """SVCNET-SERVICES with every jump to a dispatch tree chain replaced by that
+    chain's rules (recursively): the flat list the trees stand for. A tree chain
+    that is missing (or a loop) contributes nothing."""
+    out: list[Rule] = []
+
+    def walk(chain: str, seen: frozenset[str]) -> None:
+        for rule in nat.get(chain, ()):
+            if rule.target.startswith(TREE_PREFIXES):
+                if rule.target not in seen:
+                    walk(rule.target, seen | {rule.target})
+            else:
+                out.append(rule)
+
+    walk(SERVICES, frozenset())
+    return out
+
+
+def _dispatch(
+    nat: Mapping[str, tuple[Rule, ...]], flat: list[Rule], family: IPFamily
+) -> dict[str, _Port]:
+    """The ports of one family by hash, from the frontend rules (``flat``: those of
+    :func:`flat_services`)."""
     ports: dict[str, _Port] = {}
     for chain in (SERVICES, NODEPORTS):
-        for rule in nat.get(chain, ()):
+        for rule in flat if chain == SERVICES else nat.get(chain, ()):
             if rule.dport is None or rule.dst is None or not rule.target.startswith(_DISPATCH):
                 continue
             label, _, written = (rule.comment or "").rpartition(" ")
@@ -470,14 +493,15 @@ def observed_plan(ruleset: Ruleset, node: str) -> Plan:
     ports: dict[ServiceRef, list[tuple[int, PortPlan]]] = {}
     for family in FAMILIES:
         nat = nats[family].chains
+        flat = flat_services(nat)
         if SERVICES in nat:
             drops = [
                 str(r.dst.net)
-                for r in nat[SERVICES]
+                for r in flat
                 if r.target == MARK_DROP and r.dst is not None and r.protocol is None
             ]
             service_cidrs = _merge(service_cidrs, family, drops)
-        for rule in nat.get(SERVICES, ()):
+        for rule in flat:
             m = _CLUSTER_IP.fullmatch(rule.comment or "")
             if m is None or rule.dst is None or rule.target not in (MARK_REJECT, "RETURN"):
                 continue
@@ -493,7 +517,7 @@ def observed_plan(ruleset: Ruleset, node: str) -> Plan:
         ]
         fam = _Family.of(nats[family])
         found: list[str] = []
-        for h, port in _dispatch(nat, family).items():
+        for h, port in _dispatch(nat, flat, family).items():
             read = _port(fam, family, h, port, cidrs)
             if read is None:
                 continue  # not svcnet's rules any more: not read back

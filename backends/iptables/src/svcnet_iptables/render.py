@@ -13,7 +13,13 @@ nat table
                       SVCNET-EXT-h (external) or SVCNET-FW-h (LB with source ranges);
                       then -> SVCNET-NODEPORTS; then per proxied ClusterIP
                       -> SVCNET-MARK-REJECT (undefined port), per unproxied ClusterIP
-                      RETURN, per service CIDR -> SVCNET-MARK-DROP (unallocated)
+                      RETURN, per service CIDR -> SVCNET-MARK-DROP (unallocated).
+                      The frontend rules and the proxied ClusterIPs' rules are each
+                      an address tree once they hold more than 16 addresses:
+                      ``-d prefix -j SVCNET-DS-x`` (frontends) / ``SVCNET-DM-x``
+                      (ClusterIPs), 16-way, a few hops, the same rules at its leaves
+                      (:mod:`svcnet_iptables.tree`: a packet meets ~60 rules, not
+                      one per service; its fate is unchanged)
   SVCNET-NODEPORTS    one rule per NodePort frontend (``-d node-ip``) -> SVCNET-EXT-h
   SVCNET-FW-h         ``-s range -j SVCNET-EXT-h`` per range, then -> SVCNET-MARK-DROP
   SVCNET-SVC-h/EXT-h  the port's three routes by source kind: ``-s <cluster CIDR>``
@@ -73,6 +79,8 @@ from svcnet.plan import (
     ServicePlan,
     ServiceRef,
 )
+
+from .tree import BITS, CLUSTER_IPS, FRONTENDS, LEAF, dispatch_tree, rule_host, tree_names
 
 PREFIX = "SVCNET-"
 SERVICES = "SVCNET-SERVICES"
@@ -546,9 +554,14 @@ def ref_key(ref: ServiceRef) -> tuple[str, str]:
 
 
 class Renderer:
-    """Renders plans, caching each service's rules by value (one event -> O(1) renders)."""
+    """Renders plans, caching each service's rules by value (one event -> O(1) renders).
 
-    def __init__(self) -> None:
+    ``leaf`` and ``bits`` shape the dispatch trees (:func:`svcnet_iptables.tree.
+    dispatch_tree`; tests make deep trees of small clusters with small values)."""
+
+    def __init__(self, *, leaf: int = LEAF, bits: int = BITS) -> None:
+        self.leaf = leaf
+        self.bits = bits
         self._cache: dict[
             tuple[ServiceRef, IPFamily], tuple[ServicePlan, NodeSettings, ServiceChains]
         ] = {}
@@ -616,6 +629,23 @@ class Renderer:
         sc = self.service(svc, settings, family)
         return (sc.services, sc.nodeports, sc.filter_dispatch, sc.cluster_ips, svc.proxied)
 
+    def tree_names(self, plan: Plan, family: IPFamily) -> list[str]:
+        """The dispatch tree chains of ``plan`` in ``family`` (those :meth:`shared`
+        makes), from the addresses alone: nothing is rendered."""
+        fronts: list[str] = []
+        cips: list[str] = []
+        v6 = family is IPFamily.IPv6
+        for svc in plan.services.values():
+            if not svc.proxied:
+                continue
+            cips += [ip for ip in svc.cluster_ips if (":" in ip) == v6]
+            for port in svc.ports_of(family):
+                fronts += [fe.ip for fe in port.frontends if fe.kind is not FrontendKind.NODE_PORT]
+        kw = {"leaf": self.leaf, "bits": self.bits}
+        return tree_names(fronts, family, FRONTENDS, **kw) + tree_names(
+            cips, family, CLUSTER_IPS, **kw
+        )
+
     def _build_shared(self, plan: Plan, family: IPFamily) -> dict[str, Chains]:
         settings = plan.settings
         services: list[str] = []
@@ -627,14 +657,24 @@ class Renderer:
             services += sc.services
             nodeports += sc.nodeports
             (proxied if svc.proxied else unproxied).extend(sc.cluster_ips)
-        services.append(f"-j {NODEPORTS}")
+        # both address lists become trees (see svcnet_iptables.tree); unproxied
+        # ClusterIPs RETURN from SVCNET-SERVICES and stay in it
+        kw = {"leaf": self.leaf, "bits": self.bits}
+        fronts, front_chains = dispatch_tree(
+            [(rule_host(r), r) for r in services], family, FRONTENDS, **kw
+        )
+        misses, miss_chains = dispatch_tree(
+            [(rule_host(r), r) for r in proxied], family, CLUSTER_IPS, **kw
+        )
         drops = [
             f'-d {c} -m comment --comment "unallocated service address" -j {MARK_DROP}'
             for c in _of_family(settings.service_cidrs, family)
         ]
         return {
             NAT: {
-                SERVICES: services + proxied + unproxied + drops,
+                SERVICES: [*fronts, f"-j {NODEPORTS}", *misses, *unproxied, *drops],
+                **front_chains,
+                **miss_chains,
                 NODEPORTS: nodeports,
                 MARK_MASQ: [
                     f'-m comment --comment "{fit(settings_comment(settings))}" '

@@ -171,6 +171,8 @@ def _stream_table(
     settings = plan.settings
     ordered = [svc for _ref, svc in sorted(plan.services.items(), key=lambda kv: ref_key(kv[0]))]
     names = list(SHARED_CHAINS[table])
+    if table == NAT:
+        names += renderer.tree_names(plan, family)  # the dispatch trees' chains
     shapes: dict[ServiceRef, list[PortShape]] = {}
     for svc in ordered:
         cached = renderer.cached(svc, settings, family)
@@ -199,6 +201,8 @@ def _stream_table(
             batch.clear()
     yield "".join(batch)
     shared = renderer.shared(plan, family)[table]
+    if not declared.issuperset(shared):
+        raise AssertionError(f"{family.value} {table}: shared chains that were not declared")
     tail = [f"-A {chain} {rule}" for chain, rules in shared.items() for rule in rules]
     tail += [f"-X {c}" for c in gone]
     tail += [f"-I {chain} 1 {spec}" for chain, spec in reversed(ins)]
@@ -282,8 +286,10 @@ def partial_sync(
         ):
             renderer.carry_shared(previous, target, family)
         declare = renderer.shared(target, family)
+        before = renderer.shared(previous, family)
+        for t in TABLES:  # dispatch tree chains the target no longer has
+            old_chains[t] |= set(before[t]) - set(declare[t])
         if not changes.settings_changed:
-            before = renderer.shared(previous, family)
             for t in TABLES:
                 for chain, rules in list(declare[t].items()):
                     if before[t].get(chain) == rules:
