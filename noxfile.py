@@ -83,6 +83,7 @@ def bench(session: nox.Session) -> None:
         "manifests": ["bench/bench_manifest_load.py", "--no-pyyaml"],
         "nftables": ["backends/nftables/bench_nft.py"],
         "iptables": ["backends/iptables/bench_ipt.py"],
+        "dataplane": ["bench/bench_dataplane.py"],
     }
     for name, script in runs.items():
         if not only or name in only:
