@@ -243,6 +243,8 @@ BACKEND_PURE = {
         "svcnet_nftables.readback",
         "svcnet_nftables.interpret",
         "svcnet_nftables.observed",
+        "svcnet_nftables.nlread",
+        "svcnet_nftables.nlrules",
     ],
     "svcnet_iptables": [
         "svcnet_iptables.render",

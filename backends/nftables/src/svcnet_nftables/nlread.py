@@ -19,20 +19,20 @@ dumped whole (they hold CIDRs and source ranges, a few elements).
 from __future__ import annotations
 
 import ipaddress
-import socket
 import struct
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import attrs
 
 from svcnet_nftables.nlrules import (
+    HOST_ORDER,
     be32,
     comment_of,
     cstr,
     nl_attrs,
     nl_list,
+    ntop,
     rule_dump,
     set_names,
     verdict_json,
@@ -153,15 +153,15 @@ def set_info(data: bytes) -> SetInfo:
 def _scalar(t: int, b: bytes) -> Any:
     """One field's bytes -> the JSON atom libnftables prints for type ``t``."""
     if t == 7 and len(b) == 4:
-        return socket.inet_ntop(socket.AF_INET, b)
+        return ntop(b)
     if t == 8 and len(b) == 16:
-        return socket.inet_ntop(socket.AF_INET6, b)
+        return ntop(b)
     if t == 12 and len(b) == 1:
         return PROTOCOLS.get(b[0], b[0])
     if t == 13 and len(b) == 2:
         return (b[0] << 8) | b[1]
     if t in (4, 19) and len(b) == 4:
-        return int.from_bytes(b, sys.byteorder)
+        return int.from_bytes(b, HOST_ORDER)
     return int.from_bytes(b, "big")
 
 
@@ -251,10 +251,10 @@ _IPV4, _IPV6 = ipaddress.IPv4Address, ipaddress.IPv6Address
 def _field_reader(t: int, n: int) -> Callable[[bytes, int], tuple[Any, Any]] | None:
     """(raw JSON atom, normalised value) of one key or data field at an offset."""
     if t == 7 and n == 4:
-        return lambda b, o: (socket.inet_ntop(socket.AF_INET, b[o : o + 4]), _IPV4(b[o : o + 4]))
+        return lambda b, o: (ntop(b[o : o + 4]), _IPV4(b[o : o + 4]))
     if t == 8 and n == 16:
         return lambda b, o: (
-            socket.inet_ntop(socket.AF_INET6, b[o : o + 16]),
+            ntop(b[o : o + 16]),
             _IPV6(b[o : o + 16]),
         )
     if t == 12 and n == 1:
@@ -262,7 +262,7 @@ def _field_reader(t: int, n: int) -> Callable[[bytes, int], tuple[Any, Any]] | N
     if t == 13 and n == 2:
         return lambda b, o: ((b[o] << 8) | b[o + 1],) * 2
     if t in (4, 19) and n == 4:
-        return lambda b, o: (int.from_bytes(b[o : o + 4], sys.byteorder),) * 2
+        return lambda b, o: (int.from_bytes(b[o : o + 4], HOST_ORDER),) * 2
     return None
 
 
@@ -472,7 +472,7 @@ def encode_key(info: SetInfo, value: Any) -> bytes | None:
         elif t in (4, 19) and n == 4:
             if not isinstance(v, int) or not 0 <= v < 1 << 32:
                 return None
-            b = v.to_bytes(4, sys.byteorder)
+            b = v.to_bytes(4, HOST_ORDER)
         else:
             return None
         out += b + b"\0" * (-len(b) % 4)

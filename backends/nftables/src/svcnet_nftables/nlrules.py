@@ -10,11 +10,10 @@ becomes a statement (or a register load) the interpreter refuses.
 
 from __future__ import annotations
 
-import socket
+import ipaddress
 import struct
-import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from svcnet_nftables.readback import PROTOCOLS, ReadbackError, RuleDump
 
@@ -29,6 +28,17 @@ _META_KEYS = {3: "mark", 15: "nfproto", 16: "l4proto", 4: "iif", 5: "oif", 6: "i
 _CT_KEYS = {0: "state", 1: "direction", 2: "status", 3: "mark"}
 # expressions that load a register given in their attribute 1 (decoded as unknown loads)
 _LOADS = frozenset({"rt", "exthdr", "socket", "osf", "xfrm", "tunnel", "inner"})
+
+#: the byte order of host-order values (numgen, marks, ct status) in registers and keys
+HOST_ORDER: Literal["little", "big"] = "little" if struct.pack("=H", 1)[0] == 1 else "big"
+
+
+def ntop(b: bytes) -> str:
+    """An IPv4 or IPv6 address's bytes as text (IPv6 in its compressed form)."""
+    if len(b) == 4:
+        return f"{b[0]}.{b[1]}.{b[2]}.{b[3]}"
+    return str(ipaddress.IPv6Address(b))
+
 
 _VERDICT_CODES = {0: "drop", 1: "accept", -1: "continue", -3: "jump", -4: "goto", -5: "return"}
 
@@ -171,17 +181,17 @@ class _Rule:
                 off += (n + 3) & ~3
             return {"concat": vals}
         if kind == "addr" and len(b) in (4, 16):
-            return socket.inet_ntop(socket.AF_INET if len(b) == 4 else socket.AF_INET6, b)
+            return ntop(b)
         if kind == "proto" and len(b) >= 1:
             return PROTOCOLS.get(b[0], b[0])
         if kind == "port" and len(b) >= 2:
             return (b[0] << 8) | b[1]
         if kind in ("host", "ct", "ctmask"):
-            return int.from_bytes(b, sys.byteorder)
+            return int.from_bytes(b, HOST_ORDER)
         if kind == "str":
             return cstr(b)
         if kind == "fib":
-            n = int.from_bytes(b, sys.byteorder)
+            n = int.from_bytes(b, HOST_ORDER)
             return _FIB_TYPES[n] if n < len(_FIB_TYPES) else n
         return int.from_bytes(b, "big")
 
@@ -279,7 +289,7 @@ class _Rule:
         expr, length, kind = self._get(d[1])
         mask = nl_attrs(d[4]).get(1, b"")
         xor = nl_attrs(d[5]).get(1, b"")
-        order = sys.byteorder if kind in ("host", "ct") else "big"
+        order = HOST_ORDER if kind in ("host", "ct") else "big"
         m, x = int.from_bytes(mask, order), int.from_bytes(xor, order)
         ones = (1 << (8 * len(mask))) - 1
         if kind == "ct" and x == 0:
@@ -300,7 +310,7 @@ class _Rule:
         op = ("==", "!=", "<", "<=", ">", ">=")[be32(d[2])]
         if kind == "ctmask":
             ct, m = expr
-            value = int.from_bytes(data, sys.byteorder)
+            value = int.from_bytes(data, HOST_ORDER)
             if value == 0 and op in ("==", "!="):
                 names = [n for i, n in enumerate(_CT_STATUS) if m & (1 << i)]
                 if len(names) == bin(m).count("1"):
@@ -357,9 +367,7 @@ class _Rule:
         if 3 in d:
             expr, length, rkind = self._get(d[3])
             if rkind == "raw":
-                body["addr"] = socket.inet_ntop(
-                    socket.AF_INET if len(expr) == 4 else socket.AF_INET6, expr
-                )
+                body["addr"] = ntop(expr)
             else:
                 body["addr"] = expr
             if 5 in d and not (rkind == "map" and length > (16 if fam == "ip6" else 4)):
