@@ -26,7 +26,7 @@ from svcnet.probe import Outcome, Probe
 from .chains import ChainLister, listed_ruleset
 from .interpret import Interpreter, InterpretError
 from .observed import observed_plan
-from .readback import Ruleset, parse_save
+from .readback import Ruleset, parse_save, saved_ruleset
 from .render import FAMILIES, FILTER_TABLE, SHARED_CHAINS, TABLES, Renderer
 from .sync import (
     Existing,
@@ -309,10 +309,13 @@ class IptablesBackend(Backend):
         """What a probe of ``family`` walks, read from the kernel now: with the nft
         variant, a ruleset whose chains are each read when the walk reaches them
         (``iptables-nft -t T -S CHAIN``); else the family's tables, read whole
-        (legacy: the kernel hands whole tables only) and parsed lazily."""
+        (legacy: the kernel hands whole tables only), each chain found in the saved
+        text and parsed when the walk reaches it."""
         lister = self._probe_lister()
         if lister is not None:
             return listed_ruleset(lister, family, TABLES)
+        if self.driver.name == "restore":
+            return saved_ruleset(self.driver.save_text(family), family, TABLES)
         return self.driver.read((family,))
 
     def _probe(self, probe: Probe, run: Callable[[Interpreter], T]) -> T:

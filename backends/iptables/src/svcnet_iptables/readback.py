@@ -390,3 +390,87 @@ def build(
         if chain.startswith(PREFIX) or (chain in BUILTIN and rule.target.startswith(PREFIX)):
             chains.setdefault(chain, []).append(rule)
     return _table(family, name, chains)
+
+
+class SavedChains(Mapping[str, tuple[Rule, ...]]):
+    """One table of a saved text, read as :func:`parse_save` keeps it, without
+    going through the text: a chain looked up is found with ``str.find`` (its
+    ``:CHAIN`` declaration, and its rules, which a save prints together) and only
+    its lines are parsed. For probes over a big table, where grouping every line
+    costs more than the few lookups of a walk. Iterating parses the whole table."""
+
+    def __init__(self, family: IPFamily, name: str, section: str) -> None:
+        self._family = family
+        self._name = name
+        self._section = section  # "\n"-led lines of one table, "*name" to "COMMIT"
+        self._found: dict[str, tuple[Rule, ...] | None] = {}
+        self._whole: Table | None = None
+
+    def _lines(self, chain: str) -> list[str]:
+        text = self._section
+        marker = "\n-A " + chain + " "
+        start = text.find(marker)
+        out: list[str] = []
+        while start >= 0:
+            end = text.find("\n", start + 1)
+            out.append(text[start + 1 : end if end >= 0 else len(text)].strip())
+            start = end if end >= 0 and text.startswith(marker, end) else -1
+        return out
+
+    def __getitem__(self, chain: str) -> tuple[Rule, ...]:
+        if chain not in self._found:
+            rules: tuple[Rule, ...] | None = None
+            if chain.startswith(PREFIX) or chain in BUILTIN:
+                lines = self._lines(chain)
+                declared = self._section.find("\n:" + chain + " ") >= 0
+                if chain.startswith(PREFIX) and (lines or declared):
+                    rules = tuple(parse_rule(chain, _words(ln)[2:], ln) for ln in lines)
+                elif chain in BUILTIN:
+                    col = _Collector()
+                    for ln in lines:
+                        col.add(ln)
+                    rules = col.parsed.get(chain, ())
+            self._found[chain] = rules
+        found = self._found[chain]
+        if found is None:
+            raise KeyError(chain)
+        return found
+
+    def __contains__(self, chain: object) -> bool:
+        if not isinstance(chain, str):
+            return False
+        try:
+            self[chain]
+        except KeyError:
+            return False
+        return True
+
+    def _all(self) -> Table:
+        if self._whole is None:
+            saved = f"*{self._name}{self._section}\nCOMMIT\n"
+            self._whole = parse_save(saved, self._family).get(self._name) or Table(
+                self._family, self._name, {}
+            )
+        return self._whole
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all().chains)
+
+    def __len__(self) -> int:
+        return len(self._all().chains)
+
+
+def saved_ruleset(text: str, family: IPFamily, tables: Iterable[str]) -> Ruleset:
+    """``iptables-save`` output -> a ruleset of ``tables`` whose chains are found and
+    parsed when looked up (:class:`SavedChains`); a table not in the text is empty."""
+    out: dict[tuple[IPFamily, str], Table] = {}
+    for name in tables:
+        head = f"*{name}\n"
+        start = 0 if text.startswith(head) else text.find("\n" + head)
+        if start < 0:
+            continue
+        body = text.find("\n", start + 1)
+        end = text.find("\nCOMMIT", body)
+        section = text[body : end if end >= 0 else len(text)]
+        out[(family, name)] = Table(family, name, SavedChains(family, name, section))
+    return Ruleset(out)
