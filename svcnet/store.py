@@ -708,14 +708,25 @@ class Store:
         return {k: float(at) for k, at in self._per_object("created", "at", key)}
 
     def created_of(self, keys: Iterable[ObjectKey]) -> dict[ObjectKey, float]:
-        """As :meth:`created`, for ``keys`` only (one read of the store; each key
-        looked up by its index, never the whole table read)."""
+        """As :meth:`created`, for ``keys`` only (one read of the store: each key
+        looked up by its index, or, for many, the rows of their kinds)."""
+        wanted = set(keys)
         out: dict[ObjectKey, float] = {}
         try:
             with self._connect(write=False) as conn:
                 query = "SELECT at FROM created WHERE kind = ? AND namespace = ? AND name = ?"
                 try:
-                    for key in keys:
+                    if len(wanted) > 64:  # many: read their kinds' rows at once
+                        for kind in {key.kind for key in wanted}:
+                            for ns, name, at in conn.execute(
+                                "SELECT namespace, name, at FROM created WHERE kind = ?",
+                                (kind.value,),
+                            ):
+                                key = ObjectKey(kind, ns, name)
+                                if key in wanted:
+                                    out[key] = float(at)
+                        return out
+                    for key in wanted:
                         row = conn.execute(query, (key.kind.value, key.namespace, key.name))
                         found = row.fetchone()
                         if found is not None:
@@ -881,6 +892,10 @@ class Store:
             raise self._error(f"corrupt sync record for {backend}/{node}: {e}") from e
 
 
+# what Reader reads of a row: the manifest only when there is no model to decode
+_READ_COLUMNS = "kind, namespace, name, CASE WHEN {0} IS NULL THEN manifest END, flags, rv, {0}"
+
+
 class Reader:
     """Objects and endpoints read from the store's rows in one read transaction
     (:meth:`Store.reader`): each object decoded alone (:func:`decode`), never the
@@ -904,7 +919,7 @@ class Reader:
     ) -> list[tuple[KubeObject, int]]:
         """(object, its version) of ``kind``: all, those of ``namespace``, or the one
         named (namespace ignored for nodes), by namespace and name."""
-        query = "SELECT kind, namespace, name, manifest, flags, rv, {} FROM objects WHERE kind = ?"
+        query = f"SELECT {_READ_COLUMNS} FROM objects WHERE kind = ?"
         args: list[str] = [kind.value]
         if namespace is not None and kind is not Kind.NODE:
             query += " AND namespace = ?"
@@ -917,7 +932,7 @@ class Reader:
     def pods_on(self, node: str) -> list[tuple[KubeObject, int]]:
         """(pod, its version) of the pods bound to ``node`` (``spec.nodeName``)."""
         query = (
-            "SELECT kind, namespace, name, manifest, flags, rv, {} FROM objects WHERE kind = ? "
+            f"SELECT {_READ_COLUMNS} FROM objects WHERE kind = ? "
             "AND json_extract(manifest, '$.spec.nodeName') = ? ORDER BY namespace, name"
         )
         return self._decoded(query, [Kind.POD.value, node])

@@ -49,21 +49,20 @@ class StoredState:
         self, objects: Iterable[tuple[KubeObject, int]], versions: dict[ObjectKey, int]
     ) -> None:
         """Hold ``objects`` (each with its version)."""
+        maps: dict[Kind, dict[Any, Any]] = {
+            Kind.POD: self.pods,
+            Kind.SERVICE: self.services,
+            Kind.ENDPOINT_SLICE: self.slices,
+            Kind.DEPLOYMENT: self.deployments,
+            Kind.REPLICA_SET: self.replica_sets,
+        }
         for obj, version in objects:
             key = obj.key
             versions[key] = version
             if key.kind is Kind.NODE:
                 self.nodes[key.name] = obj
-                continue
-            maps = {
-                Kind.POD: self.pods,
-                Kind.SERVICE: self.services,
-                Kind.ENDPOINT_SLICE: self.slices,
-            }
-            target = maps.get(key.kind)
-            if target is None:
-                target = self.deployments if key.kind is Kind.DEPLOYMENT else self.replica_sets
-            target[(key.namespace, key.name)] = obj
+            else:
+                maps[key.kind][(key.namespace, key.name)] = obj
 
 
 def _listing(reader: Reader, state: StoredState, versions: dict[ObjectKey, int]) -> Listing:
