@@ -210,8 +210,11 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def probe_figures(be: IptablesBackend, ns: str, variant: str, n: int) -> None:
-    """evaluate() per call, cold and warm, and the full read-back (see docstring)."""
+def probe_figures(
+    be: IptablesBackend, ns: str, variant: str, n: int, *, readback: bool = True
+) -> None:
+    """evaluate() per call, cold and warm, and (``readback``) the full read-back (see
+    docstring)."""
     cases = {
         "first": cluster_ip(0),
         "middle": cluster_ip(n // 2),
@@ -241,6 +244,8 @@ def probe_figures(be: IptablesBackend, ns: str, variant: str, n: int) -> None:
             f"({lines} lines) {_ms(trace)} [{load()}]",
             flush=True,
         )
+    if not readback:
+        return
     gc.collect()
     t0 = time.perf_counter()
     be.observe()
