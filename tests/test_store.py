@@ -177,8 +177,18 @@ def test_corrupt_row_names_object(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "s.db"
     store = Store(str(path))
     save(store, demo())
-    with sqlite3.connect(path) as c:
-        c.execute("UPDATE objects SET manifest = '{' WHERE name = 'web-1'")
+    before = store.load()
+    with sqlite3.connect(path) as c:  # the model column alone: read from the manifest
+        c.execute("UPDATE objects SET model = '{\"@\": \"Pod\"}' WHERE name = 'web-1'")
+    assert store.load() == before
+    with sqlite3.connect(path) as c:  # a model of another object: the same
+        c.execute(
+            "UPDATE objects SET model = (SELECT model FROM objects WHERE name = 'web-2')"
+            " WHERE name = 'web-1'"
+        )
+    assert store.load() == before
+    with sqlite3.connect(path) as c:  # both: named
+        c.execute("UPDATE objects SET manifest = '{', model = NULL WHERE name = 'web-1'")
     with pytest.raises(StoreError, match="corrupt object Pod default/web-1"):
         store.load()
 
