@@ -77,6 +77,13 @@ class MSet(set[Any]):
         return self
 
 
+def _pset(items: Iterable[Any]) -> PSet[Any]:
+    """A PSet with buckets for its size (``pset()`` gives any size 8 buckets: O(n)
+    lookups, and a rebuild on the first add)."""
+    values = set(items)
+    return pset(values, pre_size=max(8, 2 * len(values)))
+
+
 def thaw_map(m: PMap[K, V]) -> PMap[K, V]:
     """A mutable copy of ``m`` (typed as the PMap it stands in for)."""
     return cast("PMap[K, V]", MMap(m.items()))
@@ -93,7 +100,7 @@ def freeze_map(m: PMap[K, V], value: Any = None) -> PMap[K, V]:
 
 def freeze_set(s: PSet[K]) -> PSet[K]:
     """``s`` as a PSet (itself when it is one)."""
-    return pset(s) if isinstance(s, MSet) else s
+    return _pset(s) if isinstance(s, MSet) else s
 
 
 def _canonical(s: Any) -> Any:
@@ -102,7 +109,7 @@ def _canonical(s: Any) -> Any:
         return None
     if len(s) <= SMALL:
         return s if type(s) is frozenset else frozenset(s)
-    return s if isinstance(s, PSet) else pset(s)
+    return s if isinstance(s, PSet) else _pset(s)
 
 
 def freeze_index(m: PMap[Any, Any]) -> PMap[Any, Any]:
@@ -128,7 +135,7 @@ def index_add(m: PMap[Any, Any], key: Any, value: Any) -> PMap[Any, Any]:
     if value in s:
         return m
     if type(s) is frozenset:
-        return m.set(key, s | {value} if len(s) < SMALL else pset(s).add(value))
+        return m.set(key, s | {value} if len(s) < SMALL else _pset((*s, value)))
     return m.set(key, s.add(value))
 
 
