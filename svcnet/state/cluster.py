@@ -186,9 +186,9 @@ class ClusterState:
             # Nodes first (pods of the batch get IPs from them), then pods that
             # carry their IPs (so they win over pods of the batch allocated from the
             # same podCIDR), then the rest in the order given.
-            objects = sorted(event.objects, key=_apply_order)
-            _refuse_exhausting(self, objects)
-            if not _is_bulk(self, len(objects)):
+            if not _is_bulk(self, len(event.objects)):
+                objects = sorted(event.objects, key=_apply_order)
+                _refuse_exhausting(self, objects)
                 txn = _Txn(self)
                 for obj in objects:
                     txn.apply(obj)
@@ -199,6 +199,8 @@ class ClusterState:
             collecting = gc.isenabled()
             gc.disable()
             try:
+                objects = sorted(event.objects, key=_apply_order)
+                _refuse_exhausting(self, objects)
                 txn = _Txn(self, bulk=True)
                 for obj in objects:
                     txn.apply(obj)
