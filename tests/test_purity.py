@@ -252,6 +252,7 @@ BACKEND_PURE = {
         "svcnet_iptables.readback",
         "svcnet_iptables.interpret",
         "svcnet_iptables.observed",
+        "svcnet_iptables.tree",
     ],
 }
 BACKEND_MODULES = {pkg: module_files(src, pkg) for pkg, src in BACKENDS.items()}

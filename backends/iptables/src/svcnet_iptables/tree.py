@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import socket
 from collections.abc import Iterable, Sequence
 
 from svcnet.model import IPFamily
@@ -74,12 +73,12 @@ def dispatch_tree(
     if leaf < 1 or bits < 1:
         raise ValueError(f"leaf ({leaf}) and bits ({bits}) must be at least 1")
     width = 128 if family is IPFamily.IPv6 else 32
-    af = socket.AF_INET6 if family is IPFamily.IPv6 else socket.AF_INET
+    address = ipaddress.IPv6Address if family is IPFamily.IPv6 else ipaddress.IPv4Address
     # by family: ip_network() would take a small IPv6 integer (::/1) for IPv4
     network = ipaddress.IPv6Network if family is IPFamily.IPv6 else ipaddress.IPv4Network
     specs: dict[int, list[tuple[int, str]]] = {}  # address -> (position, spec)
     for i, (ip, spec) in enumerate(rules):
-        specs.setdefault(int.from_bytes(socket.inet_pton(af, ip), "big"), []).append((i, spec))
+        specs.setdefault(int(address(ip)), []).append((i, spec))
     chains: dict[str, list[str]] = {}
 
     def written(addrs: list[int]) -> list[str]:
