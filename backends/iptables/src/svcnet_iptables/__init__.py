@@ -72,6 +72,8 @@ def refuse_foreign_references(renderer: Renderer, plan: Plan, rs: Ruleset) -> No
         keep = set(SHARED_CHAINS[table])
         for svc in plan.services.values():
             keep.update(renderer.service(svc, plan.settings, family).chains[table])
+        if table == "nat":  # the dispatch trees' chains the plan keeps
+            keep.update(renderer.tree_names(plan, family))
         doomed = sorted(t.foreign_refs - keep)
         if doomed:
             raise BackendError(
