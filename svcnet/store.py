@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import gc
 import json
 import math
 import os
@@ -83,7 +82,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from svcnet import manifests
+from svcnet import _gc, manifests
 from svcnet.errors import StoreError, SvcnetError
 from svcnet.model import (
     ClusterConfig,
@@ -599,13 +598,8 @@ class Store:
     def _read(self, conn: sqlite3.Connection) -> Listing:
         # decoding every row allocates a container per field: the collector's full
         # passes over the growing heap cost ~10% of a 60,000-object read; it waits
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with _gc.paused():
             return self._read_all(conn)
-        finally:
-            if collecting:
-                gc.enable()
 
     def _read_all(self, conn: sqlite3.Connection) -> Listing:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -26,6 +26,7 @@ PURE = [
     "svcnet",  # its __init__ runs before any svcnet module: it must stay pure too
     "svcnet._version",
     "svcnet._deprecation",  # pure modules may use it when a public name moves
+    "svcnet._gc",  # pauses the garbage collector around large builds (no I/O)
     "svcnet.model",
     "svcnet.errors",
     "svcnet.probe",

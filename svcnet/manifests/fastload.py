@@ -29,15 +29,15 @@ nodes took 19.8 s with the collector, 6.4 s without).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from svcnet import _gc
 
 __all__ = ["YamlLoader", "documents", "json_documents", "yaml_documents"]
 
@@ -193,20 +193,6 @@ def _construct(node: Node, memo: dict[int, Any]) -> Any:
     raise _Unknown(tag)
 
 
-@contextlib.contextmanager
-def _gc_paused(size: int) -> Iterator[None]:
-    """The collector paused (if it was running) while a text of ``size`` characters
-    is read; see the module docstring."""
-    if size < GC_PAUSE_CHARS or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 def _pyyaml_construct(loader: _FastLoader, node: Node) -> Any:
     """PyYAML's constructor on one document; the few Python errors it lets out on
     odd explicit tags become a ConstructorError (a YAMLError) at the document."""
@@ -224,7 +210,7 @@ def yaml_documents(text: str) -> list[Any]:
     loader = _FastLoader(text)
     out: list[Any] = []
     try:
-        with _gc_paused(len(text)):
+        with _gc.paused(len(text) >= GC_PAUSE_CHARS):
             while loader.check_node():
                 node = loader.get_node()
                 try:
@@ -286,7 +272,7 @@ def json_documents(text: str) -> list[Any] | None:
         # Rare in a manifest: leave these texts to YAML.
         return None
     try:
-        with _gc_paused(len(text)):
+        with _gc.paused(len(text) >= GC_PAUSE_CHARS):
             value, end = _json_decode(text, begin)
     except (ValueError, RecursionError):
         return None

@@ -36,7 +36,6 @@ plan), each entry written once and dropped with its plan.
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import weakref
 from collections.abc import Iterable, Mapping
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import attrs
 from pyrsistent import PMap, pmap
 
+from svcnet import _gc
 from svcnet.model import (
     Endpoint,
     IPFamily,
@@ -394,9 +394,7 @@ def _compile(state: ClusterState, node_name: str, node: Node | None) -> Plan:
     contested: list[ClaimKey] = []
     # Building ~10 objects per service: the cyclic GC would rescan the whole
     # (large, acyclic) state many times over; nothing built here is cyclic.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc.paused():
         for svc in state.services.values():
             claims: list[Claim] = []
             entry = compile_service(state, svc, node_name, node, claims=claims)
@@ -420,6 +418,3 @@ def _compile(state: ClusterState, node_name: str, node: Node | None) -> Plan:
             services[ref] = without_lost(services[ref], svc, lost)
         plan = Plan(settings_for(state, node_name), pmap(services), state.revision)
         return remember(plan, FrontendIndex(owners, Layer(by_ref, pmap())))
-    finally:
-        if gc_was_enabled:
-            gc.enable()

@@ -35,13 +35,13 @@ for :mod:`svcnet.workloads` ``owned_pods()``, ``pod_count()``, ``unscheduled_pod
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import attrs
 from pyrsistent import PMap, PSet, PVector, pmap, pset, pvector
 
+from svcnet import _gc
 from svcnet.errors import NotFoundError, ValidationError
 from svcnet.model import (
     ClusterConfig,
@@ -186,28 +186,17 @@ class ClusterState:
             # Nodes first (pods of the batch get IPs from them), then pods that
             # carry their IPs (so they win over pods of the batch allocated from the
             # same podCIDR), then the rest in the order given.
-            if not _is_bulk(self, len(event.objects)):
-                objects = sorted(event.objects, key=_apply_order)
-                _refuse_exhausting(self, objects)
-                txn = _Txn(self)
-                for obj in objects:
-                    txn.apply(obj)
-                return txn.finish()
+            bulk = _is_bulk(self, len(event.objects))
             # A large batch allocates millions of short-lived containers: the
             # collector's full passes over the growing heap would cost more than
             # the step itself, so it waits until the step is done.
-            collecting = gc.isenabled()
-            gc.disable()
-            try:
+            with _gc.paused(bulk):
                 objects = sorted(event.objects, key=_apply_order)
                 _refuse_exhausting(self, objects)
-                txn = _Txn(self, bulk=True)
+                txn = _Txn(self, bulk)
                 for obj in objects:
                     txn.apply(obj)
                 return txn.finish()
-            finally:
-                if collecting:
-                    gc.enable()
         txn = _Txn(self)
         if isinstance(event, Delete):
             for key in event.keys:
