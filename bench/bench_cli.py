@@ -24,7 +24,9 @@ import sys
 import tempfile
 import time
 
-from svcnet.model import ClusterConfig, Labels, Node, Pod, Service, ServicePort
+from bench_state import cluster_objects
+
+from svcnet.model import ClusterConfig
 from svcnet.state import Apply, ClusterState
 from svcnet.store import Store
 
@@ -44,37 +46,10 @@ def build(path: str, services: int, pods_per_service: int, nodes: int) -> float:
     """Write the store at ``path``; returns the seconds it took."""
     t0 = time.perf_counter()
     config = ClusterConfig(service_cidrs=("10.96.0.0/16",), cluster_cidrs=("10.0.0.0/8",))
-    objects: list[object] = [
-        Node(
-            f"node-{n}",
-            pod_cidrs=(f"10.{n // 64 + 1}.{(n % 64) * 4}.0/22",),
-            addresses=(f"192.168.{n // 250}.{n % 250 + 1}",),
-        )
-        for n in range(nodes)
-    ]
-    for i in range(services):
-        objects.append(
-            Service(
-                "default",
-                f"svc-{i}",
-                selector=Labels.of({"app": f"a{i}"}),
-                ports=(ServicePort(80, target_port=8080),),
-            )
-        )
-        for j in range(pods_per_service):
-            objects.append(
-                Pod(
-                    "default",
-                    f"p-{i}-{j}",
-                    labels={"app": f"a{i}"},
-                    node_name=f"node-{(i * pods_per_service + j) % nodes}",
-                    ready=True,
-                )
-            )
+    objects = cluster_objects(services, pods_per_service, nodes)
     gc.collect()
     gc.freeze()
-    items: object = tuple(objects)
-    state = ClusterState.empty(config).step(Apply(items))  # type: ignore[arg-type]
+    state = ClusterState.empty(config).step(Apply(tuple(objects)))
     store = Store(path)
     with store.modify() as session:
         session.save(state)
