@@ -18,13 +18,12 @@ once per probe there (parsed lazily, :class:`svcnet_iptables.readback.Chains`).
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator, Mapping
 
 from svcnet.errors import BackendError, BackendErrorKind
 from svcnet.kernel import entered
 from svcnet.model import IPFamily
 
-from .readback import BUILTIN, PREFIX, Rule, Ruleset, Table, parse_listing, parse_save
+from .readback import LazyChains, Rule, Ruleset, Table, parse_listing
 
 #: What the tools say (exit status 1) when the chain asked for does not exist;
 #: iptables-nft 1.8.9 calls a missing chain "incompatible".
@@ -69,56 +68,22 @@ class ChainLister:
         raise BackendError(kind, f"{' '.join(argv)} failed ({proc.returncode}): {err}")
 
 
-class ListedChains(Mapping[str, tuple[Rule, ...]]):
-    """One table's chains as :func:`svcnet_iptables.readback.parse_save` keeps them
-    (svcnet's chains, and the built-in chains' jumps to them), each read from the
-    kernel the first time it is looked up and then kept. Another tool's chain is
-    never read (it is not there, as in a parsed save). Iterating reads the whole
-    table once."""
+class ListedChains(LazyChains):
+    """One table's chains, each read from the kernel (``-S CHAIN``) the first time
+    it is looked up and then kept (:class:`~svcnet_iptables.readback.LazyChains`).
+    Iterating reads the whole table once."""
 
     def __init__(self, lister: ChainLister, family: IPFamily, table: str) -> None:
+        super().__init__(family, table)
         self._lister = lister
-        self._family = family
-        self._table = table
-        self._read: dict[str, tuple[Rule, ...] | None] = {}
-        self._whole: Table | None = None
 
-    def __getitem__(self, chain: str) -> tuple[Rule, ...]:
-        if chain not in self._read:
-            if not (chain.startswith(PREFIX) or chain in BUILTIN):
-                raise KeyError(chain)
-            text = self._lister.listing(self._family, self._table, chain)
-            self._read[chain] = (
-                None if text is None else parse_listing(text, self._family, self._table, chain)
-            )
-        rules = self._read[chain]
-        if rules is None:
-            raise KeyError(chain)
-        return rules
+    def _fetch(self, chain: str) -> tuple[Rule, ...] | None:
+        text = self._lister.listing(self._family, self._name, chain)
+        return None if text is None else parse_listing(text, self._family, self._name, chain)
 
-    def __contains__(self, chain: object) -> bool:
-        if not isinstance(chain, str):
-            return False
-        try:
-            self[chain]
-        except KeyError:
-            return False
-        return True
-
-    def _all(self) -> Table:
-        if self._whole is None:
-            text = self._lister.listing(self._family, self._table) or ""
-            saved = f"*{self._table}\n{_declarations(text)}\nCOMMIT\n"
-            self._whole = parse_save(saved, self._family).get(self._table) or Table(
-                self._family, self._table, {}
-            )
-        return self._whole
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._all().chains)
-
-    def __len__(self) -> int:
-        return len(self._all().chains)
+    def _saved(self) -> str:
+        text = self._lister.listing(self._family, self._name) or ""
+        return f"*{self._name}\n{_declarations(text)}\nCOMMIT\n"
 
 
 def _declarations(listing: str) -> str:

@@ -392,45 +392,32 @@ def build(
     return _table(family, name, chains)
 
 
-class SavedChains(Mapping[str, tuple[Rule, ...]]):
-    """One table of a saved text, read as :func:`parse_save` keeps it, without
-    going through the text: a chain looked up is found with ``str.find`` (its
-    ``:CHAIN`` declaration, and its rules, which a save prints together) and only
-    its lines are parsed. For probes over a big table, where grouping every line
-    costs more than the few lookups of a walk. Iterating parses the whole table."""
+class LazyChains(Mapping[str, tuple[Rule, ...]]):
+    """One table's chains as :func:`parse_save` keeps them (svcnet's chains, and the
+    built-in chains' jumps to them), each fetched (:meth:`_fetch`) the first time it
+    is looked up and then kept; another tool's chain is never fetched (it is not
+    there, as in a parsed save). Iterating parses the whole table once
+    (:meth:`_saved`)."""
 
-    def __init__(self, family: IPFamily, name: str, section: str) -> None:
+    def __init__(self, family: IPFamily, name: str) -> None:
         self._family = family
         self._name = name
-        self._section = section  # "\n"-led lines of one table, "*name" to "COMMIT"
         self._found: dict[str, tuple[Rule, ...] | None] = {}
         self._whole: Table | None = None
 
-    def _lines(self, chain: str) -> list[str]:
-        text = self._section
-        marker = "\n-A " + chain + " "
-        start = text.find(marker)
-        out: list[str] = []
-        while start >= 0:
-            end = text.find("\n", start + 1)
-            out.append(text[start + 1 : end if end >= 0 else len(text)].strip())
-            start = end if end >= 0 and text.startswith(marker, end) else -1
-        return out
+    def _fetch(self, chain: str) -> tuple[Rule, ...] | None:
+        """The rules of ``chain`` (svcnet's or built-in), None when it is not there."""
+        raise NotImplementedError
+
+    def _saved(self) -> str:
+        """The whole table as save text (``*name`` ... ``COMMIT``)."""
+        raise NotImplementedError
 
     def __getitem__(self, chain: str) -> tuple[Rule, ...]:
         if chain not in self._found:
-            rules: tuple[Rule, ...] | None = None
-            if chain.startswith(PREFIX) or chain in BUILTIN:
-                lines = self._lines(chain)
-                declared = self._section.find("\n:" + chain + " ") >= 0
-                if chain.startswith(PREFIX) and (lines or declared):
-                    rules = tuple(parse_rule(chain, _words(ln)[2:], ln) for ln in lines)
-                elif chain in BUILTIN:
-                    col = _Collector()
-                    for ln in lines:
-                        col.add(ln)
-                    rules = col.parsed.get(chain, ())
-            self._found[chain] = rules
+            if not (chain.startswith(PREFIX) or chain in BUILTIN):
+                raise KeyError(chain)
+            self._found[chain] = self._fetch(chain)
         found = self._found[chain]
         if found is None:
             raise KeyError(chain)
@@ -447,8 +434,7 @@ class SavedChains(Mapping[str, tuple[Rule, ...]]):
 
     def _all(self) -> Table:
         if self._whole is None:
-            saved = f"*{self._name}{self._section}\nCOMMIT\n"
-            self._whole = parse_save(saved, self._family).get(self._name) or Table(
+            self._whole = parse_save(self._saved(), self._family).get(self._name) or Table(
                 self._family, self._name, {}
             )
         return self._whole
@@ -458,6 +444,42 @@ class SavedChains(Mapping[str, tuple[Rule, ...]]):
 
     def __len__(self) -> int:
         return len(self._all().chains)
+
+
+class SavedChains(LazyChains):
+    """One table of a saved text, read without going through the text: a chain
+    looked up is found with ``str.find`` (its ``:CHAIN`` declaration, and its rules,
+    which a save prints together) and only its lines are parsed. For probes over a
+    big table, where grouping every line costs more than the few lookups of a walk."""
+
+    def __init__(self, family: IPFamily, name: str, section: str) -> None:
+        super().__init__(family, name)
+        self._section = section  # "\n"-led lines of one table, "*name" to "COMMIT"
+
+    def _lines(self, chain: str) -> list[str]:
+        text = self._section
+        marker = "\n-A " + chain + " "
+        start = text.find(marker)
+        out: list[str] = []
+        while start >= 0:
+            end = text.find("\n", start + 1)
+            out.append(text[start + 1 : end if end >= 0 else len(text)].strip())
+            start = end if end >= 0 and text.startswith(marker, end) else -1
+        return out
+
+    def _fetch(self, chain: str) -> tuple[Rule, ...] | None:
+        lines = self._lines(chain)
+        if chain in BUILTIN:
+            col = _Collector()
+            for ln in lines:
+                col.add(ln)
+            return col.parsed.get(chain, ())
+        if lines or self._section.find("\n:" + chain + " ") >= 0:
+            return tuple(parse_rule(chain, _words(ln)[2:], ln) for ln in lines)
+        return None
+
+    def _saved(self) -> str:
+        return f"*{self._name}{self._section}\nCOMMIT\n"
 
 
 def saved_ruleset(text: str, family: IPFamily, tables: Iterable[str]) -> Ruleset:
