@@ -303,6 +303,24 @@ def step(state: ClusterState, event: tuple[str, Any]) -> ClusterState:
         return state
 
 
+def agree_with_semantics(rs: Ruleset, state: ClusterState, node: str = "node-a") -> int:
+    """Every probe of :func:`probes` interpreted over the read-back ``rs`` gives what
+    svcnet.semantics gives; returns how many were compared."""
+    from svcnet_iptables.interpret import Interpreter
+
+    from svcnet import semantics
+    from svcnet.scenario import same_outcome
+
+    interp = Interpreter(rs)
+    n = 0
+    for probe in probes(state, node):
+        want = semantics.evaluate(state, probe)
+        got = interp.evaluate(probe)
+        assert same_outcome(got, want), f"{probe}: iptables {got} != semantics {want}"
+        n += 1
+    return n
+
+
 def probes(state: ClusterState, node: str = "node-a") -> list[Probe]:
     """Probes at ``node`` covering every frontend, undefined ports and odd addresses."""
     nodeobj = state.nodes[node]

@@ -5,25 +5,15 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import FakeKernel, clusters, events, initial_state, probes, step
-from svcnet_iptables.interpret import Interpreter
+from support import FakeKernel, agree_with_semantics, clusters, events, initial_state, step
 from svcnet_iptables.render import Renderer
 from svcnet_iptables.sync import full_sync, partial_sync
 
-from svcnet import semantics
 from svcnet.plan import compile
-from svcnet.scenario import same_outcome
 
 
 def _check(kernel: FakeKernel, state, node: str = "node-a") -> int:
-    interp = Interpreter(kernel.read())
-    n = 0
-    for probe in probes(state, node):
-        want = semantics.evaluate(state, probe)
-        got = interp.evaluate(probe)
-        assert same_outcome(got, want), f"{probe}: iptables {got} != semantics {want}"
-        n += 1
-    return n
+    return agree_with_semantics(kernel.read(), state, node)
 
 
 @settings(

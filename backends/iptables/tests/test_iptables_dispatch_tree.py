@@ -15,7 +15,15 @@ from collections.abc import Mapping
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import FakeKernel, clusters, events, initial_state, kernel_skip_reason, netns, probes
+from support import (
+    FakeKernel,
+    agree_with_semantics,
+    clusters,
+    events,
+    initial_state,
+    kernel_skip_reason,
+    netns,
+)
 from support import step as step_event
 from svcnet_iptables import IptablesBackend
 from svcnet_iptables.interpret import Interpreter
@@ -25,7 +33,7 @@ from svcnet_iptables.render import SERVICES, Renderer
 from svcnet_iptables.sync import Existing, full_sync, partial_sync
 from svcnet_iptables.tree import CLUSTER_IPS, FRONTENDS, TREE_PREFIXES, dispatch_tree, rule_host
 
-from svcnet import manifests, semantics
+from svcnet import manifests
 from svcnet.model import ClusterConfig, IPFamily, Protocol
 from svcnet.plan import compile
 from svcnet.probe import Probe, SourceKind
@@ -122,14 +130,7 @@ def test_rule_host_refuses_a_rule_without_destination() -> None:
 def _agree(kernel: FakeKernel, state: ClusterState, plan: object) -> int:
     rs = kernel.read()
     assert observed_plan(rs, "node-a") == plan
-    interp = Interpreter(rs)
-    n = 0
-    for probe in probes(state, "node-a"):
-        want = semantics.evaluate(state, probe)
-        got = interp.evaluate(probe)
-        assert same_outcome(got, want), f"{probe}: iptables {got} != semantics {want}"
-        n += 1
-    return n
+    return agree_with_semantics(rs, state)
 
 
 @settings(

@@ -11,25 +11,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import (
+    agree_with_semantics,
     clusters,
     events,
     initial_state,
     kernel_skip_reason,
     netns,
-    probes,
     sh,
     step,
     strip_save,
 )
 from svcnet_iptables import IptablesBackend
-from svcnet_iptables.interpret import Interpreter
 
-from svcnet import semantics
 from svcnet.errors import BackendError, BackendErrorKind
 from svcnet.kernel import SCENARIO_PREFIX, kernel_backends
 from svcnet.model import IPFamily
 from svcnet.plan import compile
-from svcnet.scenario import format_report, run_files, same_outcome, totals
+from svcnet.scenario import format_report, run_files, totals
 
 # the public examples, vendored in the package's svcnet/scenarios/examples
 SHARED_EXAMPLES = str(
@@ -110,11 +108,7 @@ def test_agreement_random_clusters(driver: str) -> None:
 
 
 def _agree(be: IptablesBackend, state: object) -> None:
-    interp = Interpreter(be.observe())
-    for probe in probes(state):  # type: ignore[arg-type]
-        want = semantics.evaluate(state, probe)  # type: ignore[arg-type]
-        got = interp.evaluate(probe)
-        assert same_outcome(got, want), f"{probe}: iptables {got} != semantics {want}"
+    agree_with_semantics(be.observe(), state)  # type: ignore[arg-type]
 
 
 FOREIGN = {
