@@ -44,6 +44,7 @@ def tests(session: nox.Session) -> None:
         "no:cacheprovider",
         "--timeout=900",
         "--hypothesis-profile=ci",
+        "--durations=30",
         *(session.posargs or paths),
     )
 
