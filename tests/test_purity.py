@@ -29,6 +29,7 @@ PURE = [
     "svcnet._gc",  # pauses the garbage collector around large builds (no I/O)
     "svcnet.model",
     "svcnet.errors",
+    "svcnet.lint",
     "svcnet.probe",
     "svcnet.backend",
     "svcnet.semantics",
