@@ -88,6 +88,25 @@ def _traffic_distribution(value: TrafficDistribution | str | None) -> TrafficDis
     return TrafficDistribution(value)
 
 
+class Authority(enum.StrEnum):
+    """Who decides a cluster's endpoints and addresses (:attr:`ClusterConfig.authority`).
+
+    ``svcnet`` (the default): svcnet is the control plane. Services with a selector
+    take their endpoints from the pods it matches, selector-less ones from their
+    EndpointSlices; svcnet allocates ClusterIPs, NodePorts, LoadBalancer addresses
+    and pod IPs and checks them against the configured ranges.
+
+    ``api``: a Kubernetes API server is the control plane and svcnet only proxies
+    (the agent's kubernetes source). Every service's endpoints come from its
+    EndpointSlices (the EndpointSlice controller's output), with their conditions,
+    node, zone and topology hints, never from a selector; ClusterIPs, NodePorts,
+    LoadBalancer ingress addresses and pod IPs are taken as given, with no
+    allocation and no range checks."""
+
+    SVCNET = "svcnet"
+    API = "api"
+
+
 class Kind(enum.Enum):
     NODE = "Node"
     POD = "Pod"
@@ -276,6 +295,12 @@ class ClusterConfig:
     load_balancer_pool: tuple[str, ...] = ("203.0.113.0/28",)
     cluster_domain: str = "cluster.local"
     masquerade_all: bool = False
+    authority: Authority = attrs.field(default=Authority.SVCNET, converter=Authority)
+
+    @property
+    def api_authority(self) -> bool:
+        """The API server's objects are authoritative (:attr:`Authority.API`)."""
+        return self.authority is Authority.API
 
     def service_cidr(self, family: IPFamily) -> str | None:
         for cidr in self.service_cidrs:
@@ -489,8 +514,17 @@ class Service:
         return None
 
 
+def _names(value: Iterable[str]) -> tuple[str, ...]:
+    """Sorted, each once (hints are sets)."""
+    return tuple(sorted(set(value)))
+
+
 @attrs.frozen
 class SliceEndpoint:
+    """One endpoint of an EndpointSlice. ``for_zones``/``for_nodes`` are its
+    topology hints (``hints.forZones[].name``, ``hints.forNodes[].name``): used
+    only under :attr:`Authority.API` (empty: no hint)."""
+
     addresses: tuple[str, ...]
     ready: bool = True
     serving: bool = True
@@ -498,6 +532,8 @@ class SliceEndpoint:
     node_name: str = ""
     zone: str = ""
     hostname: str = ""
+    for_zones: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    for_nodes: tuple[str, ...] = attrs.field(default=(), converter=_names)
 
 
 @attrs.frozen
@@ -604,6 +640,11 @@ class ReplicaSet:
 KubeObject = Node | Pod | Service | EndpointSlice | Deployment | ReplicaSet
 
 
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    """A tuple as given (a list read back from JSON becomes one)."""
+    return value if isinstance(value, tuple) else tuple(value)
+
+
 @attrs.frozen(order=True)
 class Endpoint:
     """One backend address of one service port, with its conditions.
@@ -621,6 +662,9 @@ class Endpoint:
     hostname: str = ""
     pod: str = ""  # pod name, "" for EndpointSlice endpoints
     zone: str = ""  # the slice's zone, or the zone label of the pod's node
+    # the slice's topology hints (zones, nodes), under Authority.API only
+    for_zones: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    for_nodes: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
     @property
     def family(self) -> IPFamily:

@@ -41,6 +41,7 @@ from svcnet.model import (
     norm_ip,
 )
 from svcnet.probe import Outcome, Probe, SourceKind, Verdict
+from svcnet.state.endpoints import hinted
 
 if TYPE_CHECKING:
     from svcnet.state import ClusterState
@@ -152,10 +153,19 @@ def _fallback(endpoints: list[Endpoint]) -> list[Endpoint]:
 
 
 def cluster_endpoints(
-    service: Service, endpoints: list[Endpoint], node_name: str, node: Node | None
+    service: Service,
+    endpoints: list[Endpoint],
+    node_name: str,
+    node: Node | None,
+    hints: bool = False,
 ) -> list[Endpoint]:
     """SEMANTICS "Which endpoints" 1 and 7 (trafficDistribution) on node ``node_name``
-    (``node``: its object, None when the state has none)."""
+    (``node``: its object, None when the state has none). ``hints``: under the API's
+    authority, the slices' topology hints decide instead of trafficDistribution
+    (:func:`svcnet.state.endpoints.hinted`)."""
+    if hints:
+        chosen = hinted(endpoints, node_name, node.zone if node is not None else None)
+        return chosen if chosen is not None else _fallback(endpoints)
     ready = [e for e in endpoints if e.ready]
     distribution = service.traffic_distribution
     if distribution is TrafficDistribution.PREFER_SAME_NODE:
@@ -210,7 +220,7 @@ def _decide(state: ClusterState, probe: Probe, m: Match, why: list[str]) -> Outc
         return Outcome(Verdict.DROP)
     node = state.nodes.get(probe.node)
     endpoints = _port_endpoints(state, m)
-    cluster = cluster_endpoints(svc, endpoints, probe.node, node)
+    cluster = cluster_endpoints(svc, endpoints, probe.node, node, state.config.api_authority)
     if not cluster:
         why.append("the service has no endpoints at all: reject")
         return Outcome(Verdict.REJECT)

@@ -314,7 +314,7 @@ def encode_endpoints(endpoints: Mapping[str, Iterable[Endpoint]]) -> str:
 def decode_endpoints(data: Mapping[str, Any]) -> dict[str, tuple[Endpoint, ...]]:
     """The inverse of :func:`encode_endpoints` (already parsed from JSON)."""
     return {
-        str(port): tuple(Endpoint(**dict(zip(_ENDPOINT_FIELDS, e, strict=True))) for e in eps)
+        str(port): tuple(Endpoint(**dict(zip(_ENDPOINT_FIELDS, e, strict=False))) for e in eps)
         for port, eps in data.items()
     }
 

@@ -621,6 +621,13 @@ def _external_ip(d: Doc, value: Any, path: str) -> str:
 # ---------------------------------------------------------------- EndpointSlice
 
 
+def _hint_names(d: Doc, e: Mapping[str, Any], p: str, which: str) -> tuple[str, ...]:
+    """An endpoint's ``hints.forZones[].name`` or ``hints.forNodes[].name``."""
+    hints = d.mapping(e.get("hints"), p + ".hints")
+    path = f"{p}.hints.{which}"
+    return tuple(d.text(h.get("name"), f"{q}.name") for q, h in d.items(hints.get(which), path))
+
+
 def _slice(
     d: Doc, m: Mapping[str, Any], namespace: str, name: str, labels: Labels
 ) -> EndpointSlice:
@@ -672,6 +679,8 @@ def _slice(
                 node_name=node_name,
                 zone=zone,
                 hostname=hostname,
+                for_zones=_hint_names(d, e, p, "forZones"),
+                for_nodes=_hint_names(d, e, p, "forNodes"),
             )
         )
     ports: list[SlicePort] = []

@@ -71,6 +71,7 @@ from svcnet.plan.types import (
     ServicePlan,
     ServiceRef,
 )
+from svcnet.state.endpoints import hinted
 
 if TYPE_CHECKING:
     from svcnet.state import ClusterState
@@ -117,11 +118,14 @@ def _ready_or_terminating(endpoints: list[Endpoint]) -> list[Endpoint]:
 
 
 def _cluster_set(
-    svc: Service, endpoints: list[Endpoint], node_name: str, zone: str | None
+    svc: Service, endpoints: list[Endpoint], node_name: str, zone: str | None, hints: bool
 ) -> list[Endpoint]:
     """SEMANTICS "Which endpoints" 1 and 7: with a ``trafficDistribution``, this node's
     ready endpoints (``PreferSameNode``), else those in its zone (every value, when
-    every ready endpoint has a zone), else the cluster set."""
+    every ready endpoint has a zone), else the cluster set. ``hints`` (the API's
+    authority): the slices' topology hints decide instead (``endpoints.hinted``)."""
+    if hints:
+        return hinted(endpoints, node_name, zone) or _ready_or_terminating(endpoints)
     distribution = svc.traffic_distribution
     if distribution is not None:
         ready = [e for e in endpoints if e.ready]
@@ -299,6 +303,7 @@ def compile_service(
         endpoints = state.service_endpoints(svc.namespace, svc.name)
     zone = node.zone if node is not None else None
     masquerade_all = state.config.masquerade_all
+    hints = state.config.api_authority
     affinity = svc.affinity_timeout if svc.session_affinity is SessionAffinity.CLIENT_IP else None
     itp_local = svc.internal_traffic_policy is TrafficPolicy.LOCAL
     etp_local = svc.external_traffic_policy is TrafficPolicy.LOCAL
@@ -331,7 +336,7 @@ def compile_service(
                     rank = (namespace, name, index, _NPORT)
                     claims.append(((_claim_ip(np_ip), port.node_port, proto), rank))
             all_eps = [e for e in endpoints.get(port.name, ()) if ip_family(e.ip) is family]
-            cluster = _cluster_set(svc, all_eps, node_name, zone)
+            cluster = _cluster_set(svc, all_eps, node_name, zone, hints)
             local = _ready_or_terminating([e for e in all_eps if e.node_name == node_name])
             cluster_plan = _plan_endpoints(cluster)
             local_plan = cluster_plan if local == cluster else _plan_endpoints(local)

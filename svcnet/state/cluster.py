@@ -60,6 +60,7 @@ from svcnet.model import (
     ip_family,
 )
 from svcnet.state import _bulk
+from svcnet.state import authority as _authority
 from svcnet.state import endpoints as _ep
 from svcnet.state.allocation import PodAllocations, ServiceAllocations
 from svcnet.state.workloads import check_workload
@@ -296,7 +297,7 @@ def _refuse_exhausting(state: ClusterState, objects: Sequence[KubeObject]) -> No
     file took 45 s to be refused); this raises the same error, naming the service at
     which that count runs out, before any work."""
     alloc = state._svc_alloc
-    if not alloc.families:
+    if not alloc.families or state.config.api_authority:
         return
     free = {fam: pool.free_count for fam, pool in alloc.cluster_ips.items()}
     batch = [obj for obj in objects if isinstance(obj, Service)]
@@ -366,6 +367,7 @@ class _Txn:
         self.old = st
         self.bulk = bulk
         self.config = st.config
+        self.api = st.config.api_authority  # objects as given: no allocation
         self.nodes = st.nodes
         self.pods = st.pods
         self.services = st.services
@@ -480,7 +482,7 @@ class _Txn:
 
     # ------------------------------------------------------------------ pods
     def _selector_pair(self, svc: Service) -> tuple[str, str] | None:
-        if not _ep.has_selector(svc):
+        if self.api or not _ep.has_selector(svc):  # the API's slices, never selectors
             return None
         assert svc.selector is not None
         return svc.selector.items_[0]
@@ -530,6 +532,9 @@ class _Txn:
 
     def apply_pod(self, new: Pod) -> None:
         old = self.pods.get((new.namespace, new.name))
+        if self.api:
+            self._set_pod(old, new)
+            return
         self.pod_alloc, pod = self.pod_alloc.assign_pod(old, new)
         self._set_pod(old, pod)
         if (
@@ -541,12 +546,13 @@ class _Txn:
 
     def delete_pod(self, key: NsName) -> None:
         old = self.pods[key]
-        self.pod_alloc = self.pod_alloc.release_pod(old)
+        if not self.api:
+            self.pod_alloc = self.pod_alloc.release_pod(old)
         self._index_pod(old, False)
         self._touch_pod(old)
         self.pods = self.pods.remove(key)
         self.objects.add(old.key)
-        if old.pod_ips_allocated:
+        if old.pod_ips_allocated and not self.api:
             self._serve_pods(old.node_name)
 
     # ------------------------------------------------------------------ nodes
@@ -556,8 +562,10 @@ class _Txn:
     def apply_node(self, node: Node) -> None:
         old = self.nodes.get(node.name)
         on_node = self._pods_on(node.name)
-        self.pod_alloc, changed = self.pod_alloc.set_node(old, node, on_node)
-        if self.bulk:  # the node's new pools, thawed like the others
+        changed: Iterable[Pod] = ()
+        if not self.api:
+            self.pod_alloc, changed = self.pod_alloc.set_node(old, node, on_node)
+        if self.bulk and not self.api:  # the node's new pools, thawed like the others
             pools = self.pod_alloc.pod_pools  # a thawed map: set() changes it in place
             pools.set(node.name, _bulk.thaw_pools(pools[node.name]))
         self.nodes = self.nodes.set(node.name, node)
@@ -571,7 +579,9 @@ class _Txn:
 
     def delete_node(self, name: str) -> None:
         on_node = self._pods_on(name)
-        self.pod_alloc, changed = self.pod_alloc.remove_node(name, on_node)
+        changed: Iterable[Pod] = ()
+        if not self.api:
+            self.pod_alloc, changed = self.pod_alloc.remove_node(name, on_node)
         self.nodes = self.nodes.remove(name)
         self.objects.add(ObjectKey(Kind.NODE, "", name))
         self.changed_nodes.add(name)
@@ -602,7 +612,10 @@ class _Txn:
     def apply_service(self, new: Service) -> None:
         key = (new.namespace, new.name)
         old = self.services.get(key)
-        self.svc_alloc, svc = self.svc_alloc.allocate_service(old, new)
+        if self.api:
+            svc = _authority.as_given(new)
+        else:
+            self.svc_alloc, svc = self.svc_alloc.allocate_service(old, new)
         if old is not None:
             self._index_service(old, False)
         self._index_service(svc, True)
@@ -613,6 +626,7 @@ class _Txn:
             self.changed_services.add(key)
         if (
             old is not None
+            and not self.api
             and not old.status_ingress
             and set(old.load_balancer_ips) - set(svc.load_balancer_ips)
         ):
@@ -620,13 +634,14 @@ class _Txn:
 
     def delete_service(self, key: NsName) -> None:
         old = self.services[key]
-        self.svc_alloc = self.svc_alloc.release_service(old)
+        if not self.api:
+            self.svc_alloc = self.svc_alloc.release_service(old)
         self._index_service(old, False)
         self.services = self.services.remove(key)
         self.objects.add(old.key)
         self.changed_services.add(key)
         self.dirty.add(key)
-        if old.load_balancer_ips and not old.status_ingress:
+        if old.load_balancer_ips and not old.status_ingress and not self.api:
             self._serve_lb()
 
     # ------------------------------------------------------------------ slices
@@ -678,13 +693,19 @@ class _Txn:
     # ------------------------------------------------------------------ config
     def configure(self, config: ClusterConfig) -> None:
         _check_config(config)
+        empty = not (self.services or self.pods or self.slices or self.nodes)
+        _authority.check_switch(self.config, config, empty)
+        self.api = config.api_authority
         try:
-            self.svc_alloc = self.svc_alloc.reconfigure(
-                config.service_cidrs,
-                config.node_port_range,
-                config.load_balancer_pool,
-                self.services.values(),
-            )
+            if self.api:  # nothing is allocated: the allocators stay empty
+                self.svc_alloc = _alloc_for(config)
+            else:
+                self.svc_alloc = self.svc_alloc.reconfigure(
+                    config.service_cidrs,
+                    config.node_port_range,
+                    config.load_balancer_pool,
+                    self.services.values(),
+                )
         except ValueError as e:
             if isinstance(e, ValidationError):
                 raise
@@ -693,7 +714,8 @@ class _Txn:
             self.config_changed = True
         self.config = config
         self.dirty.update(self.services.keys())
-        self._serve_lb()
+        if not self.api:
+            self._serve_lb()
 
     # ------------------------------------------------------------------ finish
     def _candidate_pods(self, svc: Service) -> Iterable[Pod]:
@@ -709,7 +731,7 @@ class _Txn:
     def _compute(self, svc: Service) -> EndpointMap | None:
         if svc.type is ServiceType.EXTERNAL_NAME:
             return None
-        if _ep.has_selector(svc):
+        if _ep.has_selector(svc) and not self.api:
             assert svc.selector is not None
             pods = self._candidate_pods(svc)
             slices: list[EndpointSlice] = []

@@ -2,7 +2,9 @@
 
 Services with a selector take their endpoints from the pods it matches in the
 service's namespace; services without one from the EndpointSlices labelled
-``kubernetes.io/service-name=<service>`` in that namespace. The result, per
+``kubernetes.io/service-name=<service>`` in that namespace. Under
+``ClusterConfig.authority == "api"`` every service takes them from its slices
+(never from a selector), with the slices' topology hints (:func:`hinted`). The result, per
 service-port name (``""`` for an unnamed port), is a sorted tuple of
 :class:`~svcnet.model.Endpoint` with no two for the same ``ip:port``.
 
@@ -162,8 +164,10 @@ def slices_of(
 def slice_endpoints(
     svc: Service, slices: Iterable[EndpointSlice], config: ClusterConfig
 ) -> dict[str, tuple[Endpoint, ...]]:
-    """Endpoints per port name of a selector-less service from its slices
-    (``slices`` may hold others: only this service's are used)."""
+    """Endpoints per port name of a selector-less service (any service, under
+    the API's authority) from its slices (``slices`` may hold others: only this
+    service's are used). The hints are carried under the API's authority only."""
+    hints = config.api_authority
     found: dict[str, list[Endpoint]] = {sp.name: [] for sp in svc.ports}
     for sl in slices_of(svc, slices, config):
         for sp in svc.ports:
@@ -188,6 +192,8 @@ def slice_endpoints(
                         terminating=se.terminating,
                         hostname=se.hostname,
                         zone=se.zone,
+                        for_zones=se.for_zones if hints else (),
+                        for_nodes=se.for_nodes if hints else (),
                     )
                 )
     return {name: _finish(eps) for name, eps in found.items()}
@@ -205,9 +211,32 @@ def compute(
     for :func:`pod_endpoints`."""
     if svc.type is ServiceType.EXTERNAL_NAME:
         return None
-    if has_selector(svc):
+    if has_selector(svc) and not config.api_authority:
         return pmap(pod_endpoints(svc, pods, nodes, config, selected))
     return pmap(slice_endpoints(svc, slices, config))
+
+
+def hinted(
+    endpoints: Iterable[Endpoint], node_name: str, zone: str | None
+) -> list[Endpoint] | None:
+    """The cluster endpoints the slices' topology hints give on node ``node_name``
+    in ``zone`` (under the API's authority, where the EndpointSlice controller
+    decides topology), or None when the hints do not apply there, as kube-proxy
+    decides: when every ready endpoint has node hints and one names this node,
+    the ready endpoints hinted for it; else when every ready endpoint has zone
+    hints and one names this zone, the ready endpoints hinted for the zone."""
+    ready = [e for e in endpoints if e.ready]
+    if not ready:
+        return None
+    if all(e.for_nodes for e in ready):
+        own = [e for e in ready if node_name in e.for_nodes]
+        if own:
+            return own
+    if zone and all(e.for_zones for e in ready):
+        close = [e for e in ready if zone in e.for_zones]
+        if close:
+            return close
+    return None
 
 
 def compute_all(
