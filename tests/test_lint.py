@@ -20,11 +20,11 @@ from click.testing import CliRunner
 from svcnet import manifests
 from svcnet.cli.main import cli
 from svcnet.lint import CODES, Finding, lint
-from svcnet.model import ClusterConfig, KubeObject, ObjectKey, Service
+from svcnet.model import ClusterConfig, KubeObject, ObjectKey, Service, ServiceType
 from svcnet.plan import FrontendKind, ServiceRef, compile
 from svcnet.probe import Probe, SourceKind, Verdict
 from svcnet.scenario.format import StepKind, parse_scenario
-from svcnet.semantics import evaluate
+from svcnet.semantics import evaluate, frontends_of
 from svcnet.state import Apply, ClusterState
 from svcnet.workloads import settle
 
@@ -153,6 +153,54 @@ def test_the_conflict_winner_is_the_compilers() -> None:
 
     assert external("api") == {"198.51.100.50"}
     assert external("web") == set()
+
+
+def losers(findings: tuple[Finding, ...]) -> set[tuple[str, str, str, int]]:
+    """(service, kind, address, port) of every losing frontend lint reports."""
+    out = set()
+    for f in findings:
+        if f.code == "frontend-conflict":
+            kind, rest = f.message.split(" ", 1)
+            address, port = rest.split("/", 1)[0].rsplit(":", 1)
+            out.add((f.object.split(" ", 1)[1], kind, address, int(port)))
+    return out
+
+
+def dropped_by_compiler(state: ClusterState) -> set[tuple[str, str, str, int]]:
+    """The frontends the compiler leaves out of some node's plan because another
+    service's claim on the same key won (a service's conflict with itself aside)."""
+    out = set()
+    for node_name in state.nodes:
+        plan, node = compile(state, node_name), state.nodes[node_name]
+        owners: dict[tuple[str, int, str], set[str]] = {}
+        for entry in plan.services.values():
+            for p in entry.ports:
+                for f in p.frontends:
+                    ref = f"{entry.ref.namespace}/{entry.ref.name}"
+                    owners.setdefault((f.ip, f.port, p.protocol.value), set()).add(ref)
+        for svc in state.services.values():
+            ref = f"{svc.namespace}/{svc.name}"
+            if svc.type is ServiceType.EXTERNAL_NAME or svc.headless or not svc.proxied:
+                continue
+            for port, kind, ip, number, _ in frontends_of(svc, node):
+                held = owners.get((ip, number, port.protocol.value), set())
+                if ref not in held and held:
+                    out.add((ref, kind, ip, number))
+    return out
+
+
+CONFLICT_SCENARIOS = sorted((REPO / "svcnet" / "scenarios").glob("conflict-*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFLICT_SCENARIOS, ids=lambda p: p.stem)
+def test_conflict_losers_are_the_frontends_the_compiler_leaves_out(path: Path) -> None:
+    checked = 0
+    for _, config, objects in scenario_clusters(path):
+        found = lint(objects, config)
+        state = settle(ClusterState.empty(config).step(Apply(tuple(objects))))
+        assert losers(found) == dropped_by_compiler(state)
+        checked += len(losers(found))
+    assert checked, f"{path.name} shows no conflict"
 
 
 def test_local_policy_drops_where_lint_says() -> None:
