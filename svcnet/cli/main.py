@@ -32,7 +32,18 @@ from svcnet.cli.common import SvcnetGroup, global_namespace_option, store_option
 __all__ = ["COMMAND_HELP", "SUBCOMMAND_MODULES", "SvcnetGroup", "cli", "main"]
 
 # the subcommand modules, in registration order (svcnet.cli.<name>)
-MODULE_NAMES = ("scenario", "objects", "rollout", "plans", "dns", "lab", "forward", "agent", "lint")
+MODULE_NAMES = (
+    "scenario",
+    "objects",
+    "rollout",
+    "plans",
+    "dns",
+    "lab",
+    "forward",
+    "agent",
+    "lint",
+    "audit",
+)
 
 # command -> (its module, its one-line help: the first sentence of its docstring)
 COMMAND_HELP: dict[str, tuple[str, str]] = {
@@ -98,6 +109,7 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
         "with the pod's /etc/resolv.conf; its exit status is COMMAND's.",
     ),
     "agent": ("agent", "Keep NODE's data plane in step with the store, live (kube-proxy's job)."),
+    "audit": ("audit", "Check NODE's rules against the reference, probe by probe."),
     "lint": ("lint", "Lint manifests: what FILEs' objects will do that people rarely intend."),
 }
 

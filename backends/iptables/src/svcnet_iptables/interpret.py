@@ -184,6 +184,14 @@ class Interpreter:
             ]
         raise InterpretError(f"unknown target {t!r} in {rule.text!r}")
 
+    def filter_chain(self, probe: Probe, dst_ip: str, dnat: bool) -> str:
+        """The filter hook a packet takes after nat (``dst_ip``: its destination
+        then): OUTPUT for a node's own packets, FORWARD once DNATed, else INPUT
+        (svcnet's layout; a reader of another layout may route by address)."""
+        if probe.source_kind is SourceKind.NODE:
+            return "OUTPUT"
+        return "FORWARD" if dnat else "INPUT"
+
     def walk(self, probe: Probe) -> list[_Branch]:
         family = IPFamily.of(probe.dst_ip)
         nat = self.ruleset.table(family, "nat")
@@ -195,7 +203,7 @@ class Interpreter:
             if b1.state.verdict is not None:
                 out.append(b1)
                 continue
-            fchain = "OUTPUT" if local else ("FORWARD" if b1.state.dnat else "INPUT")
+            fchain = self.filter_chain(probe, b1.state.dst_ip, b1.state.dnat is not None)
             for b2 in self._run(flt, fchain, probe, b1.state, b1.p, 0):
                 if b2.state.verdict is not None:
                     out.append(b2)
