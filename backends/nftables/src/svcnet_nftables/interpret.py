@@ -43,6 +43,7 @@ class Packet:
     dport: int
     kind: SourceKind
     mark: int = 0
+    ctmark: int = 0  # the connection's mark (``ct mark``; the IPVS backend's tables set it)
     dnat: tuple[Any, int] | None = None
     masquerade: bool = False
     affinity: int | None = None
@@ -152,6 +153,8 @@ class Interpreter:
         elif kind == "ct":
             if body.get("key") == "status":
                 return [(one, frozenset({"dnat"}) if pkt.dnat else frozenset())]
+            if body.get("key") == "mark":
+                return [(one, pkt.ctmark)]
         elif kind == "numgen":
             if body.get("mode") == "random":
                 mod = int(body["mod"])
@@ -232,17 +235,13 @@ class Interpreter:
                 elif kind == "counter":
                     nxt.append((p, pk))
                 elif kind == "mangle":
-                    if body["key"] != {"meta": {"key": "mark"}}:
+                    ct = body["key"] == {"ct": {"key": "mark"}}
+                    if body["key"] != {"meta": {"key": "mark"}} and not ct:
                         raise InterpretError(f"{where}: unknown mangle {body!r}")
                     for q, v in self.value(table, body["value"], pk):
-                        nxt.append(
-                            (
-                                p * q,
-                                attrs.evolve(
-                                    pk, mark=v, trace=(*pk.trace, f"{where}: mark set {v:#x}")
-                                ),
-                            )
-                        )
+                        t = (*pk.trace, f"{where}: {'ct ' if ct else ''}mark set {v:#x}")
+                        pk2 = attrs.evolve(pk, ctmark=v) if ct else attrs.evolve(pk, mark=v)
+                        nxt.append((p * q, attrs.evolve(pk2, trace=t)))
                 elif (
                     kind == "set" and isinstance(body, dict) and body.get("op") in ("update", "add")
                 ):
