@@ -83,6 +83,7 @@ class KubeProxyIptables:
                 "KUBE-NODEPORTS",
                 "KUBE-PROXY-FIREWALL",
                 "KUBE-FORWARD",
+                "KUBE-FIREWALL",
             )
         }
         self._base()
@@ -134,6 +135,13 @@ class KubeProxyIptables:
             ext,
         ]
         flt["OUTPUT"] += [fw, svcs]
+        if self.family is V4:  # localhostNodePorts: the martian guard of route_localnet
+            flt["INPUT"].append("-j KUBE-FIREWALL")
+            flt["OUTPUT"].append("-j KUBE-FIREWALL")
+            flt["KUBE-FIREWALL"].append(
+                '-d 127.0.0.0/8 ! -s 127.0.0.0/8 -m comment --comment "block incoming '
+                'localnet connections" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP'
+            )
         flt["KUBE-FORWARD"] += [
             "-m conntrack --ctstate INVALID -j DROP",
             '-m comment --comment "kubernetes forwarding rules" '
@@ -324,6 +332,25 @@ def test_kube_proxy_layout_agrees_but_for_documented_differences(state: ClusterS
         keys = {f.by_design.key for f in report.findings if f.by_design is not None}
         # the fixture meets every documented iptables-mode difference
         assert keys == {e.key for e in BY_DESIGN if e.mode == "kube-proxy-iptables"}, keys
+
+
+def test_other_tools_rules_are_not_walked(state: ClusterState) -> None:
+    """A node's tables hold other tools' rules too (a container runtime's, a CNI's),
+    with options the interpreter does not know: kube-proxy's part is audited alone."""
+    text = kube_saves(state, "node-a")[V4]
+    text = text.replace(
+        "*filter\n",
+        "*filter\n:DOCKER - [0:0]\n"
+        "-A FORWARD -o docker0 -j DOCKER\n"
+        "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT\n"
+        "-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 "
+        "-j ACCEPT\n",
+        1,
+    )
+    assert "-i docker0" in text
+    report = kube_audit(state, "node-a", {V4: text})
+    assert report.ok, report.text()
+    assert not any("cannot be evaluated" in f.rules for f in report.findings)
 
 
 def _damage(text: str, pattern: str, replace: str | None) -> str:

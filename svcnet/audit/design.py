@@ -107,6 +107,12 @@ def _firewalled_load_balancer(state: ClusterState, probe: Probe) -> bool:
     )
 
 
+def _martian_localhost(state: ClusterState, probe: Probe) -> bool:
+    """A packet to 127.0.0.0/8 from an address outside it."""
+    dst, src = ipaddress.ip_address(probe.dst_ip), ipaddress.ip_address(probe.source_ip)
+    return dst.version == 4 and dst.is_loopback and not src.is_loopback
+
+
 @attrs.frozen
 class ByDesign:
     """One documented difference: in ``mode``, where ``condition`` holds, the
@@ -145,6 +151,15 @@ BY_DESIGN: tuple[ByDesign, ...] = (
         _unallocated_service_ip,
         "iptables mode has no rule for an address of the service CIDRs no service holds "
         "(nftables mode drops it in cluster-ips-check)",
+    ),
+    ByDesign(
+        "localhost-martian",
+        KUBE_PROXY_IPTABLES,
+        Verdict.PASS,
+        (Verdict.DROP,),
+        _martian_localhost,
+        "iptables mode (localhostNodePorts sets route_localnet) drops new packets to "
+        "127.0.0.0/8 from other sources that were not DNATed (KUBE-FIREWALL)",
     ),
     ByDesign(
         "nodeport-any-local-address",

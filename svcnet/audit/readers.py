@@ -10,10 +10,13 @@ job (:mod:`svcnet.cli.audit`).
   ``KUBE-EXTERNAL-SERVICES``, ``KUBE-PROXY-FIREWALL``, ``KUBE-FORWARD``). Walked by
   svcnet's iptables interpreter (:mod:`svcnet_iptables.interpret`: chains,
   ``-m statistic``, ``-m recent``, marks, DNAT, MASQUERADE), with what kube-proxy's
-  layout needs on top (:class:`KubeInterpreter`): every chain of the tables is kept
-  (not only svcnet's), ``-m addrtype --dst-type LOCAL`` is true for the node's own
-  addresses and 127.0.0.0/8, and a packet that is not DNATed to one of them
-  takes filter FORWARD (the kernel routes it on), not INPUT;
+  layout needs on top (:class:`KubeInterpreter`): kube-proxy's part of the tables is
+  kept (its ``KUBE-`` chains and the built-in chains' jumps to them; other tools'
+  rules are not walked), ``-m addrtype --dst-type LOCAL`` is true for the node's
+  own addresses and 127.0.0.0/8, ``-m conntrack ! --ctstate`` (kube-proxy's
+  ``KUBE-FIREWALL``) sees a new packet, DNAT once NATed, and a packet that is not
+  DNATed to a local address takes filter FORWARD (the kernel routes it on), not
+  INPUT;
 - ``svcnet-iptables`` / ``svcnet-nftables``: svcnet's own layouts, read and walked
   by those backends' readers and interpreters.
 
@@ -66,38 +69,56 @@ class LayoutError(SvcnetError, ValueError):
 
 @attrs.frozen
 class KubeRule(ipt_readback.Rule):
-    """A rule of kube-proxy's tables: svcnet's :class:`~svcnet_iptables.readback.Rule`
-    and ``-m addrtype --dst-type LOCAL`` (False: negated)."""
+    """A rule of kube-proxy's tables: svcnet's :class:`~svcnet_iptables.readback.Rule`,
+    ``-m addrtype --dst-type LOCAL`` (``dst_local``; False: negated) and ``-m
+    conntrack ! --ctstate S,...`` (``ctstate_not``: the states that make it miss)."""
 
     dst_local: bool | None = None
+    ctstate_not: frozenset[str] | None = None
 
 
-def _dst_type(argv: list[str]) -> tuple[list[str], bool | None, str | None]:
-    """``argv`` without its ``[!] --dst-type T``; whether it asks for LOCAL (False:
-    not LOCAL), and a type other than LOCAL (unsupported) if one is asked."""
-    if "--dst-type" not in argv:
-        return argv, None, None
-    i = argv.index("--dst-type")
+def _take(argv: list[str], option: str) -> tuple[list[str], str | None, bool]:
+    """``argv`` without its ``[!] OPTION VALUE``; the value (None: no such option) and
+    whether it was negated."""
+    if option not in argv:
+        return argv, None, False
+    i = argv.index(option)
     value = argv[i + 1] if i + 1 < len(argv) else ""
     neg = i > 0 and argv[i - 1] == "!"
-    rest = argv[: i - 1 if neg else i] + argv[i + 2 :]
-    if value != "LOCAL":
-        return rest, None, f"--dst-type {value}"
-    return rest, not neg, None
+    return argv[: i - 1 if neg else i] + argv[i + 2 :], value, neg
 
 
 def _kube_rule(chain: str, argv: list[str], text: str) -> KubeRule:
-    rest, dst_local, bad = _dst_type(argv)
+    unknown: list[str] = []
+    rest, dst_type, neg = _take(argv, "--dst-type")
+    dst_local = None
+    if dst_type is not None:
+        if dst_type == "LOCAL":
+            dst_local = not neg
+        else:
+            unknown.append(f"--dst-type {dst_type}")
+    ctstate_not = None
+    if "--ctstate" in rest and rest[rest.index("--ctstate") - 1] == "!":
+        rest, states, _neg = _take(rest, "--ctstate")
+        ctstate_not = frozenset((states or "").split(","))
     rule = ipt_readback.parse_rule(chain, rest, text)
     fields = attrs.asdict(rule, recurse=False)
-    if bad is not None:
-        fields["unknown"] = (*rule.unknown, bad)
-    return KubeRule(dst_local=dst_local, **fields)
+    fields["unknown"] = (*rule.unknown, *unknown)
+    return KubeRule(dst_local=dst_local, ctstate_not=ctstate_not, **fields)
+
+
+def _kube_proxys(chain: str, line: str) -> bool:
+    """Whether a saved rule is kube-proxy's part: a rule of a ``KUBE-`` chain, or a
+    built-in chain's jump to one (other tools' rules are not walked)."""
+    if chain.startswith("KUBE-"):
+        return True
+    return chain in ipt_readback.BUILTIN and (" -j KUBE-" in line or " -g KUBE-" in line)
 
 
 def parse_kube_save(text: str, family: IPFamily) -> dict[str, ipt_readback.Table]:
-    """``iptables-save`` output -> every table in it, every chain kept (kube-proxy's,
-    the built-in ones, anyone's), each rule parsed as a :class:`KubeRule`."""
+    """``iptables-save`` output -> kube-proxy's part of every table in it: its
+    ``KUBE-`` chains and the built-in chains' jumps to them (as svcnet's reader keeps
+    svcnet's part), each rule parsed as a :class:`KubeRule`."""
     tables: dict[str, ipt_readback.Table] = {}
     current: str | None = None
     chains: dict[str, list[ipt_readback.Rule]] = {}
@@ -108,13 +129,16 @@ def parse_kube_save(text: str, family: IPFamily) -> dict[str, ipt_readback.Table
         if line.startswith("*"):
             current, chains = line[1:], {}
         elif line.startswith(":"):
-            chains.setdefault(line[1:].split()[0], [])
+            name = line[1:].split()[0]
+            if name.startswith("KUBE-") or name in ipt_readback.BUILTIN:
+                chains.setdefault(name, [])
         elif line.startswith("-A "):
             try:
                 argv = ipt_readback.split_line(line)
             except ValueError as e:
                 raise ipt_readback.ParseError(f"cannot read {line!r}: {e}") from e
-            chains.setdefault(argv[1], []).append(_kube_rule(argv[1], argv[2:], line))
+            if _kube_proxys(argv[1], line):
+                chains.setdefault(argv[1], []).append(_kube_rule(argv[1], argv[2:], line))
         elif line == "COMMIT" and current is not None:
             tables[current] = ipt_readback.Table(
                 family, current, {c: tuple(rs) for c, rs in chains.items()}
@@ -137,9 +161,13 @@ class KubeInterpreter(ipt_interpret.Interpreter):
         return ipaddress.ip_address(ip).is_loopback or norm_ip(ip) in self.local
 
     def _matches(self, rule: ipt_readback.Rule, probe: Probe, st: Any) -> bool:
-        wanted = rule.dst_local if isinstance(rule, KubeRule) else None
-        if wanted is not None and self.is_local(st.dst_ip) != wanted:
-            return False
+        if isinstance(rule, KubeRule):
+            if rule.dst_local is not None and self.is_local(st.dst_ip) != rule.dst_local:
+                return False
+            # a probe is a new connection's first packet; DNAT is a state once NATed
+            states = {"NEW", "DNAT"} if st.dnat is not None else {"NEW"}
+            if rule.ctstate_not is not None and states & rule.ctstate_not:
+                return False
         return super()._matches(rule, probe, st)
 
     def filter_chain(self, probe: Probe, dst_ip: str, dnat: bool) -> str:
