@@ -9,6 +9,7 @@ the layout.
 from __future__ import annotations
 
 import json
+import socket
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -19,7 +20,7 @@ from svcnet.errors import BackendError, BackendErrorKind, SvcnetError
 from svcnet.kernel import has_net_admin, nf_tables_generation
 from svcnet.plan import Changes, Plan
 from svcnet.probe import Outcome, Probe
-from svcnet_nftables import interpret, nlread, nlrules, observed, readback, render
+from svcnet_nftables import interpret, nlread, nlrules, nlwrite, observed, readback, render
 from svcnet_nftables.libnft import (
     MSG_GETCHAIN,
     MSG_GETRULE,
@@ -147,6 +148,8 @@ class NftablesBackend(Backend):
         self._fingerprint: tuple[tuple[str, str, str], ...] = ()
         # the ruleset generation right after this backend's last transaction
         self._gen: int | None = None
+        # the socket of svcnet_nftables.nlwrite's batches (made in the namespace on first use)
+        self._wsock: socket.socket | None = None
 
     # -- programming -----------------------------------------------------------------
     def _run(self, text: str) -> None:
@@ -154,6 +157,19 @@ class NftablesBackend(Backend):
             self._nft.run(text)
         except LibnftablesError as e:
             raise BackendError(_kind(e.message), f"nft refused the transaction: {e.message}") from e
+        self._gen = self._generation()
+
+    def _write(self, plan: Plan, elements: nlwrite.Elements) -> None:
+        """Install ``plan`` as one netlink batch of our own (:mod:`.nlwrite`)."""
+        text = nlwrite.Template.text(plan.settings, list(elements.refs))
+        try:
+            tpl = nlwrite.template(text, nlwrite.build_template)
+        except LibnftablesError as e:
+            raise BackendError(_kind(e.message), f"nft refused the structure: {e.message}") from e
+        batch = nlwrite.full_batch(elements, tpl)
+        if self._wsock is None:
+            self._wsock = self._nft.call(nlwrite.open_socket)
+        nlwrite.send(self._wsock, batch)
         self._gen = self._generation()
 
     def _generation(self) -> int | None:
@@ -172,8 +188,13 @@ class NftablesBackend(Backend):
         self.installed = plan
 
     def _sync(self, plan: Plan) -> None:
-        text, refs = render.render_full(plan)
-        self._run(text)
+        elements = nlwrite.encode(plan)
+        if elements is None:  # affinity or source ranges: libnftables writes it all
+            text, refs = render.render_full(plan)
+            self._run(text)
+        else:
+            self._write(plan, elements)
+            refs = elements.refs
         self._refs = refs
         try:
             self._fingerprint = self._watched()
@@ -348,4 +369,7 @@ class NftablesBackend(Backend):
         self._fingerprint = ()
 
     def close(self) -> None:
+        if self._wsock is not None:
+            self._wsock.close()
+            self._wsock = None
         self._nft.close()

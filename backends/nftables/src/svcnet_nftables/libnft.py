@@ -121,6 +121,11 @@ class Nft:
             raise value
         return value  # type: ignore[no-any-return]
 
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` run on the context's thread, inside its namespace (a socket made
+        there belongs to the namespace)."""
+        return self._call(fn)
+
     def run(self, text: str) -> str:
         """Run ``text`` (nft syntax or JSON) as one transaction; nft's output."""
 
