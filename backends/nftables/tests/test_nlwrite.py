@@ -13,6 +13,7 @@ import attrs
 import pytest
 from plans import NODE, SETTINGS, sample_plan
 from svcnet_nftables import NftablesBackend, nlwrite, render
+from svcnet_nftables.libnft import nla
 
 from svcnet.errors import BackendError
 from svcnet.kernel import nf_tables_generation
@@ -223,3 +224,10 @@ def test_refused_batch_changes_nothing(netns: str) -> None:
     finally:
         be.cleanup()
         be.close()
+
+
+@pytest.mark.parametrize("comment", ["a", "ab", "abc", "abcd", "default/svc-1 0", "x" * 128])
+def test_comment_user_data_is_padded_like_nla(comment: str) -> None:
+    text = comment.encode() + b"\0"
+    assert nlwrite._udata(comment) == nla(6, bytes((0, len(text))) + text)
+    assert nlwrite._udata("x" * (render.COMMENT_MAX + 1)) == b""
