@@ -62,7 +62,7 @@ def test_sync_reads_back_servers_addresses_and_rules(backend: IpvsBackend, netns
     for vs in servers.values():
         assert (vs.scheduler, vs.timeout, vs.protocol) == ("rr", 600, Protocol.TCP)
     dummy, local = Kernel(netns).addresses()
-    assert dummy == {"10.96.0.10", "203.0.113.1"} <= local
+    assert dummy == {"10.96.0.10", "203.0.113.1", NODE_IP} <= local
     assert "TCP" in _in(netns, "ipvsadm", "-Ln") or "FWM" in _in(netns, "ipvsadm", "-Ln")
     out = backend.evaluate(POD)
     assert out.verdict is Verdict.FORWARD and out.endpoints == {f"{e.ip}:{e.port}" for e in EPS}

@@ -32,8 +32,8 @@ def test_one_virtual_server_per_port_and_endpoint_set() -> None:
     assert render.virtual_servers(plan(), marks).keys() == servers.keys()  # reused
 
 
-def test_dummy_addresses_skip_the_node_ip() -> None:
-    assert render.dummy_addresses(plan()) == {"10.96.0.10", "203.0.113.1"}
+def test_dummy_addresses_are_every_frontend_address() -> None:
+    assert render.dummy_addresses(plan()) == {"10.96.0.10", "203.0.113.1", NODE_IP}
 
 
 def test_companion_table_marks_every_frontend() -> None:

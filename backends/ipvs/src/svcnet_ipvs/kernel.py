@@ -24,6 +24,7 @@ _PROTO = {
     Protocol.SCTP: socket.IPPROTO_SCTP,
 }
 _IFA_F_NODAD = 0x02
+_SCOPE_LINK = 253  # RT_SCOPE_LINK
 
 
 def _pyroute2() -> Any:
@@ -160,7 +161,8 @@ class Kernel:
 
     # -- addresses ---------------------------------------------------------------------
     def addresses(self) -> tuple[frozenset[str], frozenset[str]]:
-        """(the dummy interface's addresses, every address of the namespace)."""
+        """(the dummy interface's addresses but link-local ones, every address of the
+        namespace)."""
         pr = _pyroute2()
         dummy: set[str] = set()
         local: set[str] = set()
@@ -169,7 +171,8 @@ class Kernel:
             for msg in ipr.get_addr():
                 addr = str(msg.get("IFA_ADDRESS"))
                 local.add(addr)
-                if links and msg["index"] == links[0]:
+                # the kernel's own IPv6 link-local address is not svcnet's
+                if links and msg["index"] == links[0] and msg.get("scope") != _SCOPE_LINK:
                     dummy.add(addr)
         return frozenset(dummy), frozenset(local)
 

@@ -17,8 +17,8 @@ dummy interface's addresses and the companion nftables table.
   the frontend) and the connection's mark to :data:`CT_SVC` (plus :data:`CT_MASQ`
   to masquerade) instead of DNATing; IPVS (LOCAL_IN / LOCAL_OUT) then picks the
   real server, and ``nat-postrouting`` masquerades by the connection's mark.
-- The dummy interface :data:`DUMMY` holds every frontend address other than the
-  node's own (IPVS sees only packets addressed to the node).
+- The dummy interface :data:`DUMMY` holds every frontend address (IPVS sees only
+  packets addressed to the node).
 """
 
 from __future__ import annotations
@@ -157,14 +157,15 @@ def virtual_servers(plan: Plan, marks: Marks) -> dict[tuple[IPFamily, int], Virt
 
 
 def dummy_addresses(plan: Plan) -> frozenset[str]:
-    """Every proxied frontend address that is not one of the node's own."""
-    own = set(plan.settings.node_ips)
+    """Every proxied frontend address, the node's own (NodePort) included: IPVS sees
+    only packets addressed to the node, and a second copy of an address another
+    interface holds is harmless (the kernel keeps its local route while either has it)."""
     out: set[str] = set()
     for svc in plan.services.values():
         if not svc.proxied:
             continue
         for port in svc.ports:
-            out.update(fe.ip for fe in port.frontends if fe.ip not in own)
+            out.update(fe.ip for fe in port.frontends)
     return frozenset(out)
 
 
