@@ -231,3 +231,45 @@ def test_comment_user_data_is_padded_like_nla(comment: str) -> None:
     text = comment.encode() + b"\0"
     assert nlwrite._udata(comment) == nla(6, bytes((0, len(text))) + text)
     assert nlwrite._udata("x" * (render.COMMENT_MAX + 1)) == b""
+
+
+def _evolve_port(plan: Plan, ref: ServiceRef, index: int, **kw: object) -> Plan:
+    svc = plan.services[ref]
+    ports = list(svc.ports)
+    ports[index] = attrs.evolve(ports[index], **kw)
+    return Plan(plan.settings, plan.services.set(ref, attrs.evolve(svc, ports=tuple(ports))))
+
+
+@pytest.mark.kernel
+def test_element_changes_go_as_one_netlink_batch(netns: str) -> None:
+    """An endpoint replaced (same count) and a service removed: element deletions and
+    additions in one batch of ours; an endpoint count never seen before (a new shared
+    chain): libnftables. Each step reads back as libnftables' full install of it."""
+    a = PLANS["wide"]()
+    wide = ServiceRef("ns", "wide")
+    udp = a.services[wide].ports[0]
+    eps = (*udp.cluster_endpoints[1:], PlanEndpoint("10.244.1.99", 53))
+    b = _evolve_port(a, wide, 0, cluster_endpoints=tuple(sorted(eps)))
+    c = Plan(b.settings, b.services.discard(ServiceRef("ns", "foreign")))
+    d = _evolve_port(c, wide, 0, cluster_endpoints=eps[:3])
+    be = NftablesBackend(NODE, netns=netns)
+    used: list[str] = []
+    run, send = be._run, be._send
+    be._run = lambda text: (used.append("libnftables"), run(text))[1]  # type: ignore[method-assign]
+    be._send = lambda batch: (used.append("netlink"), send(batch))[1]  # type: ignore[method-assign]
+    try:
+        be.sync(a)
+        for before, after, path in ((a, b, "netlink"), (b, c, "netlink"), (c, d, "libnftables")):
+            be.sync(before)
+            used.clear()
+            gen = nf_tables_generation(netns)
+            be.apply(after.diff(before))
+            assert used == [path]
+            assert nf_tables_generation(netns) == gen + 1
+            got, got_plan = _unhandled(be), be.observed_plan()
+            be._run(render.render_full(after)[0])  # libnftables' install of the target
+            assert _unhandled(be) == got
+            assert be.observed_plan() == got_plan
+    finally:
+        be.cleanup()
+        be.close()

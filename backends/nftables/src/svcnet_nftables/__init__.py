@@ -166,7 +166,11 @@ class NftablesBackend(Backend):
             tpl = nlwrite.template(text, nlwrite.build_template)
         except LibnftablesError as e:
             raise BackendError(_kind(e.message), f"nft refused the structure: {e.message}") from e
-        batch = nlwrite.full_batch(elements, tpl)
+        self._send(nlwrite.full_batch(elements, tpl))
+
+    def _send(self, batch: bytes) -> None:
+        """One nf_tables batch on this backend's netlink socket (made in the namespace
+        on first use)."""
         if self._wsock is None:
             self._wsock = self._nft.call(nlwrite.open_socket)
         nlwrite.send(self._wsock, batch)
@@ -264,9 +268,15 @@ class NftablesBackend(Backend):
         if full or self.installed is None:
             self._sync(target)
             return
-        cmds, delta = render.render_changes(self.installed, changes, self._refs)
-        if cmds:
-            self._run(cmds)
+        written = nlwrite.changes_batch(self.installed, changes, self._refs)
+        if written is not None:  # elements only: one netlink batch of our own
+            batch, delta = written
+            if batch:
+                self._send(batch)
+        else:
+            cmds, delta = render.render_changes(self.installed, changes, self._refs)
+            if cmds:
+                self._run(cmds)
         refs = self._refs
         for key, d in delta.items():
             if d:

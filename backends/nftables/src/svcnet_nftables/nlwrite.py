@@ -28,13 +28,13 @@ import errno
 import socket
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from svcnet._gc import paused
 from svcnet.errors import BackendError, BackendErrorKind
 from svcnet.kernel import netns
 from svcnet.model import IPFamily
-from svcnet.plan import FrontendKind, NodeSettings, Plan, PortPlan, Route, ServicePlan
+from svcnet.plan import Changes, FrontendKind, NodeSettings, Plan, PortPlan, Route, ServicePlan
 from svcnet_nftables import render
 from svcnet_nftables.libnft import (
     FAMILY_NUMBERS,
@@ -52,14 +52,8 @@ from svcnet_nftables.libnft import (
 from svcnet_nftables.nlrules import cstr, nl_attrs, nl_list
 
 # message types (nf_tables.h / nfnetlink.h)
-MSG_NEWTABLE, MSG_DELTABLE, MSG_NEWCHAIN, MSG_NEWRULE, MSG_NEWSET, MSG_NEWSETELEM = (
-    0,
-    2,
-    3,
-    6,
-    9,
-    12,
-)
+MSG_NEWTABLE, MSG_DELTABLE, MSG_NEWCHAIN, MSG_NEWRULE, MSG_NEWSET = 0, 2, 3, 6, 9
+MSG_NEWSETELEM, MSG_DELSETELEM = 12, 14
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 F_REQUEST, F_CREATE, F_APPEND = 0x1, 0x400, 0x800
 NETLINK_CAP_ACK, NETLINK_EXT_ACK = 10, 11
@@ -374,7 +368,7 @@ class Batch:
         self.parts.append(body)
 
     def nft(self, msg: int, fam: str, attrs: bytes) -> None:
-        flags = F_REQUEST | (F_CREATE if msg != MSG_DELTABLE else 0)
+        flags = F_REQUEST | (F_CREATE if msg not in (MSG_DELTABLE, MSG_DELSETELEM) else 0)
         if msg == MSG_NEWRULE:
             flags |= F_APPEND  # at the chain's end, in the template's order
         self._msg((NFNL_SUBSYS_NFTABLES << 8) | msg, FAMILY_NUMBERS[fam], attrs, flags)
@@ -425,6 +419,62 @@ def full_batch(elements: Elements, tpl: Template) -> bytes:
     for (fam, name), elems in elements.sets.items():
         head = table + nla_str(2, name)
         for chunk in _chunks(iter(elems.values())):
+            b.nft(MSG_NEWSETELEM, fam, head + nla(3, chunk, nested=True))
+    return b.end()
+
+
+def changes_batch(
+    previous: Plan, changes: Changes, refs: Mapping[tuple[str, str, str], int]
+) -> tuple[bytes, Counter[tuple[str, str, str]]] | None:
+    """``changes`` from ``previous`` as one transaction of element deletions and
+    additions (what :func:`svcnet_nftables.render.render_changes` sends when no shared
+    chain is born or dies), and the refcount delta; None when the change needs more
+    (new settings, a shared chain created or deleted, affinity or source ranges
+    before or after): libnftables then writes it."""
+    if changes.settings_changed:
+        return None
+    olds = [previous.services[r] for r in changes.removed if r in previous.services]
+    olds += [previous.services[s.ref] for s in changes.replaced if s.ref in previous.services]
+    old, new = Elements(), Elements()
+    try:
+        for svc in olds:
+            old.add_service(svc)
+        for svc in (*changes.added, *changes.replaced):
+            new.add_service(svc)
+    except Unsupported:
+        return None
+    delta: Counter[tuple[str, str, str]] = Counter(new.refs)
+    delta.subtract(old.refs)
+    for key, d in delta.items():
+        before = refs.get(key, 0)
+        if (before <= 0) != (before + d <= 0):  # a shared chain born or gone
+            return None
+    b = Batch()
+    table = nla_str(1, render.TABLE)
+    adds: list[tuple[str, str, list[bytes]]] = []
+    for fam, name in old.sets.keys() | new.sets.keys():
+        o = old.sets.get((fam, name), {})
+        n = new.sets.get((fam, name), {})
+        head = table + nla_str(2, name)
+        gone = [_elem(k, b"") for k, v in o.items() if n.get(k) != v]
+        for chunk in _chunks(iter(gone)):
+            b.nft(MSG_DELSETELEM, fam, head + nla(3, chunk, nested=True))
+        adds.append((fam, name, [v for k, v in n.items() if o.get(k) != v]))
+    for fam, name, items in adds:  # after every deletion (a changed element: both)
+        head = table + nla_str(2, name)
+        for chunk in _chunks(iter(items)):
+            b.nft(MSG_NEWSETELEM, fam, head + nla(3, chunk, nested=True))
+    return (b.end() if b.seq > 1 else b""), delta
+
+
+def elements_batch(items: dict[tuple[str, str], list[bytes]]) -> bytes:
+    """A transaction adding the encoded elements ``items`` (by family and set) to the
+    installed table (the benchmark's measure of the kernel's cost per element)."""
+    b = Batch()
+    table = nla_str(1, render.TABLE)
+    for (fam, name), elems in items.items():
+        head = table + nla_str(2, name)
+        for chunk in _chunks(iter(elems)):
             b.nft(MSG_NEWSETELEM, fam, head + nla(3, chunk, nested=True))
     return b.end()
 
