@@ -7,6 +7,7 @@ without root.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 
 import nox
@@ -117,3 +118,46 @@ def docs(session: nox.Session) -> None:
     strict = ["-W", "--keep-going", "-E"]  # warnings are errors; read every file
     where = ["-d", "build/docs/doctrees", "docs", DOCS_OUT]
     session.run("sphinx-build", *strict, "-b", "html", *where)
+
+
+# The IPVS backend's kernel side needs a kernel with IPVS: scripts/in-ipvs-vm boots one
+# (qemu, the host's / read-only). Everything is installed here first: the guest has no
+# network, and runs the session's own executables (--no-install semantics).
+IPVS_SCENARIOS = ["svcnet/scenarios", "/work/shared/scenarios/examples"]
+
+
+@nox.session(python=PYTHON)
+def ipvs(session: nox.Session) -> None:
+    """In one VM: the IPVS backend's tests (kernel ones included), every scenario file
+    through ``svcnet scenario run --backend ipvs`` (read-back, then ``--traffic``), and
+    the conformance harness with ``SVCNET_IPVS_EXAMPLES`` examples (default 200).
+    ``nox -s ipvs -- CMD...`` runs CMD in the VM instead."""
+    _install(session)
+    session.install("-e", "backends/ipvs")
+    session.install("pytest-timeout")
+    if session.posargs:
+        script = " ".join(shlex.quote(a) for a in session.posargs)
+    else:
+        import glob
+        import os
+
+        files = [
+            f for d in IPVS_SCENARIOS if os.path.isdir(d) for f in sorted(glob.glob(f"{d}/*.yaml"))
+        ]
+        quoted = " ".join(shlex.quote(f) for f in files)
+        script = " && ".join(
+            [
+                "set -e",
+                "pytest -p no:cacheprovider --color=no --timeout=3000 -ra backends/ipvs/tests",
+                f"svcnet scenario run --backend ipvs {quoted}",
+                f"svcnet scenario run --backend ipvs --traffic {quoted}",
+            ]
+        )
+    session.run(
+        "scripts/in-ipvs-vm",
+        "bash",
+        "-c",
+        script,
+        external=True,
+        env={"VIRTUAL_ENV": session.virtualenv.location},
+    )
