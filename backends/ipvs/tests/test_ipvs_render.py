@@ -41,6 +41,9 @@ def test_companion_table_marks_every_frontend() -> None:
     want = render.desired(plan(), marks)
     text = want.nft
     assert "add table ip svcnet-ipvs" in text and "delete table ip6 svcnet-ipvs" in text
+    # nothing of the nftables backend's own table (whose skeleton is reused)
+    assert all(" svcnet-ipvs" in line for line in text.splitlines())
+    assert "eps-" not in text and "dnat" not in text
     cluster = marks.get(
         (ServiceRef("default", "web"), "http", IPFamily.IPv4, Protocol.TCP, EndpointSet.CLUSTER)
     )

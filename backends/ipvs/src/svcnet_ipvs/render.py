@@ -27,11 +27,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 import attrs
+from svcnet_nftables import render as nft_render
 from svcnet_nftables.render import (
     _collapse,
     _covered,
     _fk,
-    _reject,
     commented,
     fe_comment,
     settings_elements,
@@ -192,43 +192,28 @@ def _verdict(code: str) -> str:
 
 
 def skeleton(fam: str) -> list[str]:
-    """The table with its sets, maps and fixed chains."""
+    """The table with its sets, maps and fixed chains: the nftables backend's skeleton
+    (sets, ``services``, ``do-reject``, the nat base chains) in table :data:`TABLE`,
+    without its endpoint maps and postrouting rules; plus the mark maps, the
+    ``fwd-*`` chains and postrouting by the connection's mark."""
+    theirs = f"{fam} {nft_render.TABLE}"
+    w = f"{fam} {TABLE}"
     at = "ipv4_addr" if fam == "ip" else "ipv6_addr"
     fkey = f"{at} . inet_proto . inet_service"
-    w = f"{fam} {TABLE}"
-    fk = _fk(fam)
     out = [
-        f"add table {w}",
-        f"add set {w} cluster-cidrs {{ type {at}; flags interval; }}",
-        f"add set {w} service-cidrs {{ type {at}; flags interval; }}",
-        f"add set {w} cluster-ips {{ type {at}; }}",
-        f"add set {w} foreign-ips {{ type {at}; }}",
-        f"add set {w} node-ips {{ type {at}; }}",
-        f"add set {w} fw-frontends {{ type {fkey}; }}",
-        f"add set {w} fw-allow {{ type {fkey} . {at}; flags interval; }}",
-        f"add set {w} hairpin {{ type {at} . {at}; flags dynamic,timeout; timeout 1s; }}",
-        f"add map {w} {FE_MAP} {{ type {fkey} : verdict; }}",
-        *(f"add map {w} marks-{x.value} {{ type {fkey} : mark; }}" for x in EndpointSet),
-        f"add chain {w} do-reject",
-        f"add chain {w} services",
-        *(
-            f"add chain {w} nat-{hook} {{ type nat hook {hook} priority {prio}; policy accept; }}"
-            for hook, prio in (("prerouting", -100), ("output", -100), ("postrouting", 100))
-        ),
-        f"add rule {w} do-reject {_reject(fam)}",
-        f"add rule {w} services {fk} @fw-frontends {fk} . {fam} saddr != @fw-allow drop",
-        f"add rule {w} services {fk} vmap @{FE_MAP}",
-        f"add rule {w} services {fam} daddr @cluster-ips {_reject(fam)}",
-        f"add rule {w} services {fam} daddr @foreign-ips return",
-        f"add rule {w} services {fam} daddr @service-cidrs drop",
-        f"add rule {w} nat-prerouting jump services",
-        f"add rule {w} nat-output jump services",
+        f"{cmd[: cmd.index(theirs)]}{w}{cmd[cmd.index(theirs) + len(theirs) :]}"
+        for cmd in nft_render.skeleton(fam)
+        if " eps-" not in cmd and not cmd.startswith(f"add rule {theirs} nat-postrouting")
+    ]
+    out += [f"add map {w} marks-{x.value} {{ type {fkey} : mark; }}" for x in EndpointSet]
+    out += [
         f"add rule {w} nat-postrouting ct mark & {CT_MASQ:#x} == {CT_MASQ:#x} masquerade",
         f"add rule {w} nat-postrouting ct mark & {CT_SVC:#x} == {CT_SVC:#x}"
         f" update @hairpin {{ {fam} saddr . {fam} saddr }}",
         f"add rule {w} nat-postrouting ct mark & {CT_SVC:#x} == {CT_SVC:#x}"
         f" {fam} saddr . {fam} daddr @hairpin masquerade",
     ]
+    fk = _fk(fam)
     for x in EndpointSet:
         for masq in (False, True):
             name = f"fwd-{x.value}{'-masq' if masq else ''}"
