@@ -10,6 +10,11 @@ second one exits 1 naming the first one's pid. In the programmed namespace it al
 serves ``/healthz`` and ``/livez`` (``--healthz-bind-address``), ``/metrics``
 (``--metrics-bind-address``) and the health-check node ports, and cleans stale UDP
 conntrack flows after each sync (``--no-conntrack-cleanup`` turns that off).
+
+``--source kubernetes [--kubeconfig PATH] [--service-cidr CIDR]... [--cluster-cidr
+CIDR]...`` reads a Kubernetes API server instead of the store
+(:class:`svcnet.agent.kube.KubeSource`; the in-cluster configuration when no
+kubeconfig is given), as a kube-proxy replacement.
 Registered in :mod:`svcnet.cli.main`; the reference is ``docs/reference/agent.md``.
 """
 
@@ -20,12 +25,15 @@ import os
 import signal
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from svcnet.cli.common import CliError, backend_class, current_store
 from svcnet.errors import SvcnetError
+
+if TYPE_CHECKING:
+    from svcnet.agent.source import Source
 
 NETNS_DIR = "/run/netns"  # where `ip netns add` puts the namespaces it names
 HEALTHZ_ADDRESS = "0.0.0.0:10256"  # kube-proxy's --healthz-bind-address default
@@ -103,6 +111,32 @@ def _setup_logging(verbose: bool) -> tuple[logging.Logger, logging.Handler]:
     default=True,
     help="After each sync delete UDP flows to endpoints that no longer serve (default on).",
 )
+@click.option(
+    "--source",
+    "source_name",
+    type=click.Choice(["store", "kubernetes"]),
+    default="store",
+    help="Where the cluster is read: svcnet's store (default) or a Kubernetes API server.",
+)
+@click.option(
+    "--kubeconfig",
+    metavar="PATH",
+    help="With --source kubernetes: this kubeconfig (default: the in-cluster service account).",
+)
+@click.option(
+    "--service-cidr",
+    "service_cidrs",
+    multiple=True,
+    metavar="CIDR",
+    help="With --source kubernetes: the service CIDR(s), one per family (kube-proxy's flag).",
+)
+@click.option(
+    "--cluster-cidr",
+    "cluster_cidrs",
+    multiple=True,
+    metavar="CIDR",
+    help="With --source kubernetes: the pod CIDR(s) (kube-proxy's --cluster-cidr).",
+)
 @click.option("--cleanup", is_flag=True, help="Remove the rules on exit (default: they stay).")
 @click.option("-v", "--verbose", is_flag=True, help="Log each change too, not only each sync.")
 def agent_cmd(
@@ -118,6 +152,10 @@ def agent_cmd(
     metrics_bind_address: str | None,
     health_timeout: float | None,
     conntrack_cleanup: bool,
+    source_name: str,
+    kubeconfig: str | None,
+    service_cidrs: tuple[str, ...],
+    cluster_cidrs: tuple[str, ...],
     cleanup: bool,
     verbose: bool,
 ) -> None:
@@ -127,7 +165,7 @@ def agent_cmd(
     (bursts coalesce), with a full resync every --sync-period and after a failed
     sync. SIGTERM or SIGINT ends it (exit 0); the rules stay unless --cleanup.
     """
-    from svcnet.agent import AGENT_DIR, MIN_SYNC_PERIOD, SYNC_PERIOD, Agent, StoreSource
+    from svcnet.agent import AGENT_DIR, MIN_SYNC_PERIOD, SYNC_PERIOD, Agent
 
     cls = backend_class(backend_name)
     if netns is not None and host:
@@ -155,7 +193,16 @@ def agent_cmd(
                 parse_address(value)
             except SvcnetError as e:
                 raise click.BadParameter(str(e), param_hint=option) from None
+    if source_name != "kubernetes" and (kubeconfig or service_cidrs or cluster_cidrs):
+        raise click.UsageError(
+            "--kubeconfig, --service-cidr and --cluster-cidr go with --source kubernetes"
+        )
     logger, handler = _setup_logging(verbose)
+    try:
+        source = _source(source_name, kubeconfig, service_cidrs, cluster_cidrs)
+    except SvcnetError as e:
+        logger.removeHandler(handler)
+        raise CliError(str(e)) from None
     backend = cls(node, netns=netns) if netns is not None else cls(node)
     first: list[bool] = []
 
@@ -170,7 +217,7 @@ def agent_cmd(
 
     try:
         agent = Agent(
-            StoreSource(current_store()),
+            source,
             node,
             backend,
             min_sync_period=MIN_SYNC_PERIOD if min_sync_period is None else min_sync_period,
@@ -197,7 +244,32 @@ def agent_cmd(
                 signal.signal(s, h)
     finally:
         backend.close()
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
         logger.removeHandler(handler)
+
+
+def _source(
+    name: str,
+    kubeconfig: str | None,
+    service_cidrs: tuple[str, ...],
+    cluster_cidrs: tuple[str, ...],
+) -> Source:
+    """The agent's source: the store, or the Kubernetes API (kube-proxy's flags)."""
+    if name != "kubernetes":
+        from svcnet.agent import StoreSource
+
+        return StoreSource(current_store())
+    from svcnet.agent.kube import KubeSource
+    from svcnet.model import ClusterConfig
+
+    default = ClusterConfig()
+    return KubeSource(
+        kubeconfig,
+        service_cidrs=service_cidrs or default.service_cidrs,
+        cluster_cidrs=cluster_cidrs or default.cluster_cidrs,
+    )
 
 
 COMMANDS: tuple[click.Command, ...] = (agent_cmd,)
