@@ -31,6 +31,7 @@ PURE = [
     "svcnet.errors",
     "svcnet.lint",
     "svcnet.probe",
+    "svcnet.probes",  # the probe space (svcnet audit, the harness), without Hypothesis
     "svcnet.backend",
     "svcnet.semantics",
     "svcnet.manifests",
@@ -161,6 +162,7 @@ EXEMPT = {
     ("svcnet._deprecation", "warnings"): "the DeprecationWarning an old name raises",
     ("svcnet.audit.readers", "svcnet_iptables"): "audit walks rules with its pure interpret",
     ("svcnet.audit.readers", "svcnet_nftables"): "audit walks rules with its pure interpret",
+    ("svcnet.audit.kubenft", "svcnet_nftables"): "audit walks rules with its pure interpret",
 }
 IO_BUILTINS = {"open", "print", "input", "breakpoint", "exec", "eval", "__import__"}
 

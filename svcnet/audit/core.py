@@ -177,7 +177,9 @@ def audit(state: ClusterState, node: str, answerer: Answerer, probes: Iterable[P
                 continue
             trace = answerer.trace(probe)
         except SvcnetError as e:
-            findings.append(Finding(probe, f"cannot be evaluated: {e}", str(want), ()))
+            # an error may carry the rules walked before the outcome fell apart
+            trace = tuple(getattr(e, "trace", ()))
+            findings.append(Finding(probe, f"cannot be evaluated: {e}", str(want), trace))
             continue
         entry = by_design(answerer.layout, state, probe, want, got)
         findings.append(Finding(probe, str(got), str(want), trace, entry))

@@ -28,6 +28,7 @@ from svcnet.state import ClusterState
 __all__ = ["BY_DESIGN", "ByDesign", "by_design"]
 
 KUBE_PROXY_IPTABLES = "kube-proxy-iptables"
+KUBE_PROXY_NFTABLES = "kube-proxy-nftables"
 
 Condition = Callable[[ClusterState, Probe], bool]
 
@@ -44,10 +45,14 @@ def _cluster_ip_undefined_port(state: ClusterState, probe: Probe) -> bool:
     return False
 
 
+def _in_service_cidrs(state: ClusterState, ip: str) -> bool:
+    dst = ipaddress.ip_address(ip)
+    return any(dst in ipaddress.ip_network(c, strict=False) for c in state.config.service_cidrs)
+
+
 def _unallocated_service_ip(state: ClusterState, probe: Probe) -> bool:
     """The destination is inside a service CIDR and no service holds it."""
-    dst = ipaddress.ip_address(probe.dst_ip)
-    if not any(dst in ipaddress.ip_network(c, strict=False) for c in state.config.service_cidrs):
+    if not _in_service_cidrs(state, probe.dst_ip):
         return False
     held = {norm_ip(ip) for s in state.services.values() for ip in s.cluster_ips}
     return norm_ip(probe.dst_ip) not in held
@@ -111,6 +116,14 @@ def _martian_localhost(state: ClusterState, probe: Probe) -> bool:
     """A packet to 127.0.0.0/8 from an address outside it."""
     dst, src = ipaddress.ip_address(probe.dst_ip), ipaddress.ip_address(probe.source_ip)
     return dst.version == 4 and dst.is_loopback and not src.is_loopback
+
+
+def _other_proxys_cluster_ip(state: ClusterState, probe: Probe) -> bool:
+    """The destination is a ClusterIP of a service another proxy serves
+    (service-proxy-name label), inside the service CIDRs, held by no proxied one."""
+    dst = norm_ip(probe.dst_ip)
+    held = {svc.proxied for svc in state.services.values() if dst in map(norm_ip, svc.cluster_ips)}
+    return held == {False} and _in_service_cidrs(state, probe.dst_ip)
 
 
 @attrs.frozen
@@ -191,6 +204,18 @@ BY_DESIGN: tuple[ByDesign, ...] = (
         "iptables mode writes no nat rule for a LoadBalancer IP of a service without "
         "endpoints, so KUBE-PROXY-FIREWALL drops every source, allowed ones too "
         "(the reference rejects those)",
+    ),
+    ByDesign(
+        "other-proxys-cluster-ip",
+        KUBE_PROXY_NFTABLES,
+        Verdict.PASS,
+        (Verdict.DROP,),
+        _other_proxys_cluster_ip,
+        "nftables mode never sees a service labelled service.kubernetes.io/"
+        "service-proxy-name (its informers filter it out), so that service's ClusterIP "
+        "is not in the cluster-ips set and cluster-ips-check drops it as an "
+        "unallocated address of the service CIDRs (the reference leaves it to the "
+        "other proxy)",
     ),
 )
 

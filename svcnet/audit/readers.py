@@ -20,7 +20,13 @@ job (:mod:`svcnet.cli.audit`).
 - ``svcnet-iptables`` / ``svcnet-nftables``: svcnet's own layouts, read and walked
   by those backends' readers and interpreters.
 
-``kube-proxy-nftables`` is recognised (:func:`detect_layout`) but not read yet.
+- ``kube-proxy-nftables``: kube-proxy's nftables mode (tables ``ip kube-proxy`` and
+  ``ip6 kube-proxy``: maps ``service-ips``, ``service-nodeports``,
+  ``no-endpoint-services``, ``no-endpoint-nodeports``, ``firewall-ips``; chains
+  ``services``, ``service-*``, ``local-*``, ``external-*``, ``endpoint-*``,
+  ``mark-for-masquerade``, ``masquerading``, the ``filter-*`` checks), walked by
+  svcnet's nftables interpreter with the hooks, routing and matches kube-proxy's
+  layout needs (:mod:`svcnet.audit.kubenft`).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from svcnet_nftables.render import TABLE as SVCNET_NFT_TABLE
 from svcnet.errors import SvcnetError
 from svcnet.model import IPFamily, norm_ip
 from svcnet.probe import Outcome, Probe, SourceKind
+
+from .kubenft import KUBE_PROXY_TABLE, KubeNftInterpreter, KubeNftReader
 
 __all__ = [
     "KubeInterpreter",
@@ -236,7 +244,7 @@ def detect_layout(iptables: Iterable[str] = (), nft_json: str | None = None) -> 
         return Layout.SVCNET_IPTABLES
     if nft_json is not None:
         tables = {name for _fam, name in _nft_tables(_load_json(nft_json))}
-        if "kube-proxy" in tables:
+        if KUBE_PROXY_TABLE in tables:
             return Layout.KUBE_PROXY_NFTABLES
         if SVCNET_NFT_TABLE in tables:
             return Layout.SVCNET_NFTABLES
@@ -262,7 +270,7 @@ def reader(
     iptables: Mapping[IPFamily, str] | None = None,
     nft_json: str | None = None,
     local: Iterable[str] = (),
-) -> IptablesReader | NftablesReader:
+) -> IptablesReader | NftablesReader | KubeNftReader:
     """The reader of ``layout`` over the rules given: ``iptables``, save texts by
     family (``iptables-save``, ``ip6tables-save``); ``nft_json``, ``nft -j list
     ruleset``; ``local``, the node's own addresses."""
@@ -285,4 +293,12 @@ def reader(
             raise LayoutError(f"layout {layout.value}: no nft JSON given")
         doc = _only_table(_load_json(nft_json), SVCNET_NFT_TABLE)
         return NftablesReader(layout.value, nft_readback.parse(doc))
-    raise LayoutError(f"layout {layout.value}: not read by svcnet audit yet")
+    if layout is Layout.KUBE_PROXY_NFTABLES:
+        if nft_json is None:
+            raise LayoutError(f"layout {layout.value}: no nft JSON given")
+        doc = _only_table(_load_json(nft_json), KUBE_PROXY_TABLE)
+        kube = nft_readback.parse(doc)
+        if not kube.tables:
+            raise LayoutError(f"layout {layout.value}: no table {KUBE_PROXY_TABLE} in the JSON")
+        return KubeNftReader(layout.value, KubeNftInterpreter(kube, local))
+    raise LayoutError(f"layout {layout.value}: not read by svcnet audit")

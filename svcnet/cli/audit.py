@@ -7,7 +7,7 @@ list ruleset`` inside that namespace; or ``--iptables-save FILE`` (and
 ``--ip6tables-save FILE``) / ``--nft-json FILE``. The layout is found from the
 chain and table names unless ``--layout`` says it. Objects: ``-f FILE`` (as
 ``svcnet dns``), else the store. Probes: every destination and source the
-conformance harness aims at (:class:`svcnet.testing.probes.ProbeSpace`: each
+conformance harness aims at (:class:`svcnet.probes.ProbeSpace`, no Hypothesis: each
 frontend, the places next to one and elsewhere, from pods, the node and outside)
 handled at ``--node``. Exit status 1 when any disagreement is not by design.
 """
@@ -26,25 +26,10 @@ from svcnet.cli.common import CliError, current_store
 from svcnet.cli.dns import _state_from_files
 from svcnet.errors import NotFoundError
 from svcnet.model import IPFamily
-from svcnet.probe import Probe
+from svcnet.probes import node_probes
 from svcnet.state import ClusterState
 
 __all__ = ["COMMANDS", "audit_cmd", "node_probes", "read_netns", "run_audit"]
-
-
-def node_probes(state: ClusterState, node: str) -> list[Probe]:
-    """Every probe of the conformance harness's probe space handled at ``node``:
-    every frontend, the places next to one and elsewhere, from every source."""
-    from svcnet.testing.probes import ProbeSpace  # the harness's enumeration (Hypothesis)
-
-    space = ProbeSpace.of(state)
-    out: list[Probe] = []
-    for dsts in space.kinds:
-        for dst in dsts:
-            for kind, ip, handler in space.sources(dst):
-                if handler == node:
-                    out.append(Probe(kind, ip, handler, *dst))
-    return list(dict.fromkeys(out))
 
 
 def _exec(netns: str, argv: list[str]) -> str | None:

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from hypothesis import strategies as st
 
 from svcnet.model import IPFamily
+from svcnet.probes import CLIENTS as CLIENTS  # re-exported
+from svcnet.probes import NODE_PORT_RANGE as NODE_PORT_RANGE
 
 V4, V6 = IPFamily.IPv4, IPFamily.IPv6
 
@@ -31,7 +33,6 @@ PORT_NAMES = ("http", "metrics")
 SERVICE_CIDR = {V4: "10.96.0.0/24", V6: "fd00:96::/120"}
 CLUSTER_CIDR = {V4: "10.244.0.0/16", V6: "fd00:244::/56"}
 LB_POOL = {V4: "203.0.113.0/29", V6: "2001:db8:1b::/125"}
-NODE_PORT_RANGE = (30000, 30063)
 
 
 def _service_index(namespace: str, name: str) -> int:
@@ -73,8 +74,8 @@ def external_ips_of(namespace: str, name: str, family: IPFamily) -> tuple[str, s
     return (f"2001:db8:e::{100 + 2 * index:x}", SHARED_IPS[V6])
 
 
-# Clients: the first is inside SOURCE_RANGES[family][0], the second outside all.
-CLIENTS = {V4: ("198.51.100.7", "192.0.2.9"), V6: ("2001:db8:c::7", "2001:db8:d::9")}
+# Clients (svcnet.probes): the first is inside SOURCE_RANGES[family][0], the second
+# outside all.
 SOURCE_RANGES = {
     V4: ("198.51.100.0/28", "192.168.56.0/24", "10.244.0.0/17"),
     V6: ("2001:db8:c::/64", "fd00:56::/64"),

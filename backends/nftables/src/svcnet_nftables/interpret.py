@@ -359,12 +359,14 @@ class Interpreter:
         return paths
 
     # -- probes ---------------------------------------------------------------------
-    def run(self, probe: Probe) -> tuple[Outcome, tuple[str, ...]]:
+    def first_hook(self, probe: Probe) -> tuple[Table, list[Path]] | None:
+        """``probe``'s packet walked through its first hook (``output`` for a node
+        source, ``prerouting`` otherwise) and its family's table; None: no table."""
         daddr = ipaddress.ip_address(probe.dst_ip)
         fam = "ip" if daddr.version == 4 else "ip6"
         table = self.tables.get(fam)
         if table is None:
-            return Outcome(Verdict.PASS), ()
+            return None
         pkt = Packet(
             fam=fam,
             saddr=ipaddress.ip_address(probe.source_ip),
@@ -374,13 +376,23 @@ class Interpreter:
             kind=probe.source_kind,
         )
         first = "output" if probe.source_kind is SourceKind.NODE else "prerouting"
-        paths = self.hook(table, first, [(Fraction(1), None, pkt)])
+        return table, self.hook(table, first, [(Fraction(1), None, pkt)])
+
+    def run(self, probe: Probe) -> tuple[Outcome, tuple[str, ...]]:
+        walked = self.first_hook(probe)
+        if walked is None:
+            return Outcome(Verdict.PASS), ()
+        table, paths = walked
         after: list[Path] = []
         for p, v, pk in paths:
             if v is None and pk.dnat is not None:
                 pk = attrs.evolve(pk, daddr=pk.dnat[0], dport=pk.dnat[1])
             after.append((p, v, pk))
-        paths = self.hook(table, "postrouting", after)
+        return self.outcome(probe, self.hook(table, "postrouting", after))
+
+    def outcome(self, probe: Probe, paths: list[Path]) -> tuple[Outcome, tuple[str, ...]]:
+        """The outcome of ``probe``'s walked ``paths`` and their trace (an
+        :class:`InterpretError` when the branches disagree)."""
         trace = tuple(dict.fromkeys(line for _, _, pk in paths for line in pk.trace))
         verdicts = {v for _, v, _ in paths}
         if verdicts == {"drop"}:
