@@ -84,6 +84,7 @@ def bench(session: nox.Session) -> None:
         "cli": ["bench/bench_cli.py"],
         "manifests": ["bench/bench_manifest_load.py", "--no-pyyaml"],
         "nftables": ["backends/nftables/bench_nft.py"],
+        "scale100k": ["bench/bench_scale100k.py"],
         "iptables": ["backends/iptables/bench_ipt.py"],
         "dataplane": ["bench/bench_dataplane.py"],
     }
