@@ -285,10 +285,16 @@ class KubeProxyNftables:
         """The table as ``nft -j list ruleset`` prints it (and ``nft -j -f`` takes it)."""
         fam, t = self.fam, TABLE
         out: list[dict[str, Any]] = [{"table": {"family": fam, "name": t}}]
+        for name in self.chains:
+            chain: dict[str, Any] = {"family": fam, "table": t, "name": name}
+            if name in self.base:
+                kind, hook, prio = self.base[name]
+                chain.update(type=kind, hook=hook, prio=prio, policy="accept")
+            out.append({"chain": chain})
         for name, (types, timeout) in self.sets.items():
             body: dict[str, Any] = {"family": fam, "table": t, "name": name, "type": types[0]}
             if timeout is not None:
-                body.update(flags=["timeout", "dynamic"], timeout=timeout)
+                body.update(flags=["timeout"], timeout=timeout)  # nft JSON input: no "dynamic"
             elems = {"cluster-ips": self.cluster_ips, "nodeport-ips": self.nodeport_ips}
             if elems.get(name):
                 body["elem"] = sorted(set(elems[name]))
@@ -298,12 +304,6 @@ class KubeProxyNftables:
             if elems:
                 body["elem"] = elems
             out.append({"map": body})
-        for name in self.chains:
-            chain: dict[str, Any] = {"family": fam, "table": t, "name": name}
-            if name in self.base:
-                kind, hook, prio = self.base[name]
-                chain.update(type=kind, hook=hook, prio=prio, policy="accept")
-            out.append({"chain": chain})
         handle = 0
         for name, rules in self.chains.items():
             for exprs in rules:
