@@ -50,6 +50,8 @@ from svcnet.cli.views import (
     with_version,
 )
 from svcnet.errors import ManifestError, NotFoundError
+from svcnet.manifests import precount
+from svcnet.manifests.precount import Counted
 from svcnet.model import (
     ClusterConfig,
     Kind,
@@ -133,10 +135,39 @@ def read_objects(paths: Sequence[str]) -> list[KubeObject]:
 
 def read_documents(paths: Sequence[str]) -> list[tuple[KubeObject, Mapping[str, Any]]]:
     """As :func:`read_objects`, each object with its document as written."""
+    return _validated(list(_files(paths)))
+
+
+def _validated(
+    texts: Sequence[tuple[str, str]], parsed: Sequence[list[Any] | None] = ()
+) -> list[tuple[KubeObject, Mapping[str, Any]]]:
+    """The objects of ``texts`` ((text, name) pairs) with their documents; a text's
+    documents already parsed (``parsed``, by position, None: not) are not read again."""
     out: list[tuple[KubeObject, Mapping[str, Any]]] = []
-    for text, name in _files(paths):
-        out.extend(manifests.load_documents(text, filename=name))
+    for i, (text, name) in enumerate(texts):
+        docs = parsed[i] if i < len(parsed) else None
+        if docs is None:
+            out.extend(manifests.load_documents(text, filename=name))
+        else:
+            kept = [d for d in docs if d is not None]
+            out.extend(manifests.load_documents(kept, filename=name))
     return out
+
+
+# Input this large is counted against the free ClusterIPs before it is validated
+# (svcnet.manifests.precount): 70,000 Services take seconds to validate, and a file
+# that exhausts the service CIDR is refused at once. Smaller input is validated
+# first; the step's own count refuses it as quickly.
+QUICK_COUNT_BYTES = 1 << 20
+
+
+def _quick_claims(texts: Sequence[tuple[str, str]]) -> list[Counted] | None:
+    """Each text's ClusterIP claims, when the input is large and every text can be
+    read quickly; else None."""
+    if sum(len(text) for text, _ in texts) < QUICK_COUNT_BYTES:
+        return None
+    counted = [precount.claims(text) for text, _ in texts]
+    return None if any(c is None for c in counted) else [c for c in counted if c is not None]
 
 
 def _apply_objects(objects: Sequence[KubeObject]) -> Apply:
@@ -167,15 +198,22 @@ def apply_cmd(files: Sequence[str]) -> None:
     """Apply every document of the FILEs at once (all or nothing)."""
     if not files:
         raise click.UsageError("give manifests with -f FILE|DIR|-")
-    documents = read_documents(files)
-    objects = [obj for obj, _ in documents]
-    if not objects:
+    texts = list(_files(files))
+    quick = _quick_claims(texts)
+    documents = _validated(texts) if quick is None else []
+    if quick is None and not documents:
         raise ManifestError("no objects in " + ", ".join(files))
-    written = {obj.key: _as_written(doc) for obj, doc in documents}
+    from svcnet.state.room import refuse_exhausting
     from svcnet.workloads.applying import keep_reported
 
     with current_store().modify() as session:
         old = session.state
+        if quick is not None:  # refused before validation when it cannot fit
+            refuse_exhausting(old, [claim for c in quick for claim in c.claims])
+            documents = _validated(texts, [c.documents for c in quick])
+        if not documents:
+            raise ManifestError("no objects in " + ", ".join(files))
+        written = {obj.key: _as_written(doc) for obj, doc in documents}
         # what the scheduler, kubelet and controllers reported stays (kubectl apply)
         objects = [
             keep_reported(get_object(old, obj.key), obj, has_status="status" in doc)
