@@ -75,9 +75,9 @@ def addresses(state: ClusterState, name: str = "web") -> list[str]:
 def test_authority_is_svcnet_by_default_and_converts_from_text() -> None:
     assert ClusterConfig().authority is Authority.SVCNET
     assert not ClusterConfig().api_authority
-    assert ClusterConfig(authority="api").api_authority  # type: ignore[arg-type]
+    assert ClusterConfig(authority="api").api_authority  # type: ignore[arg-type,unused-ignore]
     with pytest.raises(ValueError):
-        ClusterConfig(authority="kubelet")  # type: ignore[arg-type]
+        ClusterConfig(authority="kubelet")  # type: ignore[arg-type,unused-ignore]
 
 
 def test_api_endpoints_come_from_slices_never_from_the_selector() -> None:
