@@ -17,12 +17,22 @@ from click.testing import CliRunner
 from test_audit import FIXTURE
 from test_audit_nft import kube_nft, rules_of
 
+from svcnet import manifests
+from svcnet.cli.audit import read_netns, run_audit
 from svcnet.cli.dns import _state_from_files
 from svcnet.cli.main import cli
+from svcnet.model import ClusterConfig
+from svcnet.probes import node_probes
+from svcnet.state import Apply, ClusterState
 from svcnet.testing.plugin import create_netns, delete_netns, kernel_unavailable
 
 pytestmark = pytest.mark.kernel
 NODE = "node-a"
+DUAL_STACK = FIXTURE.parent / "dual-stack.yaml"
+DUAL_CONFIG = ClusterConfig(
+    service_cidrs=("10.96.0.0/16", "fd00:96::/112"),
+    cluster_cidrs=("10.244.0.0/16", "fd00:244::/56"),
+)
 
 
 @pytest.fixture
@@ -87,3 +97,29 @@ def test_kube_proxy_nft_rules_read_live_agree_then_damage_shows(netns: str) -> N
     assert findings
     assert all("10.244.2.11:9090" in f["rules"] for f in findings)
     assert all(any("dnat to 10.244.2.11 . 9090" in t for t in f["trace"]) for f in findings)
+
+
+def test_both_families_read_live_agree_then_a_lost_element_shows(netns: str) -> None:
+    """Dual-stack: ``ip kube-proxy`` and ``ip6 kube-proxy`` as the kernel lists them."""
+    objects = manifests.load(DUAL_STACK.read_text(), filename=str(DUAL_STACK))
+    state = ClusterState.empty(DUAL_CONFIG).step(Apply(tuple(objects)))
+    listing = kube_nft(state, NODE)
+    _load(netns, listing)
+    report = run_audit(state, NODE, None, *read_netns(netns))
+    assert report.layout == "kube-proxy-nftables"
+    assert report.ok and not report.findings, report.text()
+    assert {":" in p.dst_ip for p in node_probes(state, NODE)} == {True, False}  # both asked
+    # the IPv6 ClusterIP's service-ips element gone: rejected by cluster-ips-check
+    bad = copy.deepcopy(listing)
+    for obj in bad["nftables"]:
+        m = obj.get("map", {})
+        if m.get("family") == "ip6" and m.get("name") == "service-ips":
+            m["elem"] = [e for e in m["elem"] if e[0]["concat"][0] != "fd00:96::10"]
+            if not m["elem"]:
+                del m["elem"]  # nft takes no empty element list
+    _load(netns, bad)
+    report = run_audit(state, NODE, None, *read_netns(netns))
+    assert report.failures
+    for f in report.failures:
+        assert f.probe.dst_ip == "fd00:96::10" and f.rules == "reject"
+        assert any(t.startswith("ip6 cluster-ips-check") for t in f.trace), f.trace
