@@ -91,13 +91,13 @@ def test_count_is_a_lower_bound_of_the_validated_claims(
     if counted is None:  # any JSON is read; YAML unless it quotes or uses flow style
         assert form == "yaml" and ("'" in text or "{" in text), text
         return
-    agrees(counted.claims, validated_claims(docs))
+    agrees(counted, validated_claims(docs))
     plain = [c for c in validated_claims(docs) if c.dynamic and c.family is None]
     no_fields = [
         d for d in docs if d["kind"] == "Service" and not {"clusterIP", "ipFamilies",
                                                            "ipFamilyPolicy"} & set(d["spec"])
     ]  # fmt: skip
-    assert sum(c.dynamic for c in counted.claims) == len(no_fields) <= len(plain)
+    assert sum(c.dynamic for c in counted) == len(no_fields) <= len(plain)
 
 
 @pytest.mark.parametrize(
@@ -207,6 +207,6 @@ def test_the_early_refusal_is_the_steps_own() -> None:
     counted = precount.claims(yaml.safe_dump_all(docs))
     assert counted is not None
     with pytest.raises(ValidationError) as by_count:
-        refuse_exhausting(state, counted.claims)
+        refuse_exhausting(state, counted)
     assert str(by_count.value) == str(by_step.value)
     assert "Service default/s14" in str(by_step.value)

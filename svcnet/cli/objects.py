@@ -51,7 +51,6 @@ from svcnet.cli.views import (
 )
 from svcnet.errors import ManifestError, NotFoundError
 from svcnet.manifests import precount
-from svcnet.manifests.precount import Counted
 from svcnet.model import (
     ClusterConfig,
     Kind,
@@ -64,6 +63,7 @@ from svcnet.model import (
     ServiceType,
 )
 from svcnet.state import Apply, ClusterState, Configure, Delete
+from svcnet.state.room import ServiceClaim, refuse_exhausting
 from svcnet.state.selectors import Selector
 from svcnet.store import Listing, Store, WatchExpired, config_to_json
 
@@ -138,19 +138,11 @@ def read_documents(paths: Sequence[str]) -> list[tuple[KubeObject, Mapping[str, 
     return _validated(list(_files(paths)))
 
 
-def _validated(
-    texts: Sequence[tuple[str, str]], parsed: Sequence[list[Any] | None] = ()
-) -> list[tuple[KubeObject, Mapping[str, Any]]]:
-    """The objects of ``texts`` ((text, name) pairs) with their documents; a text's
-    documents already parsed (``parsed``, by position, None: not) are not read again."""
+def _validated(texts: Sequence[tuple[str, str]]) -> list[tuple[KubeObject, Mapping[str, Any]]]:
+    """The objects of ``texts`` ((text, name) pairs) with their documents."""
     out: list[tuple[KubeObject, Mapping[str, Any]]] = []
-    for i, (text, name) in enumerate(texts):
-        docs = parsed[i] if i < len(parsed) else None
-        if docs is None:
-            out.extend(manifests.load_documents(text, filename=name))
-        else:
-            kept = [d for d in docs if d is not None]
-            out.extend(manifests.load_documents(kept, filename=name))
+    for text, name in texts:
+        out.extend(manifests.load_documents(text, filename=name))
     return out
 
 
@@ -161,13 +153,18 @@ def _validated(
 QUICK_COUNT_BYTES = 1 << 20
 
 
-def _quick_claims(texts: Sequence[tuple[str, str]]) -> list[Counted] | None:
-    """Each text's ClusterIP claims, when the input is large and every text can be
-    read quickly; else None."""
+def _quick_claims(texts: Sequence[tuple[str, str]]) -> list[ServiceClaim] | None:
+    """The ClusterIP claims of all texts, when the input is large and every text
+    can be read quickly; else None."""
     if sum(len(text) for text, _ in texts) < QUICK_COUNT_BYTES:
         return None
-    counted = [precount.claims(text) for text, _ in texts]
-    return None if any(c is None for c in counted) else [c for c in counted if c is not None]
+    out: list[ServiceClaim] = []
+    for text, _ in texts:
+        found = precount.claims(text)
+        if found is None:
+            return None
+        out.extend(found)
+    return out
 
 
 def _apply_objects(objects: Sequence[KubeObject]) -> Apply:
@@ -203,14 +200,13 @@ def apply_cmd(files: Sequence[str]) -> None:
     documents = _validated(texts) if quick is None else []
     if quick is None and not documents:
         raise ManifestError("no objects in " + ", ".join(files))
-    from svcnet.state.room import refuse_exhausting
     from svcnet.workloads.applying import keep_reported
 
     with current_store().modify() as session:
         old = session.state
         if quick is not None:  # refused before validation when it cannot fit
-            refuse_exhausting(old, [claim for c in quick for claim in c.claims])
-            documents = _validated(texts, [c.documents for c in quick])
+            refuse_exhausting(old, quick)
+            documents = _validated(texts)
         if not documents:
             raise ManifestError("no objects in " + ", ".join(files))
         written = {obj.key: _as_written(doc) for obj, doc in documents}

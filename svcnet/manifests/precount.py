@@ -7,9 +7,8 @@ and whether it takes a dynamic ClusterIP (a :class:`~svcnet.state.room.ServiceCl
 and :func:`svcnet.state.room.refuse_exhausting` then refuses the batch with the
 step's own error before anything is built.
 
-* JSON text goes through the C ``json`` reader (:func:`fastload.json_documents`,
-  the same values the loader gives), and the parsed documents are kept so the
-  text is not read twice.
+* JSON text goes through the C ``json`` reader (without the loader's hooks, which
+  give numbers and special floats their YAML meaning and change nothing counted).
 * YAML text is scanned line by line, not parsed, and only when it is in the plain
   block style ``yaml.safe_dump`` and people write: every line a ``key:``,
   ``key: value`` or ``- item`` with plain names and values (no quotes, flow
@@ -26,17 +25,15 @@ has other faults as well, the exhaustion is the one reported.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
-import attrs
-
-from svcnet.manifests import fastload
 from svcnet.manifests.fields import dns1035_label_error, dns1123_label_error
 from svcnet.state.room import ServiceClaim
 
-__all__ = ["Counted", "claims", "json_claims", "yaml_claims"]
+__all__ = ["claims", "json_claims", "yaml_claims"]
 
 _LISTS = frozenset({"List", "ServiceList"})
 # a Service field that may change what the allocator gives: the service is not counted
@@ -44,24 +41,18 @@ _NOT_PLAIN = frozenset({"clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy
 _TYPES = {"ClusterIP": True, "NodePort": True, "LoadBalancer": True, "ExternalName": False}
 
 
-@attrs.frozen
-class Counted:
-    """The claims of one text, and its documents when reading them was the count's
-    first step (JSON), so the loader need not read the text again."""
-
-    claims: tuple[ServiceClaim, ...]
-    documents: list[Any] | None = None
-
-
-def claims(text: str) -> Counted | None:
+def claims(text: str) -> tuple[ServiceClaim, ...] | None:
     """The Services ``text`` (JSON or YAML) claims, in order; None when the quick
     reading cannot tell (the text is then left to the loader and the step)."""
-    documents = fastload.json_documents(text)
-    if documents is not None:
-        found = json_claims(documents)
-        return None if found is None else Counted(found, documents)
-    found = yaml_claims(text)
-    return None if found is None else Counted(found)
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            # the C reader without the loader's YAML-meaning hooks: they change
+            # numbers and special floats, never the strings and keys counted here
+            documents = json.loads(text)
+        except (ValueError, RecursionError):
+            return None
+        return json_claims([documents])
+    return yaml_claims(text)
 
 
 # -- JSON: parsed documents ------------------------------------------------------------
@@ -112,7 +103,7 @@ def _json_service(doc: dict[str, Any]) -> ServiceClaim | None:
     dynamic = (
         doc.get("apiVersion") == "v1"
         and _TYPES.get(kind, False) is True
-        and not any(field in spec for field in _NOT_PLAIN)
+        and _NOT_PLAIN.isdisjoint(spec)
     )
     return ServiceClaim(names[1], names[0], dynamic)
 
@@ -196,7 +187,7 @@ def _yaml_doc(doc: str) -> ServiceClaim | bool:
     dynamic = (
         top.get("apiVersion") == "v1"
         and _TYPES.get(spec.get("type", "ClusterIP"), False) is True
-        and not any(field in spec for field in _NOT_PLAIN)
+        and _NOT_PLAIN.isdisjoint(spec)
     )
     return ServiceClaim(namespace, name, dynamic)
 
