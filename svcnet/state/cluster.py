@@ -57,11 +57,11 @@ from svcnet.model import (
     ReplicaSet,
     Service,
     ServiceType,
-    ip_family,
 )
 from svcnet.state import _bulk
 from svcnet.state import authority as _authority
 from svcnet.state import endpoints as _ep
+from svcnet.state import room as _room
 from svcnet.state.allocation import PodAllocations, ServiceAllocations
 from svcnet.state.workloads import check_workload
 
@@ -288,38 +288,9 @@ def step(state: ClusterState, event: Event) -> ClusterState:
 
 
 def _refuse_exhausting(state: ClusterState, objects: Sequence[KubeObject]) -> None:
-    """Refuse at once a batch that cannot fit its service CIDR.
-
-    Counts, per family, the new services that must take a dynamic ClusterIP there (no
-    address given; the primary family of a service that has a ClusterIP): a lower
-    bound of what the batch takes. When it exceeds the free addresses, the step would
-    fail anyway, after allocating for every service before it (a 70,000-service
-    file took 45 s to be refused); this raises the same error, naming the service at
-    which that count runs out, before any work."""
-    alloc = state._svc_alloc
-    if not alloc.families or state.config.api_authority:
-        return
-    free = {fam: pool.free_count for fam, pool in alloc.cluster_ips.items()}
-    batch = [obj for obj in objects if isinstance(obj, Service)]
-    for obj in batch:  # an updated service may give its addresses back: count them free
-        old = state.services.get((obj.namespace, obj.name))
-        for ip in old.cluster_ips if old is not None else ():
-            fam = ip_family(ip)
-            free[fam] = free.get(fam, 0) + 1
-    seen: set[NsName] = set()
-    for obj in batch:
-        key = (obj.namespace, obj.name)
-        if key in state.services or key in seen:
-            continue
-        seen.add(key)
-        if obj.type is ServiceType.EXTERNAL_NAME or obj.headless or obj.cluster_ips:
-            continue
-        fam = obj.ip_families[0] if obj.ip_families else alloc.families[0]
-        if fam not in free:
-            continue  # refused by the step itself, with its own message
-        free[fam] -= 1
-        if free[fam] < 0:
-            raise alloc.no_cluster_ip_left(str(obj.key), fam)
+    """Refuse at once a batch that cannot fit its service CIDR
+    (:func:`svcnet.state.room.refuse_exhausting` over its services)."""
+    _room.refuse_exhausting(state, [_room.claim_of(o) for o in objects if isinstance(o, Service)])
 
 
 def _apply_order(obj: KubeObject) -> int:

@@ -53,8 +53,8 @@ def refuse_exhausting(state: ClusterState, claims: Iterable[ServiceClaim]) -> No
     ``state`` (a :class:`~svcnet.state.ClusterState`) has free. Services already in
     the state are updates: they take no new address, and give theirs back first."""
     alloc = state._svc_alloc
-    if not alloc.families:
-        return
+    if not alloc.families or state.config.api_authority:
+        return  # no allocator, or the API server's addresses are taken as given
     batch: Sequence[ServiceClaim] = claims if isinstance(claims, Sequence) else list(claims)
     services = state.services
     free = {fam: pool.free_count for fam, pool in alloc.cluster_ips.items()}
