@@ -25,12 +25,12 @@ Pure except :class:`Template.build` and :func:`send` (the backend's I/O).
 from __future__ import annotations
 
 import errno
+import gc
 import socket
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 
-from svcnet._gc import paused
 from svcnet.errors import BackendError, BackendErrorKind
 from svcnet.kernel import netns
 from svcnet.model import IPFamily
@@ -263,12 +263,16 @@ def encode(plan: Plan) -> Elements | None:
     as :func:`svcnet_nftables.render.full_refs`); None when the plan needs what only
     libnftables writes here."""
     out = Elements()
+    collecting = gc.isenabled()  # (svcnet._gc is past the backend contract)
+    gc.disable()  # a large build of acyclic data: the collector only thrashes
     try:
-        with paused():  # a large build of acyclic data: the collector only thrashes
-            for svc in plan.services.values():
-                out.add_service(svc)
+        for svc in plan.services.values():
+            out.add_service(svc)
     except Unsupported:
         return None
+    finally:
+        if collecting:
+            gc.enable()
     return out
 
 
