@@ -1,7 +1,8 @@
 """svcnet's nftables data plane: tables ``ip svcnet`` and ``ip6 svcnet``.
 
-Only :mod:`svcnet_nftables.libnft` does I/O (libnftables for writes, a netlink
-reader of its own for reads); :mod:`.render`, :mod:`.readback`, :mod:`.nlread`,
+Only :mod:`svcnet_nftables.libnft` (libnftables, and a netlink reader of its own)
+and :mod:`svcnet_nftables.nlwrite` (full syncs and element-only changes as netlink
+batches of its own) do I/O; :mod:`.render`, :mod:`.readback`, :mod:`.nlread`,
 :mod:`.nlrules`, :mod:`.interpret` and :mod:`.observed` are pure. See the README for
 the layout.
 """

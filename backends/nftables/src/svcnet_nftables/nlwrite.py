@@ -15,11 +15,15 @@ and replays those attributes in the batch (so rule expressions are byte for byte
 what libnftables would send; no second rule compiler). A template depends only on
 the shared chains used and the node settings; it is cached per process.
 
-What this path does not write (session affinity, LoadBalancer source ranges: per
-service chains, sets and interval elements) makes :func:`encode` return None, and
+Element-only changes (:func:`changes_batch`: no shared chain born or gone, the same
+node settings) go as one batch of ``NFT_MSG_DELSETELEM`` then ``NEWSETELEM``
+messages. What this writer leaves out (session affinity, LoadBalancer source
+ranges: per-service chains, sets and interval elements; new settings or shared
+chains in a change) makes :func:`encode` / :func:`changes_batch` return None, and
 the backend uses libnftables for the whole transaction as before.
 
-Pure except :class:`Template.build` and :func:`send` (the backend's I/O).
+I/O only in :func:`build_template`, :func:`open_socket` and :func:`send` (called by
+the backend); the rest is encoding.
 """
 
 from __future__ import annotations
