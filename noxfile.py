@@ -124,7 +124,7 @@ def docs(session: nox.Session) -> None:
 # The IPVS backend's kernel side needs a kernel with IPVS: scripts/in-ipvs-vm boots one
 # (qemu, the host's / read-only). Everything is installed here first: the guest has no
 # network, and runs the session's own executables (--no-install semantics).
-IPVS_SCENARIOS = ["svcnet/scenarios", "/work/shared/scenarios/examples"]
+IPVS_SCENARIOS = ["svcnet/scenarios", "svcnet/scenarios/examples"]
 
 
 @nox.session(python=PYTHON)
@@ -160,5 +160,6 @@ def ipvs(session: nox.Session) -> None:
         "-c",
         script,
         external=True,
-        env={"VIRTUAL_ENV": session.virtualenv.location},
+        # the lab's pod and DNS servers start slowly under software emulation
+        env={"VIRTUAL_ENV": session.virtualenv.location, "SVCNET_LAB_START_TIMEOUT": "180"},
     )

@@ -418,7 +418,8 @@ class Lab:
                 procs.append((pod, proc))
         problems = []
         for pod, proc in procs:
-            if not _started(proc, 10.0):
+            # slow machines (the IPVS VM's software emulation) may need longer
+            if not _started(proc, float(os.environ.get("SVCNET_LAB_START_TIMEOUT", "10"))):
                 problems.append(f"pod {pod.key}: server did not start (see {log})")
             else:
                 self.progress(
@@ -472,7 +473,7 @@ class Lab:
                 procs.append((node, proc))
         problems = []
         for node, proc in procs:
-            if not _started(proc, 15.0):
+            if not _started(proc, float(os.environ.get("SVCNET_LAB_START_TIMEOUT", "15"))):
                 problems.append(f"node {node.name}: DNS server did not start (see {log})")
             else:
                 self.progress(f"node {node.name}: DNS on {node.ip}:{DNS_PORT} (pid {proc.pid})")
