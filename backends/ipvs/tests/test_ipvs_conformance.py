@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from ipvs_support import ipvs_unavailable
 from svcnet_ipvs import IpvsBackend
 
-from conftest import ipvs_unavailable
 from svcnet.testing import run_conformance
 from svcnet.testing.plugin import NetnsFactory
 

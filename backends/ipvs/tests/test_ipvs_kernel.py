@@ -11,11 +11,11 @@ import subprocess
 
 import pytest
 from ipvs_plans import EPS, NODE_IP, plan
+from ipvs_support import ipvs_unavailable
 from svcnet_ipvs import IpvsBackend, ops, render
 from svcnet_ipvs.kernel import Kernel
 from svcnet_ipvs.render import RealServer, VirtualServer
 
-from conftest import ipvs_unavailable
 from svcnet.errors import BackendError, BackendErrorKind
 from svcnet.model import IPFamily, Protocol
 from svcnet.probe import Probe, SourceKind, Verdict
