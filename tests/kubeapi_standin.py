@@ -30,10 +30,15 @@ import socket
 import threading
 import urllib.parse
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+
+from svcnet.manifests import to_manifest
+from svcnet.model import IPFamily, TrafficDistribution, ip_family
+from svcnet.state import ClusterState
 
 COLLECTIONS = {
     "/api/v1/services": ("Service", "v1"),
@@ -508,4 +513,71 @@ def endpoint_json(ip: str, node: str = "", ready: bool = True, **more: Any) -> d
     if node:
         out["nodeName"] = node
     out.update(more)
+    return out
+
+
+def api_objects(state: ClusterState) -> list[dict[str, Any]]:
+    """The state as an API server holds it: nodes, services (with svcnet's
+    allocations as the API server's) and, per service and family, EndpointSlices
+    grouping the endpoints that share their port numbers."""
+    out = [realistic(to_manifest(node)) for node in state.nodes.values()]
+    for (ns, name), svc in sorted(state.services.items()):
+        service = realistic(to_manifest(svc))
+        out.append(service)
+        # per address: its endpoint and its port numbers by port name
+        by_ip: dict[str, tuple[Any, dict[str, int]]] = {}
+        for port_name, eps in state.service_endpoints(ns, name).items():
+            for e in eps:
+                by_ip.setdefault(e.ip, (e, {}))[1][port_name] = e.port
+        groups: dict[tuple[IPFamily, tuple[tuple[str, int], ...]], list[Any]] = defaultdict(list)
+        for ip, (e, numbers) in sorted(by_ip.items()):
+            groups[(ip_family(ip), tuple(sorted(numbers.items())))].append(e)
+        protocols = {p.name: p.protocol.value for p in svc.ports}
+        # topology hints as the EndpointSlice controller writes them for a
+        # trafficDistribution: each endpoint's own zone when every ready one has a
+        # zone; PreferSameNode adds each endpoint's own node
+        ready = [e for e, _ in by_ip.values() if e.ready]
+        dist = svc.traffic_distribution
+        zone_hints = dist is not None and bool(ready) and all(e.zone for e in ready)
+        node_hints = dist is TrafficDistribution.PREFER_SAME_NODE
+        for i, ((family, ports), members) in enumerate(sorted(groups.items(), key=str)):
+            endpoints = []
+            for e in members:
+                ep: dict[str, Any] = {
+                    "addresses": [e.ip],
+                    "conditions": {
+                        "ready": e.ready,
+                        "serving": e.serving,
+                        "terminating": e.terminating,
+                    },
+                }
+                if e.node_name:
+                    ep["nodeName"] = e.node_name
+                if e.zone:
+                    ep["zone"] = e.zone
+                if e.pod:
+                    ep["targetRef"] = {"kind": "Pod", "namespace": ns, "name": e.pod}
+                hints: dict[str, Any] = {}
+                if zone_hints and e.zone:
+                    hints["forZones"] = [{"name": e.zone}]
+                if node_hints and e.node_name:
+                    hints["forNodes"] = [{"name": e.node_name}]
+                if hints:
+                    ep["hints"] = hints
+                endpoints.append(ep)
+            doc = {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name}-{family.value.lower()}{i}",
+                    "namespace": ns,
+                    "labels": {"kubernetes.io/service-name": name},
+                },
+                "addressType": family.value,
+                "endpoints": endpoints,
+                "ports": [
+                    {"name": p, "port": n, "protocol": protocols.get(p, "TCP")} for p, n in ports
+                ],
+            }
+            out.append(realistic(doc, owner=service))
     return out

@@ -88,7 +88,9 @@ def test_kube_source_standin_lists_like_kube_proxy(api: StandIn, source: KubeSou
     listing = source.list()
     state = listing.state
     assert state.config.api_authority
-    assert sorted(state.services) == [("default", "web")]  # the other proxy's is not listed
+    # the other proxy's is listed (its addresses pass), never proxied
+    assert sorted(state.services) == [("default", "other"), ("default", "web")]
+    assert not state.services[("default", "other")].proxied
     assert endpoints_of(state) == ["10.244.1.5:8080"]
     node = state.nodes["node-a"]
     assert (node.addresses, node.pod_cidrs, node.zone) == (
@@ -100,6 +102,9 @@ def test_kube_source_standin_lists_like_kube_proxy(api: StandIn, source: KubeSou
     assert listing.version == source.version == 1
     services_list = next(r for r in api.requests if r.startswith("/api/v1/services?"))
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(services_list).query))
+    assert query["labelSelector"] == "!service.kubernetes.io/headless"
+    slices_list = next(r for r in api.requests if "/endpointslices?" in r)
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(slices_list).query))
     assert query["labelSelector"] == (
         "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
     )
@@ -201,7 +206,7 @@ def test_kube_source_standin_an_object_turned_unusable_is_deleted(
     assert kinds == [
         (ChangeType.DELETED, "web-abcde"),
         (ChangeType.ADDED, "mine"),
-        (ChangeType.DELETED, "mine"),  # it became another proxy's
+        (ChangeType.MODIFIED, "mine"),  # it became another proxy's: kept, not proxied
     ]
     assert "EndpointSlice default/web-abcde" in source.skipped
     assert endpoints_of(fold(state, changes)) == []

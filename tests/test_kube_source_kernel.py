@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 
 pytest.importorskip("kubernetes", reason="the kubernetes extra is not installed")
 
-from kubeapi_standin import StandIn, realistic
+from kubeapi_standin import StandIn, api_objects
 from storehelp import save
 
 from svcnet import manifests, semantics
@@ -32,8 +31,6 @@ from svcnet.agent.kube import KubeSource
 from svcnet.agent.source import Source
 from svcnet.backend import load_backend
 from svcnet.kernel import netns
-from svcnet.manifests import to_manifest
-from svcnet.model import IPFamily, ip_family
 from svcnet.probe import Probe, make_probe
 from svcnet.scenario.format import Scenario, StepKind
 from svcnet.scenario.run import load_scenario, packaged_scenarios, probe_source
@@ -74,59 +71,6 @@ def state_at_first_expect(sc: Scenario) -> tuple[ClusterState, list[Event], Any]
         state = state.step(event)
         events.append(event)
     raise AssertionError(f"{sc.path}: no expect step")
-
-
-def api_objects(state: ClusterState) -> list[dict[str, Any]]:
-    """The state as an API server holds it: nodes, services (with svcnet's
-    allocations as the API server's) and, per service and family, EndpointSlices
-    grouping the endpoints that share their port numbers."""
-    out = [realistic(to_manifest(node)) for node in state.nodes.values()]
-    for (ns, name), svc in sorted(state.services.items()):
-        service = realistic(to_manifest(svc))
-        out.append(service)
-        # per address: its endpoint and its port numbers by port name
-        by_ip: dict[str, tuple[Any, dict[str, int]]] = {}
-        for port_name, eps in state.service_endpoints(ns, name).items():
-            for e in eps:
-                by_ip.setdefault(e.ip, (e, {}))[1][port_name] = e.port
-        groups: dict[tuple[IPFamily, tuple[tuple[str, int], ...]], list[Any]] = defaultdict(list)
-        for ip, (e, numbers) in sorted(by_ip.items()):
-            groups[(ip_family(ip), tuple(sorted(numbers.items())))].append(e)
-        protocols = {p.name: p.protocol.value for p in svc.ports}
-        for i, ((family, ports), members) in enumerate(sorted(groups.items(), key=str)):
-            endpoints = []
-            for e in members:
-                ep: dict[str, Any] = {
-                    "addresses": [e.ip],
-                    "conditions": {
-                        "ready": e.ready,
-                        "serving": e.serving,
-                        "terminating": e.terminating,
-                    },
-                }
-                if e.node_name:
-                    ep["nodeName"] = e.node_name
-                if e.zone:
-                    ep["zone"] = e.zone
-                if e.pod:
-                    ep["targetRef"] = {"kind": "Pod", "namespace": ns, "name": e.pod}
-                endpoints.append(ep)
-            doc = {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"{name}-{family.value.lower()}{i}",
-                    "namespace": ns,
-                    "labels": {"kubernetes.io/service-name": name},
-                },
-                "addressType": family.value,
-                "endpoints": endpoints,
-                "ports": [
-                    {"name": p, "port": n, "protocol": protocols.get(p, "TCP")} for p, n in ports
-                ],
-            }
-            out.append(realistic(doc, owner=service))
-    return out
 
 
 @contextlib.contextmanager

@@ -26,10 +26,13 @@ object, to drop a stale event). A watch asked from any other version than the
 last one given out raises WatchExpired, so the agent lists again.
 
 What svcnet cannot use is skipped, with a warning naming the object and why (an
-FQDN EndpointSlice, a field svcnet refuses); a Service labelled
-``service.kubernetes.io/service-proxy-name`` (another proxy's) or
-``service.kubernetes.io/headless`` is not even listed (the same label selector
-as kube-proxy). An object that stops being usable is deleted from the state.
+FQDN EndpointSlice, a field svcnet refuses); a Service or EndpointSlice labelled
+``service.kubernetes.io/headless`` is not even listed (as kube-proxy). Unlike
+kube-proxy, Services labelled ``service.kubernetes.io/service-proxy-name``
+(another proxy's) are listed: the core never proxies them, and knowing their
+addresses lets their ClusterIPs pass instead of being dropped as unallocated
+(SEMANTICS.md: every address of such a service passes); their EndpointSlices are
+not listed. An object that stops being usable is deleted from the state.
 
 The client is the official ``kubernetes`` package (the ``kubernetes`` extra): its
 configuration (kubeconfig or in-cluster service account), authentication and
@@ -70,8 +73,10 @@ __all__ = ["HEADLESS_LABEL", "RESOURCES", "KubeSource", "Resource", "decode_obje
 LOG = logging.getLogger("svcnet.agent.kube")
 
 HEADLESS_LABEL = "service.kubernetes.io/headless"
-# kube-proxy's Service (and EndpointSlice) label selector: no other proxy's, no headless
-PROXY_SELECTOR = f"!{SERVICE_PROXY_NAME_LABEL},!{HEADLESS_LABEL}"
+# kube-proxy's label selector is "!service-proxy-name,!headless" for both kinds;
+# svcnet lists other proxies' Services (their addresses pass, SEMANTICS.md)
+SERVICE_SELECTOR = f"!{HEADLESS_LABEL}"
+SLICE_SELECTOR = f"!{SERVICE_PROXY_NAME_LABEL},!{HEADLESS_LABEL}"
 
 RELIST_PERIOD = 900.0  # seconds between periodic relists
 WATCH_TIMEOUT = 300  # the server ends each watch after about this long (kube: 5-10 min)
@@ -92,12 +97,12 @@ class Resource:
 
 
 RESOURCES = (
-    Resource("Service", "v1", "list_service_for_all_namespaces", PROXY_SELECTOR),
+    Resource("Service", "v1", "list_service_for_all_namespaces", SERVICE_SELECTOR),
     Resource(
         "EndpointSlice",
         "discovery.k8s.io/v1",
         "list_endpoint_slice_for_all_namespaces",
-        f"!{SERVICE_PROXY_NAME_LABEL}",
+        SLICE_SELECTOR,
     ),
     Resource("Node", "v1", "list_node"),
 )
@@ -120,11 +125,11 @@ def decode_object(resource: Resource, raw: Mapping[str, Any]) -> KubeObject:
     doc.setdefault("apiVersion", resource.api_version)
     doc.setdefault("kind", resource.kind)
     labels = (doc.get("metadata") or {}).get("labels") or {}
-    if resource.kind == "Service" and (
-        SERVICE_PROXY_NAME_LABEL in labels or HEADLESS_LABEL in labels
+    if HEADLESS_LABEL in labels or (
+        resource.kind == "EndpointSlice" and SERVICE_PROXY_NAME_LABEL in labels
     ):
         name = _name_of(doc)
-        raise ValidationError(f"Service {name}", "metadata.labels", "not for this proxy")
+        raise ValidationError(f"{resource.kind} {name}", "metadata.labels", "not for this proxy")
     return parse_object(doc)
 
 
