@@ -25,11 +25,11 @@ from collections.abc import Mapping
 from fractions import Fraction
 
 import attrs
-from svcnet_nftables.interpret import Interpreter, InterpretError, Packet, Path
+from svcnet_nftables.interpret import Interpreter, InterpretError, Path
 from svcnet_nftables.readback import Table
 
 from svcnet.model import IPFamily
-from svcnet.probe import Outcome, Probe, SourceKind, Target, Verdict
+from svcnet.probe import Outcome, Probe, SourceKind, Verdict
 from svcnet_ipvs.render import VirtualServer
 
 FWD_MASQ = 0  # IP_VS_CONN_F_MASQ: NAT
@@ -94,47 +94,17 @@ def _ipvs(observed: Observed, probe: Probe, paths: list[Path]) -> list[Path]:
 
 
 def run(observed: Observed, probe: Probe) -> tuple[Outcome, tuple[str, ...]]:
-    """The outcome of ``probe`` and the trace of its walk."""
-    daddr = ipaddress.ip_address(probe.dst_ip)
-    fam = "ip" if daddr.version == 4 else "ip6"
+    """The outcome of ``probe`` and the trace of its walk (the nftables backend's
+    interpreter walks the companion table's hooks and sums the paths up)."""
+    fam = "ip" if ipaddress.ip_address(probe.dst_ip).version == 4 else "ip6"
     table = observed.tables.get(fam)
     if table is None:
         return Outcome(Verdict.PASS), ()
     nft = Interpreter({fam: table})
-    pkt = Packet(
-        fam=fam,
-        saddr=ipaddress.ip_address(probe.source_ip),
-        daddr=daddr,
-        proto=probe.protocol.value.lower(),
-        dport=probe.dst_port,
-        kind=probe.source_kind,
-    )
-    first = "output" if probe.source_kind is SourceKind.NODE else "prerouting"
-    paths = nft.hook(table, first, [(Fraction(1), None, pkt)])
-    paths = nft.hook(table, "postrouting", _ipvs(observed, probe, paths))
-    trace = tuple(dict.fromkeys(line for _, _, pk in paths for line in pk.trace))
-    verdicts = {v for _, v, _ in paths}
-    if verdicts == {"drop"}:
-        return Outcome(Verdict.DROP), trace
-    if verdicts == {"reject"}:
-        return Outcome(Verdict.REJECT), trace
-    if verdicts != {None}:
-        raise InterpretError(f"{probe}: branches disagree ({sorted(map(str, verdicts))})")
-    nat = [(p, pk) for p, _, pk in paths if pk.dnat is not None]
-    if not nat:
-        return Outcome(Verdict.PASS), trace
-    if len(nat) != len(paths):
-        raise InterpretError(f"{probe}: some branches go to IPVS, others do not")
-    probs: dict[tuple[str, int, bool], Fraction] = {}
-    for p, pk in nat:
-        assert pk.dnat is not None
-        key = (str(pk.dnat[0]), pk.dnat[1], pk.masquerade)
-        probs[key] = probs.get(key, Fraction(0)) + p
-    affinity = {pk.affinity for _, pk in nat}
-    if len(affinity) != 1:
-        raise InterpretError(f"{probe}: branches disagree on session affinity")
-    targets = frozenset(Target(ip, port, masq, pr) for (ip, port, masq), pr in probs.items())
-    return Outcome(Verdict.FORWARD, targets, affinity.pop()), trace
+    walked = nft.first_hook(probe)
+    assert walked is not None  # the table of the probe's family exists
+    paths = nft.hook(table, "postrouting", _ipvs(observed, probe, walked[1]))
+    return nft.outcome(probe, paths)
 
 
 def evaluate(observed: Observed, probe: Probe) -> Outcome:
