@@ -128,55 +128,72 @@ _NAMESPACES: dict[str, bool] = {}  # namespace -> valid (a file has few)
 # keys); nor is it with a document end marker.
 _SPECIAL = tuple("\"'{}[]&*!|>%@`#\t\r?")
 _WORD = r"[A-Za-z0-9][-A-Za-z0-9_./]*"
-_SEPARATOR = re.compile(r"^---[ ]*\n", re.MULTILINE)
-# the usual shape of a Service document (yaml.safe_dump's order, and people's)
-_SHAPE = re.compile(
-    rf"apiVersion: ({_WORD})\nkind: ({_WORD})\nmetadata:\n((?: +\S[^\n]*\n)+)"
-    rf"spec:\n((?: +\S[^\n]*\n|-[^\n]*\n)+)"
-)
-_TOP = re.compile(r"^(\S[^\n]*)$", re.MULTILINE)
-_TOP_ENTRY = re.compile(rf"({_WORD}):(?: +({_WORD}))? *")
-_ENTRIES: dict[int, re.Pattern[str]] = {}  # by indentation: the entries of a block
+# Every key line of the text ("key:" or "key: value", any indentation), and the
+# "---" separators, in order: the scan reads nothing else (list items and deeper
+# lines only matter to it through their indentation, which it skips).
+_KEYS = re.compile(rf"^(?:(---)[ ]*|( *)({_WORD}):(?: +(\S+))?[ ]*)$", re.MULTILINE)
+# A top-level line that is neither a plain "key:"/"key: value" nor a separator.
+_ODD_TOP = re.compile(rf"^(?!---[ ]*$)(?!{_WORD}:(?: +\S+)?[ ]*$)\S", re.MULTILINE)
 # PyYAML's resolver reads these (lowercase) plain words as booleans or null
 _NOT_STRINGS = frozenset({"yes", "no", "true", "false", "on", "off", "null"})
+_BLOCKS = ("metadata", "spec")
 
 
 def yaml_claims(text: str) -> tuple[ServiceClaim, ...] | None:
     """The claims of a YAML text in plain block style, None for any other text."""
-    if not text.endswith("\n"):
-        text += "\n"
     if any(c in text for c in _SPECIAL) or text.startswith("...") or "\n..." in text:
         return None
+    if (text[:1] in (" ", "-") and not text.startswith("---")) or _ODD_TOP.search(text):
+        return None  # a document that is not a plain mapping at the top
     out: list[ServiceClaim] = []
-    for doc in _SEPARATOR.split(text):
-        if not doc.strip():
+    top: dict[str, str] = {}
+    blocks: dict[str, dict[str, str]] = {}
+    block: dict[str, str] | None = None  # the entries of the top-level key we are in
+    indent = 0  # its entries' indentation (0: not seen yet)
+    for sep, spaces, key, value in _KEYS.findall(text):
+        if sep:
+            if top and not _finish(top, blocks, out):
+                return None
+            top, blocks, block = {}, {}, None
             continue
-        found = _yaml_doc(doc)
-        if found is False:
-            return None
-        if found is not True:
-            out.append(found)
+        if not spaces:
+            if key in top:
+                return None  # a duplicate key: the loader's error, not ours
+            top[key] = value
+            block = None
+            if key in _BLOCKS:
+                if value:
+                    return None  # a scalar where a mapping belongs
+                block = blocks[key] = {}
+                indent = 0
+            continue
+        if block is None:
+            continue
+        here = len(spaces)
+        if not indent:
+            indent = here
+        if here == indent:
+            if key in block:
+                return None
+            block[key] = value
+        elif here < indent:
+            return None  # inconsistent indentation
+    if top and not _finish(top, blocks, out):
+        return None
     return tuple(out)
 
 
-def _yaml_doc(doc: str) -> ServiceClaim | bool:
-    """A document's claim; True: not a Service (claims nothing); False: unreadable."""
-    m = _SHAPE.fullmatch(doc)
-    top: dict[str, str] | None
-    if m is not None:
-        top = {"apiVersion": m.group(1), "kind": m.group(2)}
-        meta, spec = _block(m.group(3)), _block(m.group(4))
-    else:
-        top, blocks = _top(doc)
-        if top is None:
-            return False
-        meta, spec = blocks.get("metadata", {}), blocks.get("spec", {})
+def _finish(
+    top: dict[str, str], blocks: dict[str, dict[str, str]], out: list[ServiceClaim]
+) -> bool:
+    """Add a document's claim to ``out``; False when it cannot be read."""
     kind = top.get("kind")
-    if kind in _LISTS or kind is None:
+    if kind is None or kind in _LISTS:
         return False
     if kind != "Service":
         return True
-    if meta is None or spec is None:
+    meta, spec = blocks.get("metadata"), blocks.get("spec", {})
+    if not meta:
         return False
     names = _names(meta.get("name"), meta.get("namespace", "default"))
     if names is None or names[0] in _NOT_STRINGS or names[1] in _NOT_STRINGS:
@@ -189,43 +206,5 @@ def _yaml_doc(doc: str) -> ServiceClaim | bool:
         and _TYPES.get(spec.get("type", "ClusterIP"), False) is True
         and _NOT_PLAIN.isdisjoint(spec)
     )
-    return ServiceClaim(namespace, name, dynamic)
-
-
-def _top(doc: str) -> tuple[dict[str, str] | None, dict[str, dict[str, str] | None]]:
-    """The top-level entries of a document in another order, and the blocks under
-    ``metadata`` and ``spec``; (None, {}) when it is not a plain mapping."""
-    top: dict[str, str] = {}
-    blocks: dict[str, dict[str, str] | None] = {}
-    lines = list(_TOP.finditer(doc))
-    for i, line in enumerate(lines):
-        entry = _TOP_ENTRY.fullmatch(line.group(1))
-        if entry is None:
-            if line.group(1).startswith("- ") and i:
-                continue  # items of the entry above, at its own indentation
-            return None, {}
-        key, value = entry.group(1), entry.group(2) or ""
-        if key in top:
-            return None, {}  # a duplicate key: the loader's error, not ours
-        top[key] = value
-        if key in ("metadata", "spec"):
-            end = lines[i + 1].start() if i + 1 < len(lines) else len(doc)
-            body = doc[line.end() + 1 : end]
-            blocks[key] = None if value or not body.strip() else _block(body)
-    return top, blocks
-
-
-def _block(body: str) -> dict[str, str] | None:
-    """The ``key: value`` entries of an indented block mapping (its lines, at least
-    one); None when it is not one."""
-    indent = len(body) - len(body.lstrip(" "))
-    if not indent or body[indent] == "-":
-        return None
-    pattern = _ENTRIES.get(indent)
-    if pattern is None:
-        pattern = _ENTRIES[indent] = re.compile(
-            rf"^ {{{indent}}}({_WORD}):(?: +(\S*))?", re.MULTILINE
-        )
-    entries = pattern.findall(body)  # not the "- " items of a list under an entry
-    out = dict(entries)
-    return out if len(out) == len(entries) else None  # else a duplicate key
+    out.append(ServiceClaim(namespace, name, dynamic))
+    return True
