@@ -168,3 +168,10 @@ def test_interpreter_rejects_without_a_live_real_server() -> None:
 def test_interpreter_refuses_what_it_does_not_know() -> None:
     with pytest.raises(InterpretError, match="forwarding 3"):
         interpret.evaluate(_observed(A, method=3), PROBE)
+
+
+def test_interpreter_a_persistent_server_keeps_the_destination_port() -> None:
+    # the kernel's persistence template for firewall-mark services keeps the packet's
+    # port: real traffic in the VM was refused where the real server's port differed
+    out = interpret.evaluate(_observed(RealServer("10.0.0.1", 8080)), PROBE)
+    assert out.endpoints == {"10.0.0.1:80"}

@@ -80,12 +80,15 @@ def _ipvs(observed: Observed, probe: Probe, paths: list[Path]) -> list[Path]:
             out.append((p, "reject", attrs.evolve(pk, trace=t)))
             continue
         for d in live:
-            t = (*pk.trace, f"ipvs fwmark {vs.fwmark:#x} ({vs.scheduler}): {d.ip} port {d.port}")
+            # a persistent firewall-mark service keeps the packet's destination port
+            # (the kernel's ip_vs_sched_persist), not the real server's
+            port = pk.dport if vs.timeout is not None else d.port
+            t = (*pk.trace, f"ipvs fwmark {vs.fwmark:#x} ({vs.scheduler}): {d.ip} port {port}")
             pk2 = attrs.evolve(
                 pk,
                 daddr=ipaddress.ip_address(d.ip),
-                dport=d.port,
-                dnat=(ipaddress.ip_address(d.ip), d.port),
+                dport=port,
+                dnat=(ipaddress.ip_address(d.ip), port),
                 affinity=vs.timeout,
                 trace=t,
             )
