@@ -16,8 +16,13 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 
-BACKENDS = ["backends/memory", "backends/nftables", "backends/iptables"]
-BACKEND_INSTALLS = ["backends/memory", "backends/nftables", "backends/iptables[iptc]"]
+BACKENDS = ["backends/memory", "backends/nftables", "backends/iptables", "backends/ipvs"]
+BACKEND_INSTALLS = [
+    "backends/memory",
+    "backends/nftables",
+    "backends/iptables[iptc]",
+    "backends/ipvs",
+]
 PYTHON = "3.11"
 # Both ruff commands (check, format --check) run over these; the backends' src,
 # tests and bench scripts are under backends/.
@@ -134,7 +139,6 @@ def ipvs(session: nox.Session) -> None:
     the conformance harness with ``SVCNET_IPVS_EXAMPLES`` examples (default 200).
     ``nox -s ipvs -- CMD...`` runs CMD in the VM instead."""
     _install(session)
-    session.install("-e", "backends/ipvs")
     session.install("pytest-timeout")
     if session.posargs:
         script = " ".join(shlex.quote(a) for a in session.posargs)
