@@ -66,10 +66,11 @@ def refuse_exhausting(state: ClusterState, claims: Iterable[ServiceClaim]) -> No
                 olds[key] = old
     for old in olds.values():
         for ip in old.cluster_ips:
-            fam = ip_family(ip)
-            free[fam] = free.get(fam, 0) + 1
+            back = ip_family(ip)
+            free[back] = free.get(back, 0) + 1
     seen: set[tuple[str, str]] = set()
     primary = alloc.families[0]
+    left = free.pop(primary, 0)  # the primary family's count, kept apart: most claims
     for claim in batch:
         key = (claim.namespace, claim.name)
         if key in seen or key in olds:
@@ -77,11 +78,18 @@ def refuse_exhausting(state: ClusterState, claims: Iterable[ServiceClaim]) -> No
         seen.add(key)
         if not claim.dynamic:
             continue
-        fam = claim.family or primary
+        fam = claim.family
+        if fam is None or fam is primary:
+            left -= 1
+            if left < 0:
+                raise alloc.no_cluster_ip_left(_shown(claim), primary)
+            continue
         if fam not in free:
             continue  # refused by the step itself, with its own message
         free[fam] -= 1
         if free[fam] < 0:
-            raise alloc.no_cluster_ip_left(
-                str(ObjectKey(Kind.SERVICE, claim.namespace, claim.name)), fam
-            )
+            raise alloc.no_cluster_ip_left(_shown(claim), fam)
+
+
+def _shown(claim: ServiceClaim) -> str:
+    return str(ObjectKey(Kind.SERVICE, claim.namespace, claim.name))
