@@ -11,11 +11,14 @@ apart, for the same documents as YAML (``---`` documents) and as JSON (a
 - ``fastload``: :func:`svcnet.manifests.fastload.documents` (the JSON fast path,
   or the lean constructor over PyYAML's C composer);
 - ``json.loads``: the C json module alone (the floor for JSON);
+- ``precount``: :func:`svcnet.manifests.precount.claims`, the count ``apply`` makes
+  of a large input's ClusterIP claims before validating it;
 - ``objects``: :func:`svcnet.manifests.load` over the already-read documents
   (validation and the model objects);
 - ``step``: ``ClusterState.step`` refusing the batch;
 - ``apply``: the whole command, ``svcnet --store TMP apply -f FILE`` in a
-  subprocess (interpreter start, imports, reading, refusal), timed from outside.
+  subprocess (interpreter start, imports, reading, the count, refusal), timed from
+  outside, with its CPU time (user + system, from ``os.wait4``).
 
 Run: ``python bench/bench_manifest_load.py [N ...] [--no-pyyaml]`` (from the
 repository root; default N = 7,000 and 70,000; ``--no-pyyaml`` skips the old
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -38,7 +42,7 @@ import yaml
 
 import svcnet
 from svcnet.errors import SvcnetError
-from svcnet.manifests import fastload
+from svcnet.manifests import fastload, precount
 from svcnet.manifests.fastload import YamlLoader
 
 
@@ -68,11 +72,19 @@ def refuse(objects: list[Any]) -> str:
     return "accepted"
 
 
-def apply_command(path: str, tmp: str) -> tuple[float, int, str]:
+def _children_cpu() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def apply_command(path: str, tmp: str) -> tuple[float, float, int, str]:
+    """Wall and CPU seconds of ``svcnet apply -f path``, its exit status and last line."""
     store = os.path.join(tmp, f"store-{time.monotonic_ns()}.db")
     cmd = [sys.executable, "-m", "svcnet.cli.main", "--store", store, "apply", "-f", path]
+    cpu = _children_cpu()
     t, proc = timed(lambda: subprocess.run(cmd, capture_output=True, text=True, check=False))
-    return t, proc.returncode, (proc.stderr or proc.stdout).strip().splitlines()[-1:][0]
+    cpu = _children_cpu() - cpu
+    return t, cpu, proc.returncode, (proc.stderr or proc.stdout).strip().splitlines()[-1:][0]
 
 
 def one(n: int, with_pyyaml: bool, tmp: str) -> None:
@@ -92,6 +104,8 @@ def one(n: int, with_pyyaml: bool, tmp: str) -> None:
         if with_pyyaml:
             t, old = timed(lambda: list(yaml.load_all(text, Loader=YamlLoader)))  # noqa: B023
             row.append(f"pyyaml {t:6.2f} s")
+        t_count, claims = timed(lambda: precount.claims(text))  # noqa: B023
+        row.append(f"precount {t_count:5.2f} s ({len(claims or ())} claims)")
         t_fast, read = timed(lambda: fastload.documents(text))  # noqa: B023
         row.append(f"fastload {t_fast:5.2f} s")
         if with_pyyaml:
@@ -102,8 +116,8 @@ def one(n: int, with_pyyaml: bool, tmp: str) -> None:
         path = os.path.join(tmp, f"svc{n}.{fmt}")
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
-        t_cmd, rc, last = apply_command(path, tmp)
-        row.append(f"apply {t_cmd:5.2f} s (rc {rc})")
+        t_cmd, cpu, rc, last = apply_command(path, tmp)
+        row.append(f"apply {t_cmd:5.2f} s, {cpu:5.2f} s CPU (rc {rc})")
         print("  ".join(row), flush=True)
         print(f"    step: {why[:90]}\n    apply: {last[:90]}", flush=True)
 
