@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import svcnet
 from svcnet.cli.objects import QUICK_COUNT_BYTES
 from svcnet.manifests import precount
-from svcnet.model import Service
+from svcnet.model import IPFamily, Service
 from svcnet.state.room import ServiceClaim, claim_of
 
 NAMES = st.from_regex(r"[a-z]([-a-z0-9]{0,6}[a-z0-9])?", fullmatch=True)
@@ -210,3 +210,65 @@ def test_the_early_refusal_is_the_steps_own() -> None:
         refuse_exhausting(state, counted)
     assert str(by_count.value) == str(by_step.value)
     assert "Service default/s14" in str(by_step.value)
+
+
+# -- the count itself: refuse_exhausting against a plain reading of its rule ----------
+
+FAMILIES = [None, IPFamily.IPv4, IPFamily.IPv6]
+
+
+def reference_refusal(
+    free: dict[IPFamily, int], existing: set[tuple[str, str]], claims: list[ServiceClaim]
+) -> tuple[str, IPFamily] | None:
+    """Which service runs out first, claim by claim: updates and repeats take
+    nothing; each new dynamic claim takes one address of its family."""
+    left, seen = dict(free), set()
+    for c in claims:
+        key = (c.namespace, c.name)
+        if key in existing or key in seen:
+            continue
+        seen.add(key)
+        fam = c.family or IPFamily.IPv4
+        if c.dynamic and fam in left:
+            left[fam] -= 1
+            if left[fam] < 0:
+                return c.name, fam
+    return None
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcdefgh"), st.booleans(), st.sampled_from(FAMILIES)),
+        max_size=12,
+    ),
+    st.sets(st.sampled_from("abcdefgh"), max_size=3),
+)
+def test_refuse_exhausting_names_the_first_claim_that_runs_out(
+    drawn: list[tuple[str, bool, IPFamily | None]], existing: set[str]
+) -> None:
+    # a few addresses per family; the existing services hold one IPv4 address each
+    config = svcnet.ClusterConfig(service_cidrs=("10.96.0.0/29", "fd00::/126"))
+    state = svcnet.ClusterState.empty(config)
+    if existing:
+        docs = [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+             "spec": {"ports": [{"port": 80}]}}
+            for name in sorted(existing)
+        ]  # fmt: skip
+        state = state.step(svcnet.Apply(tuple(svcnet.load(docs))))
+    claims = [ServiceClaim("default", name, dyn, fam) for name, dyn, fam in drawn]
+    # what the allocator has free, plus what updates give back first (one IPv4 each)
+    free = {fam: pool.free_count for fam, pool in state._svc_alloc.cluster_ips.items()}
+    free[IPFamily.IPv4] += len(existing & {c.name for c in claims})
+    expected = reference_refusal(free, {("default", n) for n in existing}, claims)
+    from svcnet.errors import ValidationError
+    from svcnet.state.room import refuse_exhausting
+
+    if expected is None:
+        refuse_exhausting(state, claims)
+        return
+    with pytest.raises(ValidationError) as err:
+        refuse_exhausting(state, claims)
+    name, fam = expected
+    assert f"Service default/{name}:" in str(err.value) and fam.value in str(err.value)

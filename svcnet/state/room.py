@@ -68,9 +68,21 @@ def refuse_exhausting(state: ClusterState, claims: Iterable[ServiceClaim]) -> No
         for ip in old.cluster_ips:
             back = ip_family(ip)
             free[back] = free.get(back, 0) + 1
-    seen: set[tuple[str, str]] = set()
     primary = alloc.families[0]
     left = free.pop(primary, 0)  # the primary family's count, kept apart: most claims
+    keys = [(claim.namespace, claim.name) for claim in batch]
+    if (
+        not olds
+        and len(set(keys)) == len(keys)
+        and not any(c.dynamic and c.family not in (None, primary) for c in batch)
+    ):
+        # new services only, each once, all on the primary family (a file applied
+        # to a store without them): the claims in order, and the one that runs out
+        primaries = [claim for claim in batch if claim.dynamic]
+        if len(primaries) > left:
+            raise alloc.no_cluster_ip_left(_shown(primaries[max(left, 0)]), primary)
+        return
+    seen: set[tuple[str, str]] = set()
     for claim in batch:
         key = (claim.namespace, claim.name)
         if key in seen or key in olds:
