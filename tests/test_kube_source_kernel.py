@@ -40,12 +40,21 @@ from svcnet.store import Store
 pytestmark = pytest.mark.kernel
 
 DEADLINE = 60.0
+# a dozen, one or two per area (every scenario is checked without the kernel in
+# tests/test_kube_source_scenarios.py)
 SCENARIOS = (
     "clusterip-forwards-per-port",
+    "clusterip-rejects-when-no-pod-ready",
     "nodeport-cluster-policy-forwards",
     "external-ip-local-policy",
     "session-affinity-clientip-sticky",
     "lb-ingress-status-used",
+    "lb-source-ranges-drop-outside",
+    "dual-stack-clusterip",
+    "endpointslice-serving-terminating-fallback",
+    "prefer-close-same-zone",
+    "traffic-distribution-prefer-same-node",
+    "service-proxy-name-label-passes",
 )
 
 
