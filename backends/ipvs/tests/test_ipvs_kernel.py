@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+import ipvs_support
 import pytest
 from ipvs_plans import EPS, NODE_IP, plan
 from ipvs_support import ipvs_unavailable
@@ -21,6 +22,8 @@ from svcnet.model import IPFamily, Protocol
 from svcnet.probe import Probe, SourceKind, Verdict
 
 pytestmark = pytest.mark.kernel
+
+netns = ipvs_support.netns  # the namespace fixture (this directory has no conftest.py)
 
 
 def _in(ns: str, *args: str) -> str:
