@@ -9,10 +9,10 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import test_audit_kernel
 from click.testing import CliRunner
 from test_audit import FIXTURE
 from test_audit_nft import kube_nft, rules_of
@@ -24,7 +24,6 @@ from svcnet.cli.main import cli
 from svcnet.model import ClusterConfig
 from svcnet.probes import node_probes
 from svcnet.state import Apply, ClusterState
-from svcnet.testing.plugin import create_netns, delete_netns, kernel_unavailable
 
 pytestmark = pytest.mark.kernel
 NODE = "node-a"
@@ -35,16 +34,7 @@ DUAL_CONFIG = ClusterConfig(
 )
 
 
-@pytest.fixture
-def netns() -> Iterator[str]:
-    reason = kernel_unavailable()
-    if reason:
-        pytest.skip(reason)
-    name = create_netns("svcnet-au-")
-    try:
-        yield name
-    finally:
-        delete_netns(name)
+netns = test_audit_kernel.netns  # a fresh svcnet-au-* namespace per test
 
 
 def _load(netns: str, listing: dict[str, Any]) -> None:
