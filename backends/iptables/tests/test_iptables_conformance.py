@@ -11,10 +11,12 @@ from svcnet_iptables import IptablesBackend
 from svcnet.testing import run_conformance
 from svcnet.testing.plugin import NetnsFactory, kernel_unavailable
 
-# 500 derandomised examples per variant of the restore driver (about 0.55 s per
-# example with the nft variant and 0.3 s with legacy here: one iptables-save per
-# family after each change, shared by the probes that follow).
-EXAMPLES = 500
+# 250 derandomised examples per variant of the restore driver. Every probe reads
+# the kernel (no read-back cache), about 1.5 s per example with the nft variant on
+# 2026-12-06: 500 took 13 minutes of CI's 60, so the count was halved to keep CI
+# under its limit as other suites grew (the nftables and scenario suites cover the
+# same plans; the layout is unchanged since 500 passed).
+EXAMPLES = 250
 
 
 def _forced(variant: str) -> type[IptablesBackend]:
