@@ -207,8 +207,8 @@ def apply_cmd(files: Sequence[str]) -> None:
         if quick is not None:  # refused before validation when it cannot fit
             refuse_exhausting(old, quick)
             documents = _validated(texts)
-        if not documents:
-            raise ManifestError("no objects in " + ", ".join(files))
+            if not documents:
+                raise ManifestError("no objects in " + ", ".join(files))
         written = {obj.key: _as_written(doc) for obj, doc in documents}
         # what the scheduler, kubelet and controllers reported stays (kubectl apply)
         objects = [

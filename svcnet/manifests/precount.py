@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from svcnet.manifests.fields import dns1123_label_error
+from svcnet.manifests.fields import dns1035_label_error, dns1123_label_error
 from svcnet.state.room import ServiceClaim
 
 __all__ = ["claims", "json_claims", "yaml_claims"]
@@ -38,7 +38,8 @@ __all__ = ["claims", "json_claims", "yaml_claims"]
 _LISTS = frozenset({"List", "ServiceList"})
 # a Service field that may change what the allocator gives: the service is not counted
 _NOT_PLAIN = frozenset({"clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"})
-_TYPES = {"ClusterIP": True, "NodePort": True, "LoadBalancer": True, "ExternalName": False}
+# the types that take a ClusterIP (not ExternalName; an unknown type is refused later)
+_CLUSTER_IP_TYPES = frozenset({"ClusterIP", "NodePort", "LoadBalancer"})
 
 
 def claims(text: str) -> tuple[ServiceClaim, ...] | None:
@@ -80,11 +81,7 @@ def _walk(documents: Iterable[Any], out: list[ServiceClaim], depth: int) -> bool
                 spec = doc.get("spec", _NO_SPEC)
                 if names is None or type(spec) is not dict:
                     return False
-                dynamic = (
-                    doc.get("apiVersion") == "v1"
-                    and _TYPES.get(spec.get("type", "ClusterIP")) is True
-                    and _NOT_PLAIN.isdisjoint(spec)
-                )
+                dynamic = _dynamic(doc.get("apiVersion"), spec)
                 append(ServiceClaim(names[1], names[0], dynamic))
             elif kind in _LISTS:
                 items = doc.get("items")
@@ -101,9 +98,23 @@ def _walk(documents: Iterable[Any], out: list[ServiceClaim], depth: int) -> bool
 _NO_SPEC: dict[str, Any] = {}
 
 
+def _dynamic(api_version: object, spec: dict[str, Any]) -> bool:
+    """Whether a Service document plainly takes a dynamic ClusterIP of the primary
+    family (see the module doc)."""
+    kind = spec.get("type", "ClusterIP")
+    return (
+        api_version == "v1"
+        and type(kind) is str  # a list or mapping here is the loader's to refuse
+        and kind in _CLUSTER_IP_TYPES
+        and _NOT_PLAIN.isdisjoint(spec)
+    )
+
+
 def _names(name: object, namespace: object) -> tuple[str, str] | None:
     """(name, namespace) when both are valid, else None (the loader refuses them)."""
-    if type(name) is not str or type(namespace) is not str or not _SERVICE_NAME.fullmatch(name):
+    if type(name) is not str or type(namespace) is not str or not name:
+        return None
+    if dns1035_label_error(name) is not None:
         return None
     ok = _NAMESPACES.get(namespace)
     if ok is None:
@@ -111,8 +122,6 @@ def _names(name: object, namespace: object) -> tuple[str, str] | None:
     return (name, namespace) if ok else None
 
 
-# a Service name: fields.dns1035_label_error's rule with its 63-character limit
-_SERVICE_NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
 _NAMESPACES: dict[str, bool] = {}  # namespace -> valid (a file has few)
 
 
@@ -196,10 +205,5 @@ def _finish(
     name, namespace = names
     if not namespace[0].isalpha():
         return False  # "0123" or "1e5" may not read as a string
-    dynamic = (
-        top.get("apiVersion") == "v1"
-        and _TYPES.get(spec.get("type", "ClusterIP"), False) is True
-        and _NOT_PLAIN.isdisjoint(spec)
-    )
-    out.append(ServiceClaim(namespace, name, dynamic))
+    out.append(ServiceClaim(namespace, name, _dynamic(top.get("apiVersion"), spec)))
     return True
